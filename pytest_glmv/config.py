@@ -1,0 +1,229 @@
+"""One frozen settings object, resolved from CLI > env > ini > default in one place.
+
+Every option is declared once in OPTIONS; plugin.py turns the table into
+`--glmv-*` flags and `glmv_*` ini keys, and `GLMV_*` env vars are read here.
+Bad values become `pytest.UsageError` with one line that names the valid choices.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shlex
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import pytest
+
+from . import profiles
+
+TARGETS = ("reference", "vllm", "external")
+
+
+@dataclass(frozen=True)
+class Opt:
+    name: str  # attribute name; flag --glmv-<name with dashes>, ini glmv_<name>, env GLMV_<NAME>
+    kind: str  # str | int | float | bool | list | choice | path
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    metavar: str | None = None
+    open_min: bool = False  # the minimum itself is not allowed
+
+    @property
+    def flag(self) -> str:
+        return "--glmv-" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "GLMV_" + self.name.upper()
+
+    @property
+    def ini(self) -> str:
+        return "glmv_" + self.name
+
+
+OPTIONS: tuple[Opt, ...] = (
+    # target
+    Opt("model", "str", None, "launch vLLM serving this model (HF id or path; 'tiny' = built-in tiny GLM-4.5V)"),
+    Opt("base_url", "str", None, "judge a server that is already running, e.g. http://host:8000/v1"),
+    Opt("server", "choice", None, "which target: reference (built-in double), vllm (launch), external (attach)",
+        choices=TARGETS),
+    Opt("api_key", "str", None, "API key sent to the server (and passed to a launched vLLM as --api-key)"),
+    Opt("profile", "choice", None, "model profile; detected from the model name when not given",
+        choices=tuple(profiles.PROFILES)),
+    # launch
+    Opt("tp", "int", None, "tensor parallel size (default: GPUs visible, else 1)", minimum=1),
+    Opt("dp", "int", None, "data parallel size, the alternative to tensor parallel", minimum=1),
+    Opt("max_model_len", "int", None, "context window to launch with; in attach mode, the window the server "
+        "must have", minimum=1),
+    Opt("max_num_batched_tokens", "int", None, "vLLM --max-num-batched-tokens", minimum=1),
+    Opt("gpu_memory_utilization", "float", None, "vLLM --gpu-memory-utilization (0-1]", minimum=0.0, maximum=1.0,
+        open_min=True),
+    Opt("vllm_arg", "list", (), "extra argument appended verbatim to `vllm serve` (repeatable)", metavar="ARG"),
+    Opt("vllm_executable", "str", "vllm", "the vllm command to run (a path, or a name on PATH)"),
+    Opt("startup_timeout", "float", 2400.0, "seconds to wait for a launched server to become ready "
+        "(a cold 106B FP8 load takes 10-20 minutes)", minimum=1.0),
+    Opt("log_dir", "path", None, "directory for launched servers' logs (default: a temporary directory)"),
+    Opt("print_command", "bool", False, "print the exact `vllm serve` command and exit"),
+    Opt("fault", "list", (), "reference server fault mode to inject (repeatable; see python -m "
+        "pytest_glmv.reference --list-faults)", metavar="NAME"),
+    # suites
+    Opt("media_host", "str", None, "address a remote server can reach the suite's media server at"),
+    Opt("remote_media_path", "str", None, "a directory on a remote server's disk inside its allowed media path"),
+    Opt("reasoning_field", "choice", "auto", "reasoning field the server must use",
+        choices=("auto", "reasoning", "reasoning_content")),
+    Opt("waive", "list", (), "finding id to report as xfail instead of failing (repeatable)", metavar="ID"),
+    Opt("iou_threshold", "float", 0.5, "grounding boxes must overlap the truth at least this much",
+        minimum=0.0, maximum=1.0),
+    # reports
+    Opt("report", "path", None, "directory for report.json and report.html"),
+    Opt("baseline", "path", None, "report.json of an earlier run to compare against"),
+)
+
+BY_NAME = {o.name: o for o in OPTIONS}
+
+
+def _convert(opt: Opt, raw: Any, source: str) -> Any:
+    where = {"cli": opt.flag, "env": opt.env, "ini": f"ini {opt.ini}"}[source]
+    if opt.kind == "list":
+        if isinstance(raw, str):
+            raw = shlex.split(raw) if source == "env" else [raw]
+        return tuple(str(x) for x in raw)
+    text = str(raw).strip()
+    if opt.kind in ("str", "path"):
+        if not text:
+            raise pytest.UsageError(f"{where}: empty value")
+        return Path(text).expanduser() if opt.kind == "path" else text
+    if opt.kind == "bool":
+        low = text.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off", ""):
+            return False
+        raise pytest.UsageError(f"{where}: {text!r} is not a boolean; use one of: true, false, 1, 0, yes, no")
+    if opt.kind == "choice":
+        if text.lower() not in opt.choices:
+            raise pytest.UsageError(f"{where}: unknown value {text!r}; valid choices: {', '.join(opt.choices)}")
+        return text.lower()
+    number: float
+    try:
+        number = int(text) if opt.kind == "int" else float(text)
+    except ValueError:
+        kind = "a whole number" if opt.kind == "int" else "a number"
+        raise pytest.UsageError(f"{where}: {text!r} is not {kind}") from None
+    if opt.kind == "float" and not math.isfinite(number):
+        raise pytest.UsageError(f"{where}: {text!r} must be finite")
+    above_min = opt.minimum is None or (number > opt.minimum if opt.open_min else number >= opt.minimum)
+    if not above_min or (opt.maximum is not None and number > opt.maximum):
+        if opt.maximum is None:
+            bounds = f"at least {opt.minimum:g}"
+        elif opt.open_min:
+            bounds = f"above {opt.minimum:g} and at most {opt.maximum:g}"
+        else:
+            bounds = f"from {opt.minimum:g} to {opt.maximum:g}"
+        raise pytest.UsageError(f"{where}: {text} is out of range; it must be {bounds}")
+    return number
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str | None = None
+    base_url: str | None = None
+    server: str | None = None
+    api_key: str | None = None
+    profile: str | None = None
+    tp: int | None = None
+    dp: int | None = None
+    max_model_len: int | None = None
+    max_num_batched_tokens: int | None = None
+    gpu_memory_utilization: float | None = None
+    vllm_arg: tuple[str, ...] = ()
+    vllm_executable: str = "vllm"
+    startup_timeout: float = 2400.0
+    log_dir: Path | None = None
+    print_command: bool = False
+    fault: tuple[str, ...] = ()
+    media_host: str | None = None
+    remote_media_path: str | None = None
+    reasoning_field: str = "auto"
+    waive: tuple[str, ...] = ()
+    iou_threshold: float = 0.5
+    report: Path | None = None
+    baseline: Path | None = None
+    # which source each value came from: cli, env, ini or default
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def target(self) -> str:
+        """reference | vllm | external, after the checks in validate()."""
+        if self.server:
+            return self.server
+        if self.model:
+            return "vllm"
+        if self.base_url:
+            return "external"
+        return "reference"
+
+    @property
+    def explicit_target(self) -> bool:
+        return bool(self.server or self.model or self.base_url)
+
+
+def resolve(
+    cli: Callable[[str], Any], ini: Callable[[str], Any], env: Mapping[str, str] | None = None
+) -> Settings:
+    """Build Settings from three lookups; `cli(name)` and `ini(name)` return None when unset."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for opt in OPTIONS:
+        raw_cli = cli(opt.name)
+        if raw_cli not in (None, [], ()):
+            values[opt.name], sources[opt.name] = _convert(opt, raw_cli, "cli"), "cli"
+            continue
+        if env.get(opt.env, "") != "":
+            values[opt.name], sources[opt.name] = _convert(opt, env[opt.env], "env"), "env"
+            continue
+        raw_ini = ini(opt.name)
+        if raw_ini not in (None, "", [], ()):
+            values[opt.name], sources[opt.name] = _convert(opt, raw_ini, "ini"), "ini"
+            continue
+        values[opt.name], sources[opt.name] = opt.default, "default"
+    settings = Settings(**values, sources=sources)
+    validate(settings)
+    return settings
+
+
+def validate(s: Settings) -> None:
+    if s.model and s.base_url:
+        raise pytest.UsageError(
+            "--glmv-model and --glmv-base-url exclude each other: launch a model, or attach to a running server"
+        )
+    wants = {"vllm": "--glmv-model", "external": "--glmv-base-url"}
+    if s.server in wants and not (s.model if s.server == "vllm" else s.base_url):
+        raise pytest.UsageError(f"--glmv-server {s.server} needs {wants[s.server]}")
+    if s.server == "reference" and (s.model or s.base_url):
+        raise pytest.UsageError("--glmv-server reference takes neither --glmv-model nor --glmv-base-url")
+    if s.server and s.server != "vllm" and s.model:
+        raise pytest.UsageError(f"--glmv-model launches vLLM; it does not go with --glmv-server {s.server}")
+    if s.server and s.server != "external" and s.base_url:
+        raise pytest.UsageError(f"--glmv-base-url attaches; it does not go with --glmv-server {s.server}")
+    if s.base_url and not s.base_url.startswith(("http://", "https://")):
+        raise pytest.UsageError(f"--glmv-base-url {s.base_url!r} must start with http:// or https://")
+    if s.fault and s.target != "reference":
+        raise pytest.UsageError("--glmv-fault injects faults into the reference server only")
+    if s.print_command and s.target != "vllm":
+        raise pytest.UsageError("--glmv-print-command needs --glmv-model (it prints the vllm serve command)")
+    for name in ("log_dir", "report"):
+        path = getattr(s, name)
+        if path is not None and path.exists() and not path.is_dir():
+            raise pytest.UsageError(f"{BY_NAME[name].flag} {path}: exists and is not a directory")
+    if s.baseline is not None and not (s.baseline.is_file() and os.access(s.baseline, os.R_OK)):
+        raise pytest.UsageError(f"--glmv-baseline {s.baseline}: not a readable file")
+
+
+def field_names() -> set[str]:
+    return {f.name for f in fields(Settings)} - {"sources"}
