@@ -66,6 +66,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("vllm_executable", "str", "vllm", "the vllm command to run (a path, or a name on PATH)"),
     Opt("startup_timeout", "float", 2400.0, "seconds to wait for a launched server to become ready "
         "(a cold 106B FP8 load takes 10-20 minutes)", minimum=1.0),
+    Opt("request_timeout", "float", 600.0, "seconds a single request may take before the check calls the server "
+        "hung", minimum=0.1),
     Opt("log_dir", "path", None, "directory for launched servers' logs (default: a temporary directory)"),
     Opt("print_command", "bool", False, "print the exact `vllm serve` command and exit"),
     Opt("fault", "list", (), "reference server fault mode to inject (repeatable; see python -m "
@@ -143,6 +145,7 @@ class Settings:
     vllm_arg: tuple[str, ...] = ()
     vllm_executable: str = "vllm"
     startup_timeout: float = 2400.0
+    request_timeout: float = 600.0
     log_dir: Path | None = None
     print_command: bool = False
     fault: tuple[str, ...] = ()

@@ -52,6 +52,7 @@ def parallelism(s: Settings, environ: dict[str, str] | None = None) -> tuple[lis
 
 
 def build(s: Settings, profile: Profile, port: int, model_path: str | None = None,
+          served_name: str | None = None, extra: tuple[str, ...] = (), env: dict[str, str] | None = None,
           environ: dict[str, str] | None = None) -> LaunchPlan:
     """The launch: `vllm serve MODEL` + recommended flags + hardware + user extras, in that order.
 
@@ -59,10 +60,10 @@ def build(s: Settings, profile: Profile, port: int, model_path: str | None = Non
     one stable name whatever path the weights are loaded from.
     """
     assert s.model is not None
-    served = s.model
+    served = served_name or s.model
     par, note = parallelism(s, environ)
     argv = [s.vllm_executable, "serve", model_path or s.model, "--served-model-name", served,
-            "--host", "127.0.0.1", "--port", str(port), *par, *profile.vllm_flags()]
+            "--host", "127.0.0.1", "--port", str(port), *par, *profile.vllm_flags(), *extra]
     if s.max_model_len is not None:
         argv += ["--max-model-len", str(s.max_model_len)]
     if s.max_num_batched_tokens is not None:
@@ -72,4 +73,4 @@ def build(s: Settings, profile: Profile, port: int, model_path: str | None = Non
     if s.api_key:
         argv += ["--api-key", s.api_key]
     argv += list(s.vllm_arg)
-    return LaunchPlan(argv=argv, served_name=served, parallel_note=note)
+    return LaunchPlan(argv=argv, served_name=served, parallel_note=note, env=dict(env or {}))

@@ -1,0 +1,2 @@
+# The project's own tests drive pytest in pytest (pytester); nothing else belongs here.
+pytest_plugins = ["pytester"]

@@ -1,0 +1,182 @@
+"""The server a session judges: chosen from settings, started once, described, stopped.
+
+Kept apart from plugin.py so the same object works in scripts and benchmarks:
+
+    with Target(settings) as t:
+        print(t.server.base_url, t.profile.name)
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from . import launch, profiles
+from .config import Settings
+from .profiles import Profile
+from .server import ExternalServer, LaunchedServer, Server, ServerError, VllmServer, free_port
+
+
+class Target:
+    def __init__(self, settings: Settings, progress: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.progress = progress
+        self.server: Server | None = None
+        self.profile: Profile | None = None
+        self.plan: launch.LaunchPlan | None = None
+        self.error: ServerError | None = None
+        self.notes: list[str] = []
+        self._log_dir: Path | None = settings.log_dir
+        # A directory inside the media path a local server may read (file:// checks).
+        self.media_dir: Path | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.settings.target
+
+    @property
+    def log_dir(self) -> Path:
+        if self._log_dir is None:
+            self._log_dir = Path(tempfile.mkdtemp(prefix="glmv-logs-"))
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        return self._log_dir
+
+    @property
+    def started(self) -> bool:
+        return self.server is not None
+
+    # -- launch planning (also what --glmv-print-command prints) -----------------------------
+    def vllm_plan(self, port: int | None = None) -> tuple[launch.LaunchPlan, Profile]:
+        s = self.settings
+        assert s.model is not None
+        if s.model == "tiny":
+            from .tiny import prepare  # only the tiny model needs the factory
+
+            tiny = prepare()
+            base = profiles.get(s.profile or "glm-4.5v")
+            profile = base.with_window(s.max_model_len or tiny.max_model_len)
+            plan = launch.build(s, profile, port or free_port(), model_path=str(tiny.path),
+                                served_name=tiny.served_name, extra=tiny.extra_args, env=tiny.env)
+            return plan, profile
+        try:
+            profile = profiles.resolve(s.profile, s.model)
+        except profiles.UnknownProfile as e:
+            raise ServerError(f"glmv: {e}") from None
+        if s.max_model_len:
+            profile = profile.with_window(s.max_model_len)
+        return launch.build(s, profile, port or free_port()), profile
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> Server:
+        """Start or attach once; a failure is kept and raised again on every later call."""
+        if self.server is not None:
+            return self.server
+        if self.error is not None:
+            raise self.error
+        try:
+            self.server = self._start()
+        except ServerError as e:
+            self.error = e
+            raise
+        return self.server
+
+    def _start(self) -> Server:
+        s = self.settings
+        if self.kind == "external":
+            assert s.base_url is not None
+            server: Server = ExternalServer(s.base_url, api_key=s.api_key).start()
+            self.profile = self._attached_profile(server)
+            return server
+        if self.kind == "vllm":
+            port = free_port()
+            plan, self.profile = self.vllm_plan(port)
+            self.plan = plan
+            self.notes.append(plan.parallel_note)
+            vllm = VllmServer(plan.argv, model=plan.served_name, port=port, api_key=s.api_key,
+                              env={**os.environ, **plan.env}, log_dir=self.log_dir,
+                              startup_timeout=s.startup_timeout, progress=self.progress)
+            return vllm.start()
+        return self._start_reference()
+
+    def _start_reference(self) -> Server:
+        from .reference.launcher import ReferenceServer
+
+        s = self.settings
+        try:
+            profile = profiles.get(s.profile or "glm-4.5v-fp8")
+        except profiles.UnknownProfile as e:
+            raise ServerError(f"glmv: {e}") from None
+        if s.max_model_len:
+            profile = profile.with_window(s.max_model_len)
+        self.profile = profile
+        self.media_dir = Path(tempfile.mkdtemp(prefix="glmv-media-"))
+        ref = ReferenceServer(
+            faults=list(s.fault), root=profile.hf_id, max_model_len=profile.max_model_len, api_key=s.api_key,
+            allowed_local_media_path=str(self.media_dir), allowed_media_domains=["127.0.0.1"],
+            reasoning_field="reasoning_content" if s.reasoning_field == "reasoning_content" else "reasoning",
+            log_dir=self.log_dir,
+        )
+        return ref.start()
+
+    def _attached_profile(self, server: Server) -> Profile:
+        s = self.settings
+        try:
+            profile = profiles.resolve(s.profile, server.model_root, server.model)
+        except profiles.UnknownProfile as e:
+            raise ServerError(f"glmv: {e}") from None
+        return profile.with_window(s.max_model_len) if s.max_model_len else profile
+
+    def stop(self) -> None:
+        if self.server is not None:
+            server, self.server = self.server, None
+            server.stop()
+
+    def __enter__(self) -> "Target":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- description ----------------------------------------------------------------------------
+    def header_lines(self) -> list[str]:
+        s = self.settings
+        if self.server is None:
+            what = {"vllm": f"launch vLLM for {s.model}", "external": f"attach to {s.base_url}",
+                    "reference": "built-in reference server (a deterministic GLM-4V double, not a model)"}
+            faults = f" with faults {', '.join(s.fault)}" if s.fault else ""
+            return [f"glmv: target {what[self.kind]}{faults} (started when the first check needs it)"]
+        return [f"glmv: {line}" for line in self.describe_lines()]
+
+    def describe_lines(self) -> list[str]:
+        assert self.server is not None
+        srv = self.server
+        how = "launched" if srv.launched else "attached"
+        lines = [
+            f"target {srv.base_url} ({srv.kind}, {how}); model {srv.model}; vLLM version {srv.version or 'unknown'}",
+            f"profile {self.profile.name if self.profile else '?'} (window {self.profile.max_model_len if self.profile else '?'}"
+            f"; server reports {srv.max_model_len})",
+        ]
+        lines += self.notes
+        if srv.log_path:
+            lines.append(f"server log {srv.log_path}")
+        return lines
+
+    def info(self) -> dict[str, Any]:
+        srv = self.server
+        return {
+            "target": self.kind,
+            "base_url": srv.base_url if srv else None,
+            "model": srv.model if srv else self.settings.model,
+            "profile": self.profile.name if self.profile else None,
+            "vllm_version": srv.version if srv else None,
+            "launched": bool(srv and srv.launched),
+            "max_model_len": srv.max_model_len if srv else None,
+            "faults": list(self.settings.fault),
+            "notes": list(self.notes),
+        }
+
+
+def is_launched(server: Server | None) -> bool:
+    return isinstance(server, LaunchedServer)
