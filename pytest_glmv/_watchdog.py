@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
                 continue
             break  # EOF without bye: the owner is gone
         seen |= procs.descendants(leader)
-    procs.kill_tree(pgid, seen, grace=10.0)
+    procs.kill_tree(pgid, seen, grace=5.0)
     procs.cleanup_shm(shm_before)
     return 0
 
