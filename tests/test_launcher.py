@@ -102,6 +102,7 @@ def test_grandchildren_ignoring_sigterm_are_killed(fake_vllm: Path, monkeypatch:
     assert time.monotonic() - began < 1.0 + 5.0
     assert not gone(pids, 1.0), "processes survived teardown"
     assert srv.survivors == []
+    assert not Path(f"/dev/shm/psm_glmvfake{pids[0]}").exists(), "shm segment left behind"
 
 
 SESSION_KILLED = textwrap.dedent("""
@@ -130,5 +131,9 @@ def test_no_survivors_after_owner_is_sigkilled(fake_vllm: Path, monkeypatch: pyt
         owner.wait()
         # watchdog: EOF within its 0.5 s poll, 5 s SIGTERM grace (ignored here), then SIGKILL
         assert not gone(pids, 20.0), "processes outlived the killed owner"
+        deadline = time.monotonic() + 5
+        while Path(f"/dev/shm/psm_glmvfake{pids[0]}").exists():
+            assert time.monotonic() < deadline, "the watchdog left the shm segment behind"
+            time.sleep(0.1)
     finally:
         owner.kill()

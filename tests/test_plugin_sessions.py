@@ -1,0 +1,145 @@
+"""Whole pytest sessions (pytester) against a fake vllm: launch, attach, header, log tail, kill -9."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_glmv.server import free_port
+
+from .test_launcher import gone, read_pids
+
+CHECKS = """
+def test_models(glmv_client, glmv_server, glmv_profile):
+    ids = [m.id for m in glmv_client.models.list()]
+    assert ids == [glmv_server.model]
+    assert glmv_profile.name == "glm-4.5v-fp8"
+
+def test_raw(glmv_http):
+    assert glmv_http.get("/health").status_code == 200
+    assert glmv_http.get("/version").json() == {"version": "0.0.0+fake"}
+
+def test_fails_on_purpose(glmv_server):
+    assert False, "intended"
+"""
+
+
+def test_launch_session_uses_and_tears_down(pytester: pytest.Pytester, fake_vllm: Path) -> None:
+    pytester.makepyfile(test_checks=CHECKS)
+    result = pytester.runpytest_subprocess("--glmv-model", "zai-org/GLM-4.5V-FP8", "--glmv-tp", "2",
+                                           "-p", "no:cacheprovider", "test_checks.py")
+    result.assert_outcomes(passed=2, failed=1)
+    out = result.stdout.str()
+    # header before, identity once started, and the summary section
+    result.stdout.fnmatch_lines([
+        "glmv: target launch vLLM for zai-org/GLM-4.5V-FP8 (started when the first check needs it)",
+        "glmv: target http://127.0.0.1:*/v1 (vllm, launched); model zai-org/GLM-4.5V-FP8; vLLM version 0.0.0+fake",
+        "glmv: profile glm-4.5v-fp8 (window 65536; server reports 65536)",
+        "glmv: TP 2 (--glmv-tp, cli)",
+    ])
+    # the failing check carries the server's log tail
+    assert "glmv server log (last 40 lines)" in out and "fake vllm starting: serve zai-org/GLM-4.5V-FP8" in out
+    assert not gone(read_pids(fake_vllm), 3.0)
+
+
+def test_launch_failure_is_one_clear_stop(pytester: pytest.Pytester, fake_vllm: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_VLLM_MODE", "exit")
+    pytester.makepyfile(test_checks=CHECKS)
+    result = pytester.runpytest_subprocess("--glmv-model", "zai-org/GLM-4.5V-FP8", "test_checks.py")
+    assert result.ret == 3
+    text = result.stdout.str() + result.stderr.str()
+    assert "vllm server exited with code 3 during startup" in text
+    assert "fake failure: the model does not fit" in text
+    assert "Traceback" not in text
+
+
+def test_collect_only_starts_nothing(pytester: pytest.Pytester, fake_vllm: Path) -> None:
+    pytester.makepyfile(test_checks=CHECKS)
+    result = pytester.runpytest_subprocess("--glmv-model", "zai-org/GLM-4.5V-FP8", "--collect-only",
+                                           "test_checks.py")
+    assert result.ret == 0
+    assert read_pids(fake_vllm) == []
+
+
+@pytest.fixture
+def running_fake(fake_vllm: Path, tmp_path: Path):
+    port = free_port()
+    proc = subprocess.Popen(["vllm", "serve", "zai-org/GLM-4.6V", "--port", str(port), "--max-model-len",
+                             "131072", "--api-key", "sekret"], stdout=subprocess.DEVNULL)
+    from pytest_glmv.server import http_json
+
+    deadline = time.monotonic() + 20
+    while http_json(f"http://127.0.0.1:{port}/health")[0] != 200:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}/v1"
+    proc.kill()
+    proc.wait()
+
+
+def test_attach_mode(pytester: pytest.Pytester, running_fake: str) -> None:
+    pytester.makepyfile(test_attach="""
+        def test_models(glmv_client, glmv_server, glmv_profile):
+            assert [m.id for m in glmv_client.models.list()] == ["zai-org/GLM-4.6V"]
+            assert not glmv_server.launched
+            assert (glmv_profile.name, glmv_profile.max_model_len) == ("glm-4.6v", 131072)
+    """)
+    result = pytester.runpytest_subprocess("--glmv-base-url", running_fake, "--glmv-api-key", "sekret",
+                                           "test_attach.py")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["glmv: target http://127.0.0.1:*/v1 (external, attached); model zai-org/GLM-4.6V*"])
+
+
+def test_attach_without_key_is_a_usage_error(pytester: pytest.Pytester, running_fake: str) -> None:
+    result = pytester.runpytest_subprocess("--glmv-base-url", running_fake)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: glmv: http://127.0.0.1:*/v1/models answered 401: pass the server's key "
+                                 "with --glmv-api-key"])
+
+
+def test_attach_mode_states_the_expected_window(pytester: pytest.Pytester, running_fake: str) -> None:
+    pytester.makepyfile(test_attach="""
+        def test_window(glmv_profile, glmv_server):
+            assert glmv_profile.max_model_len == 65536 and glmv_server.max_model_len == 131072
+    """)
+    result = pytester.runpytest_subprocess("--glmv-base-url", running_fake, "--glmv-api-key", "sekret",
+                                           "--glmv-max-model-len", "65536", "test_attach.py")
+    result.assert_outcomes(passed=1)
+
+
+def test_attach_down_is_one_line(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--glmv-base-url", f"http://127.0.0.1:{free_port()}/v1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: glmv: no answer from http://127.0.0.1:*/v1/models: is the server up?"])
+
+
+def test_kill_9_of_pytest_leaves_no_server(pytester: pytest.Pytester, fake_vllm: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_VLLM_MODE", "grandchildren")
+    pytester.makepyfile(test_hang="""
+        import time
+        def test_hang(glmv_server):
+            print("SERVER-UP", flush=True)
+            time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-s", "-p", "no:cacheprovider", "--glmv-model",
+                             "zai-org/GLM-4.5V-FP8", "test_hang.py"], cwd=pytester.path, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while "SERVER-UP" not in proc.stdout.readline():
+            assert time.monotonic() < deadline and proc.poll() is None
+        pids = read_pids(fake_vllm)
+        assert len(pids) == 3
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert not gone(pids, 20.0), "the server's processes outlived pytest's SIGKILL"
+    finally:
+        proc.kill()
