@@ -23,7 +23,7 @@ TARGETS = ("reference", "vllm", "external")
 @dataclass(frozen=True)
 class Opt:
     name: str  # attribute name; flag --glmv-<name with dashes>, ini glmv_<name>, env GLMV_<NAME>
-    kind: str  # str | int | float | bool | list | choice | path
+    kind: str  # str | int | float | rate (a float or inf) | bool | list | choice | path
     default: Any
     help: str
     choices: tuple[str, ...] = ()
@@ -80,6 +80,17 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("waive", "list", (), "finding id to report as xfail instead of failing (repeatable)", metavar="ID"),
     Opt("iou_threshold", "float", 0.5, "grounding boxes must overlap the truth at least this much",
         minimum=0.0, maximum=1.0),
+    # SLO harness (named after vllm bench serve's options)
+    Opt("num_prompts", "int", 200, "requests in an SLO run", minimum=1),
+    Opt("request_rate", "rate", float("inf"), "requests per second (inf: all at once, limited by "
+        "--glmv-max-concurrency)"),
+    Opt("burstiness", "float", 1.0, "gamma shape of arrivals; 1 is Poisson", minimum=0.0, open_min=True),
+    Opt("max_concurrency", "int", None, "most requests in flight at once", minimum=1),
+    Opt("seed", "int", 0, "seed for workloads and arrivals"),
+    Opt("dataset", "str", "synthetic", "workload: synthetic (VisionArena-Chat-shaped, offline) or "
+        "lmarena-ai/VisionArena-Chat (needs the datasets extra and the hub)"),
+    Opt("slo", "path", None, "TOML file with SLO thresholds (default: the reference results)"),
+    Opt("slo_json", "path", None, "write the SLO run's results here, with vllm bench serve's keys"),
     # reports
     Opt("report", "path", None, "directory for report.json and report.html"),
     Opt("baseline", "path", None, "report.json of an earlier run to compare against"),
@@ -110,13 +121,17 @@ def _convert(opt: Opt, raw: Any, source: str) -> Any:
         if text.lower() not in opt.choices:
             raise pytest.UsageError(f"{where}: unknown value {text!r}; valid choices: {', '.join(opt.choices)}")
         return text.lower()
+    if opt.kind == "rate" and text.lower() in ("inf", "infinity"):
+        return float("inf")
     number: float
     try:
         number = int(text) if opt.kind == "int" else float(text)
     except ValueError:
-        kind = "a whole number" if opt.kind == "int" else "a number"
+        kind = "a whole number" if opt.kind == "int" else "a number" if opt.kind == "float" else "a number or inf"
         raise pytest.UsageError(f"{where}: {text!r} is not {kind}") from None
-    if opt.kind == "float" and not math.isfinite(number):
+    if opt.kind == "rate" and not number > 0:
+        raise pytest.UsageError(f"{where}: {text} must be above 0 (or inf)")
+    if opt.kind in ("float", "rate") and not math.isfinite(number):
         raise pytest.UsageError(f"{where}: {text!r} must be finite")
     above_min = opt.minimum is None or (number > opt.minimum if opt.open_min else number >= opt.minimum)
     if not above_min or (opt.maximum is not None and number > opt.maximum):
@@ -154,6 +169,14 @@ class Settings:
     reasoning_field: str = "auto"
     waive: tuple[str, ...] = ()
     iou_threshold: float = 0.5
+    num_prompts: int = 200
+    request_rate: float = float("inf")
+    burstiness: float = 1.0
+    max_concurrency: int | None = None
+    seed: int = 0
+    dataset: str = "synthetic"
+    slo: Path | None = None
+    slo_json: Path | None = None
     report: Path | None = None
     baseline: Path | None = None
     # which source each value came from: cli, env, ini or default
@@ -224,6 +247,8 @@ def validate(s: Settings) -> None:
         path = getattr(s, name)
         if path is not None and path.exists() and not path.is_dir():
             raise pytest.UsageError(f"{BY_NAME[name].flag} {path}: exists and is not a directory")
+    if s.slo is not None and not (s.slo.is_file() and os.access(s.slo, os.R_OK)):
+        raise pytest.UsageError(f"--glmv-slo {s.slo}: not a readable file")
     if s.baseline is not None and not (s.baseline.is_file() and os.access(s.baseline, os.R_OK)):
         raise pytest.UsageError(f"--glmv-baseline {s.baseline}: not a readable file")
 
