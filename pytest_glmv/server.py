@@ -201,6 +201,7 @@ class LaunchedServer(Server):
 
     def start(self) -> "LaunchedServer":
         self._shm_before = procs.shm_segments()
+        assert self.log_path is not None
         with open(self.log_path, "ab") as log:
             log.write(f"$ {' '.join(self.argv)}\n".encode())
             log.flush()

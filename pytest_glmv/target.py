@@ -153,10 +153,11 @@ class Target:
         assert self.server is not None
         srv = self.server
         how = "launched" if srv.launched else "attached"
+        prof = self.profile
         lines = [
             f"target {srv.base_url} ({srv.kind}, {how}); model {srv.model}; vLLM version {srv.version or 'unknown'}",
-            f"profile {self.profile.name if self.profile else '?'} (window {self.profile.max_model_len if self.profile else '?'}"
-            f"; server reports {srv.max_model_len})",
+            f"profile {prof.name if prof else '?'} (window {prof.max_model_len if prof else '?'}; "
+            f"server reports {srv.max_model_len})",
         ]
         lines += self.notes
         if srv.log_path:
