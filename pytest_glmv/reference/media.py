@@ -1,0 +1,172 @@
+"""Loading images and videos from data:, http(s):// and file:// URLs under vLLM's access rules.
+
+The rules and texts are vLLM's MediaConnector: file:// only below
+--allowed-local-media-path, http(s) only from --allowed-media-domains when set.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from . import tokenizer, vision
+from .errors import ApiError, too_many
+from .settings import Settings
+from .vision import Media, MediaError
+
+MAX_VIDEO_FRAMES = 32
+
+
+class BadMedia(ApiError):
+    """An undecodable image: the one media failure the bad-image-500 fault turns into a 500."""
+
+
+def parts(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(kind, url) of every image and video part, in prompt order."""
+    out: list[tuple[str, str]] = []
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        if not isinstance(content, list):
+            continue
+        for item in content:
+            if not isinstance(item, dict):
+                continue
+            kind = item.get("type")
+            for key, modality in (("image_url", "image"), ("video_url", "video")):
+                if kind == key or (kind is None and key in item):
+                    ref = item.get(key)
+                    url = ref.get("url") if isinstance(ref, dict) else ref
+                    if not isinstance(url, str) or not url:
+                        raise ApiError(f"`{key}` must carry a url", 400, None)
+                    out.append((modality, url))
+            if kind in ("image", "video") and isinstance(item.get(kind), str):
+                out.append((kind, item[kind]))
+    return out
+
+
+async def load_all(messages: list[dict[str, Any]], cfg: Settings) -> list[Media]:
+    found = parts(messages)
+    images = sum(1 for k, _ in found if k == "image")
+    videos = len(found) - images
+    if images > cfg.limit_images:
+        raise too_many("image", cfg.limit_images)
+    if videos > cfg.limit_videos:
+        raise too_many("video", cfg.limit_videos)
+    return list(await asyncio.gather(*(load(kind, url, cfg) for kind, url in found)))
+
+
+async def load(kind: str, url: str, cfg: Settings) -> Media:
+    data, media_type = await fetch(url, cfg)
+    try:
+        if kind == "image":
+            img = vision.open_image(data)
+            frames = [img]
+        else:
+            frames = await asyncio.to_thread(_video_frames, data, media_type)
+        seen = await asyncio.to_thread(lambda: [vision.look(f) for f in frames])
+    except MediaError as e:
+        raise BadMedia(str(e), 400, None) from None
+    w, h = seen[0].width, seen[0].height
+    p = cfg.profile
+    if kind == "image":
+        return Media("image", vision.image_tokens(w, h, p.min_pixels, p.max_pixels), seen)
+    n = len(frames) + len(frames) % 2
+    rh, rw = vision.smart_resize(n, h, w, p.min_pixels, p.max_pixels)
+    return Media("video", (rh // vision.FACTOR) * (rw // vision.FACTOR), seen, frames=n)
+
+
+def _video_frames(data: bytes, media_type: str) -> list[Any]:
+    if data.startswith(b"FRAMES:"):
+        # vLLM's `data:video/jpeg;base64,<frame>,<frame>,...` form: each frame its own image.
+        return [vision.open_image(base64.b64decode(f)).convert("RGB") for f in data[7:].split(b",")]
+    img = vision.open_image(data)
+    return vision.frames_of(img, MAX_VIDEO_FRAMES)
+
+
+async def fetch(url: str, cfg: Settings) -> tuple[bytes, str]:
+    if url[:5].lower() == "data:":
+        return _data_url(url)
+    split = urlsplit(url)
+    scheme = split.scheme.lower()
+    if scheme in ("http", "https"):
+        host = split.hostname or ""
+        if cfg.allowed_media_domains and host not in cfg.allowed_media_domains and not cfg.faults.on("ssrf-open"):
+            raise ApiError(f"The URL must be from one of the allowed domains: {list(cfg.allowed_media_domains)}. "
+                           f"Input URL domain: {host}", 400, None)
+        return await _http(url, cfg), ""
+    if scheme == "file":
+        return await asyncio.to_thread(_file, split.netloc + unquote(split.path), cfg), ""
+    raise ApiError("The URL must be either a HTTP, data or file URL.", 400, None)
+
+
+def _data_url(url: str) -> tuple[bytes, str]:
+    spec, sep, payload = url[5:].partition(",")
+    if not sep:
+        raise ApiError(f"Invalid data URL {url[:32]!r}: missing ',' separator.", 400, None)
+    media_type, sep, encoding = spec.rpartition(";")
+    if not sep or encoding != "base64":
+        raise ApiError("Only base64 data URLs are supported for now.", 400, None)
+    media_type = media_type.partition(";")[0].lower()
+    if media_type.startswith("video/") and "," in payload:
+        return b"FRAMES:" + payload.encode(), media_type
+    try:
+        return base64.b64decode(payload, validate=False), media_type
+    except (binascii.Error, ValueError) as e:
+        raise BadMedia(f"Failed to load image: {e}", 400, None) from None
+
+
+def _file(raw_path: str, cfg: Settings) -> bytes:
+    path = Path(raw_path)
+    allowed = cfg.allowed_local_media_path
+    if not cfg.faults.on("file-anywhere"):
+        if allowed is None:
+            raise ApiError("Cannot load local files without `--allowed-local-media-path`.", 400, None)
+        root = allowed.resolve()
+        if root not in path.resolve().parents:
+            raise ApiError(f"The file path {path} must be a subpath of `--allowed-local-media-path {root}`.",
+                           400, None)
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ApiError(f"Failed to load media file {path}: {e.strerror or e}", 400, None) from None
+
+
+async def _http(url: str, cfg: Settings) -> bytes:
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=cfg.media_fetch_timeout)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with session.get(url, allow_redirects=False) as resp:
+                if resp.status >= 400:
+                    raise ApiError(f"Failed to fetch media from URL: HTTP {resp.status} error", 400, "image_url")
+                return await resp.read()
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+        raise ApiError(f"Failed to fetch media from URL: {type(e).__name__}: {e}", 400, "image_url") from None
+
+
+def prompt_ids(prompt: str, media: list[Media]) -> list[int]:
+    """Encode a rendered prompt, expanding each placeholder into its media's tokens."""
+    t = tokenizer.SPECIAL
+    ids: list[int] = []
+    pieces = prompt.replace("\x00VIDEO\x00", "\x00IMAGE\x00").split("\x00IMAGE\x00")
+    queue = list(media)
+    for i, piece in enumerate(pieces):
+        ids.extend(tokenizer.encode(piece))
+        if i == len(pieces) - 1:
+            break
+        item = queue.pop(0) if queue else None
+        if item is None:  # media not loaded (images-ignored): no tokens at all
+            continue
+        if item.kind == "image":
+            ids += [t["<|begin_of_image|>"]] + [t["<|image|>"]] * item.tokens + [t["<|end_of_image|>"]]
+            continue
+        ids.append(t["<|begin_of_video|>"])
+        for group in range(item.frames // 2):
+            ids += [t["<|begin_of_image|>"]] + [t["<|video|>"]] * item.tokens + [t["<|end_of_image|>"]]
+            ids += tokenizer.encode(str(group))
+        ids.append(t["<|end_of_video|>"])
+    return ids

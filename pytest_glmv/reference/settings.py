@@ -1,0 +1,63 @@
+"""The reference server's settings: what `python -m pytest_glmv.reference` was told."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import profiles
+from .faults import SMALL_WINDOW, Faults
+
+VLLM_VERSION = "0.32.0"
+DEFAULT_SERVED_NAME = "glmv-reference"
+DEFAULT_ROOT = "zai-org/GLM-4.5V-FP8"
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    served_model_name: str = DEFAULT_SERVED_NAME
+    root: str = DEFAULT_ROOT
+    max_model_len: int | None = None  # None: the profile's window
+    api_key: str | None = None
+    allowed_local_media_path: Path | None = None
+    allowed_media_domains: tuple[str, ...] = ()
+    limit_images: int = 999  # vLLM's default per-prompt limit; GLM-4V supports any number
+    limit_videos: int = 1  # GLM-4V's processor takes one video per prompt
+    reasoning_field: str = "reasoning"
+    ttft_ms: float = 0.0
+    tpot_ms: float = 0.0
+    jitter: float = 0.0
+    slowdown_per_request: float = 0.0
+    trace: Path | None = None
+    media_fetch_timeout: float = 5.0
+    faults: Faults = field(default_factory=Faults)
+
+    def __post_init__(self) -> None:
+        self.profile = profiles.detect(self.root, self.served_model_name) or profiles.get("glm-4.5v-fp8")
+        if self.max_model_len is None:
+            self.max_model_len = self.profile.max_model_len
+
+    @property
+    def window(self) -> int:
+        """What /v1/models and /tokenize report."""
+        assert self.max_model_len is not None
+        return self.max_model_len
+
+    @property
+    def engine_window(self) -> int:
+        """What the engine enforces; differs from `window` only under the small-window fault."""
+        if self.faults.on("small-window"):
+            return min(SMALL_WINDOW, self.window)
+        return self.window
+
+    @property
+    def thinks_always(self) -> bool:
+        return self.profile.thinking == "always"
+
+    @property
+    def system_fingerprint(self) -> str:
+        # vLLM derives it from the version and the engine config; stable per launch configuration.
+        digest = hashlib.sha256(f"{self.root}|{self.window}|{self.served_model_name}".encode()).hexdigest()[:8]
+        return f"vllm-{VLLM_VERSION}-ep-{digest}"
