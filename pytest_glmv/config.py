@@ -74,7 +74,8 @@ OPTIONS: tuple[Opt, ...] = (
         "pytest_glmv.reference --list-faults)", metavar="NAME"),
     # suites
     Opt("media_host", "str", None, "address a remote server can reach the suite's media server at"),
-    Opt("remote_media_path", "str", None, "a directory on a remote server's disk inside its allowed media path"),
+    Opt("remote_media_path", "str", None, "path of an image on an attached server's disk, inside its allowed "
+        "media path, for the file:// checks"),
     Opt("reasoning_field", "choice", "auto", "reasoning field the server must use",
         choices=("auto", "reasoning", "reasoning_content")),
     Opt("waive", "list", (), "finding id to report as xfail instead of failing (repeatable)", metavar="ID"),

@@ -26,7 +26,8 @@ AREAS = {
     "security": "keys, media fetching and file access",
 }
 MARKERS = {**AREAS, "behavior": "needs real weights (a random-weight model answers nonsense)"}
-FIXTURES = {"glmv_target", "glmv_server", "glmv_profile", "glmv_client", "glmv_async_client", "glmv_http"}
+FIXTURES = {"glmv_target", "glmv_server", "glmv_profile", "glmv_client", "glmv_async_client", "glmv_http",
+            "glmv_media", "glmv_media_dir"}
 # pytest.exit code when the target cannot be started or reached mid-run
 EXIT_SERVER = 3
 
@@ -204,6 +205,29 @@ def glmv_server(glmv_target: Target) -> Any:
 @pytest.fixture(scope="session")
 def glmv_profile(glmv_target: Target) -> Any:
     return glmv_target.profile
+
+
+@pytest.fixture(scope="session")
+def glmv_media(glmv_target: Target) -> Iterator[Any]:
+    """A loopback media server (None when the server is remote and no --glmv-media-host was given)."""
+    from .media import MediaServer
+
+    s = glmv_target.settings
+    if glmv_target.is_local:
+        server = MediaServer("127.0.0.1")
+    elif s.media_host:
+        server = MediaServer("0.0.0.0", public_host=s.media_host)
+    else:
+        yield None
+        return
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def glmv_media_dir(glmv_target: Target) -> Any:
+    """A directory the server may read file:// media from (None for a server the plugin did not start)."""
+    return glmv_target.media_dir
 
 
 @pytest.fixture

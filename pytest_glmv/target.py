@@ -43,6 +43,16 @@ class Target:
         return self._log_dir
 
     @property
+    def is_local(self) -> bool:
+        """The server runs on this machine, so it can reach our loopback media server."""
+        if self.kind != "external":
+            return True
+        from urllib.parse import urlsplit
+
+        host = urlsplit(self.settings.base_url or "").hostname or ""
+        return host in ("localhost", "::1") or host.startswith("127.")
+
+    @property
     def started(self) -> bool:
         return self.server is not None
 
@@ -92,6 +102,8 @@ class Target:
             port = free_port()
             plan, self.profile = self.vllm_plan(port)
             self.plan = plan
+            # launched with --allowed-local-media-path /, so any directory of ours is inside it
+            self.media_dir = Path(tempfile.mkdtemp(prefix="glmv-media-"))
             self.notes.append(plan.parallel_note)
             vllm = VllmServer(plan.argv, model=plan.served_name, port=port, api_key=s.api_key,
                               env={**os.environ, **plan.env}, log_dir=self.log_dir,

@@ -1,0 +1,161 @@
+"""Requests that keep their evidence: what was sent, the status, and the answer's start.
+
+Suites send chat requests through `chat()` and `stream()` so that every failure
+message can say exactly what happened, with data URLs shortened to their size.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
+
+CHAT = "/v1/chat/completions"
+_DATA_URL = re.compile(r"data:([\w/+.-]+);base64,([A-Za-z0-9+/=]{64,})")
+
+
+def shorten(text: str, limit: int = 600) -> str:
+    text = _DATA_URL.sub(lambda m: f"data:{m.group(1)};base64,<{len(m.group(2)) * 3 // 4} bytes>", text)
+    return text if len(text) <= limit else text[:limit] + f"... <{len(text) - limit} more chars>"
+
+
+def dumps(obj: Any, limit: int = 600) -> str:
+    try:
+        text = json.dumps(obj, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(obj)
+    return shorten(text, limit)
+
+
+@dataclass
+class Exchange:
+    """One request and its answer."""
+
+    method: str
+    path: str
+    body: Any
+    status: int
+    text: str
+    elapsed: float
+    headers: dict[str, str] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)  # parsed SSE data, streams only
+    raw_lines: list[str] = field(default_factory=list)  # every SSE line as sent, streams only
+
+    @property
+    def json(self) -> Any:
+        try:
+            return json.loads(self.text)
+        except ValueError:
+            return None
+
+    @property
+    def message(self) -> dict[str, Any]:
+        """choices[0].message of a non-streamed chat answer ({} when absent)."""
+        body = self.json
+        try:
+            return dict(body["choices"][0]["message"])
+        except (TypeError, KeyError, IndexError):
+            return {}
+
+    @property
+    def choice(self) -> dict[str, Any]:
+        body = self.json
+        try:
+            return dict(body["choices"][0])
+        except (TypeError, KeyError, IndexError):
+            return {}
+
+    @property
+    def error_message(self) -> str:
+        body = self.json
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            return str(body["error"].get("message", ""))
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            return body["error"]
+        return ""
+
+    def evidence(self, limit: int = 600) -> str:
+        answer = "\n    ".join(self.raw_lines[:12]) if self.raw_lines else self.text
+        return (f"request: {self.method} {self.path} {dumps(self.body, limit)}\n"
+                f"  status: {self.status} after {self.elapsed:.2f} s\n"
+                f"  answer: {shorten(answer, limit)}")
+
+    def __str__(self) -> str:
+        return self.evidence()
+
+
+def request(http: "httpx.Client", method: str, path: str, body: Any = None, **kw: Any) -> Exchange:
+    began = time.monotonic()
+    resp = http.request(method, path, json=body, **kw) if body is not None else http.request(method, path, **kw)
+    return Exchange(method, path, body, resp.status_code, resp.text, time.monotonic() - began, dict(resp.headers))
+
+
+def chat(http: "httpx.Client", body: dict[str, Any], **kw: Any) -> Exchange:
+    return request(http, "POST", CHAT, body, **kw)
+
+
+def stream(http: "httpx.Client", body: dict[str, Any], **kw: Any) -> Exchange:
+    """POST with stream=true; keeps every SSE line and the parsed `data:` payloads (not [DONE])."""
+    body = {**body, "stream": True}
+    began = time.monotonic()
+    lines: list[str] = []
+    events: list[dict[str, Any]] = []
+    with http.stream("POST", CHAT, json=body, **kw) as resp:
+        if resp.status_code != 200:
+            resp.read()
+            return Exchange("POST", CHAT, body, resp.status_code, resp.text, time.monotonic() - began,
+                            dict(resp.headers))
+        for line in resp.iter_lines():
+            if not line:
+                continue
+            lines.append(line)
+            if line.startswith("data: ") and line != "data: [DONE]":
+                try:
+                    events.append(json.loads(line[6:]))
+                except ValueError:
+                    events.append({"_unparsable": line})
+        headers = dict(resp.headers)
+    return Exchange("POST", CHAT, body, 200, "\n".join(lines), time.monotonic() - began, headers, events, lines)
+
+
+def deltas(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The delta of choice 0 of every chunk that has one."""
+    out = []
+    for ev in events:
+        for ch in ev.get("choices") or []:
+            if ch.get("index", 0) == 0 and isinstance(ch.get("delta"), dict):
+                out.append(ch["delta"])
+    return out
+
+
+def joined(events: list[dict[str, Any]], key: str) -> str:
+    """Concatenation of a text field over a stream's deltas (content, reasoning, ...)."""
+    return "".join(d.get(key) or "" for d in deltas(events))
+
+
+def finish_reasons(events: list[dict[str, Any]]) -> list[str]:
+    return [ch["finish_reason"] for ev in events for ch in ev.get("choices") or [] if ch.get("finish_reason")]
+
+
+def streamed_tool_calls(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tool-call deltas reassembled by index, as an OpenAI client does it."""
+    calls: dict[int, dict[str, Any]] = {}
+    for d in deltas(events):
+        for tc in d.get("tool_calls") or []:
+            slot = calls.setdefault(int(tc.get("index", 0)), {"id": None, "type": None, "name": "", "arguments": "",
+                                                                "id_count": 0, "name_count": 0})
+            if tc.get("id"):
+                slot["id"] = tc["id"]
+                slot["id_count"] += 1
+            if tc.get("type"):
+                slot["type"] = tc["type"]
+            fn = tc.get("function") or {}
+            if fn.get("name"):
+                slot["name"] += fn["name"]
+                slot["name_count"] += 1
+            slot["arguments"] += fn.get("arguments") or ""
+    return [calls[i] for i in sorted(calls)]
