@@ -64,6 +64,8 @@ OPTIONS: tuple[Opt, ...] = (
         open_min=True),
     Opt("vllm_arg", "list", (), "extra argument appended verbatim to `vllm serve` (repeatable)", metavar="ARG"),
     Opt("vllm_executable", "str", "vllm", "the vllm command to run (a path, or a name on PATH)"),
+    Opt("allowed_media_path", "path", None, "launch vLLM with --allowed-local-media-path DIR instead of the "
+        "recommended / (which lets any client read any file the server can)"),
     Opt("startup_timeout", "float", 2400.0, "seconds to wait for a launched server to become ready "
         "(a cold 106B FP8 load takes 10-20 minutes)", minimum=1.0),
     Opt("request_timeout", "float", 600.0, "seconds a single request may take before the check calls the server "
@@ -160,6 +162,7 @@ class Settings:
     gpu_memory_utilization: float | None = None
     vllm_arg: tuple[str, ...] = ()
     vllm_executable: str = "vllm"
+    allowed_media_path: Path | None = None
     startup_timeout: float = 2400.0
     request_timeout: float = 600.0
     log_dir: Path | None = None

@@ -62,8 +62,11 @@ def build(s: Settings, profile: Profile, port: int, model_path: str | None = Non
     assert s.model is not None
     served = served_name or s.model
     par, note = parallelism(s, environ)
+    flags = list(profile.vllm_flags())
+    if s.allowed_media_path is not None:
+        flags[flags.index("--allowed-local-media-path") + 1] = str(s.allowed_media_path)
     argv = [s.vllm_executable, "serve", model_path or s.model, "--served-model-name", served,
-            "--host", "127.0.0.1", "--port", str(port), *par, *profile.vllm_flags(), *extra]
+            "--host", "127.0.0.1", "--port", str(port), *par, *flags, *extra]
     if s.max_model_len is not None:
         argv += ["--max-model-len", str(s.max_model_len)]
     if s.max_num_batched_tokens is not None:

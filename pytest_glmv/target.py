@@ -102,8 +102,12 @@ class Target:
             port = free_port()
             plan, self.profile = self.vllm_plan(port)
             self.plan = plan
-            # launched with --allowed-local-media-path /, so any directory of ours is inside it
-            self.media_dir = Path(tempfile.mkdtemp(prefix="glmv-media-"))
+            # the recommended --allowed-local-media-path / admits any directory of ours
+            if s.allowed_media_path is not None:
+                s.allowed_media_path.mkdir(parents=True, exist_ok=True)
+                self.media_dir = Path(tempfile.mkdtemp(prefix="glmv-media-", dir=s.allowed_media_path))
+            else:
+                self.media_dir = Path(tempfile.mkdtemp(prefix="glmv-media-"))
             self.notes.append(plan.parallel_note)
             vllm = VllmServer(plan.argv, model=plan.served_name, port=port, api_key=s.api_key,
                               env={**os.environ, **plan.env}, log_dir=self.log_dir,

@@ -132,3 +132,10 @@ def test_xdist_refused_with_launched_model(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--glmv-model", "zai-org/GLM-4.5V-FP8", "-n", "2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: glmv: -n/--dist with --glmv-model would start one vLLM per worker*"])
+
+
+def test_print_command_narrowed_media_path(pytester: pytest.Pytester, tmp_path) -> None:
+    argv = printed(pytester, "--glmv-model", "zai-org/GLM-4.5V", "--glmv-tp", "1", "--glmv-allowed-media-path",
+                   str(tmp_path))
+    assert argv[argv.index("--allowed-local-media-path") + 1] == str(tmp_path)
+    assert argv.count("--allowed-local-media-path") == 1
