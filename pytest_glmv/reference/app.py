@@ -1,0 +1,122 @@
+"""The aiohttp application: vLLM's routes, its API-key rule and its error shapes."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from . import tokenizer
+from .chat import ChatHandler, build_prompt, dumps
+from .errors import ApiError, invalid
+from .ids import perm_id
+from .metrics import Metrics
+from .request import check_model, parse_json
+from .settings import VLLM_VERSION, Settings
+from .trace import Tracer
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=dumps(body), content_type="application/json")
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    app = request.app
+    if app["wedged"]:
+        # bad-image-500: the engine died under the API server, which now never answers.
+        await asyncio.Event().wait()
+    cfg: Settings = app["cfg"]
+    # vLLM checks the key on /v1/* only; /health, /metrics, /tokenize stay open.
+    if cfg.api_key and request.path.startswith("/v1") and request.method != "OPTIONS" \
+            and not cfg.faults.on("api-key-ignored"):
+        if request.headers.get("Authorization") != f"Bearer {cfg.api_key}":
+            return _json({"error": "Unauthorized"}, 401)
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return _json({"detail": "Not Found"}, 404)
+    except web.HTTPMethodNotAllowed:
+        return _json({"detail": "Method Not Allowed"}, 405)
+    except ApiError as e:
+        return web.Response(status=e.status, text=e.json(), content_type="application/json")
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.Response(status=200)
+
+
+async def version(request: web.Request) -> web.Response:
+    return _json({"version": VLLM_VERSION})
+
+
+async def models(request: web.Request) -> web.Response:
+    cfg: Settings = request.app["cfg"]
+    created = int(time.time())
+    perm = {"id": perm_id(), "object": "model_permission", "created": created, "allow_create_engine": False,
+            "allow_sampling": True, "allow_logprobs": True, "allow_search_indices": False, "allow_view": True,
+            "allow_fine_tuning": False, "organization": "*", "group": None, "is_blocking": False}
+    card = {"id": cfg.served_model_name, "object": "model", "created": created, "owned_by": "vllm",
+            "root": cfg.root, "parent": None, "max_model_len": cfg.window, "permission": [perm]}
+    return _json({"object": "list", "data": [card]})
+
+
+async def tokenize(request: web.Request) -> web.Response:
+    cfg: Settings = request.app["cfg"]
+    body = parse_json(await request.read())
+    check_model(body, cfg)
+    if "messages" in body:
+        messages = body["messages"]
+        if not isinstance(messages, list):
+            raise ApiError("[{'type': 'list_type', 'loc': ('body', 'messages'), 'msg': 'Input should be a valid "
+                           "list'}]", 400, None)
+        kwargs = body.get("chat_template_kwargs") or {}
+        thinking = cfg.thinks_always or kwargs.get("enable_thinking", True) is not False
+        ids, _ = await build_prompt(messages, body.get("tools"), thinking, cfg,
+                                    add_generation_prompt=body.get("add_generation_prompt", True) is not False,
+                                    continue_final=bool(body.get("continue_final_message")))
+    elif isinstance(body.get("prompt"), str):
+        ids = tokenizer.encode(body["prompt"])
+    else:
+        raise ApiError("[{'type': 'missing', 'loc': ('body', 'prompt'), 'msg': 'Field required'}]", 400, None)
+    strs = [tokenizer.token_str(t) for t in ids] if body.get("return_token_strs") else None
+    return _json({"count": len(ids), "max_model_len": cfg.window, "tokens": ids, "token_strs": strs})
+
+
+async def detokenize(request: web.Request) -> web.Response:
+    cfg: Settings = request.app["cfg"]
+    body = parse_json(await request.read())
+    check_model(body, cfg)
+    ids = body.get("tokens")
+    if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+        raise ApiError("[{'type': 'list_type', 'loc': ('body', 'tokens'), 'msg': 'Input should be a valid list of "
+                       "integers'}]", 400, None)
+    for t in ids:
+        if not 0 <= t < tokenizer.VOCAB_SIZE:
+            raise invalid(f"Token id {t} is out of vocabulary", "tokens", t)
+    return _json({"prompt": tokenizer.decode(ids, skip_special_tokens=False)})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    text = request.app["metrics"].render()
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+def build(cfg: Settings) -> web.Application:
+    app = web.Application(middlewares=[guard], client_max_size=256 * 1024 * 1024)
+    app["cfg"] = cfg
+    app["metrics"] = Metrics(cfg.served_model_name)
+    app["tracer"] = Tracer(cfg.trace)
+    app["wedged"] = False
+    app.router.add_get("/health", health)
+    app.router.add_get("/ping", health)
+    app.router.add_get("/version", version)
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", ChatHandler(app))
+    app.router.add_post("/tokenize", tokenize)
+    app.router.add_post("/detokenize", detokenize)
+    app.router.add_get("/metrics", metrics)
+    return app

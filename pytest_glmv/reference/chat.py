@@ -1,0 +1,234 @@
+"""POST /v1/chat/completions: vLLM 0.32's answer shapes, non-streaming and SSE."""
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from typing import Any
+
+from aiohttp import web
+
+from . import generate, media, model, parsers, tokenizer
+from .errors import ApiError, context_overflow, max_tokens_over_window
+from .ids import completion_id, tool_call_id
+from .request import ChatRequest, chat_request, parse_json
+from .settings import Settings
+from .vision import Media
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+async def build_prompt(messages: list[dict[str, Any]], tools: Any, thinking: bool, cfg: Settings,
+                       add_generation_prompt: bool = True, continue_final: bool = False) -> tuple[list[int], list[Media]]:
+    loaded: list[Media] = [] if cfg.faults.on("images-ignored") else await media.load_all(messages, cfg)
+    text, _ = tokenizer.render(messages, tools, add_generation_prompt, thinking, continue_final)
+    return media.prompt_ids(text, loaded), loaded
+
+
+def _window(req: ChatRequest, prompt: list[int], cfg: Settings) -> tuple[list[int], int]:
+    """vLLM's checks: a prompt over the window is a 400; an oversized max_tokens is clamped to what is left."""
+    window = cfg.engine_window
+    if req.max_tokens is not None and req.max_tokens > window:
+        raise max_tokens_over_window(req.max_tokens, window)
+    if len(prompt) >= window:
+        if not cfg.faults.on("silent-truncation"):
+            raise context_overflow(window, len(prompt))
+        keep = max(1, window - (req.max_tokens or 256))
+        prompt = prompt[:2] + prompt[len(prompt) - keep + 2:]
+    left = window - len(prompt)
+    return prompt, min(req.max_tokens or left, left)
+
+
+class ChatHandler:
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.cfg: Settings = app["cfg"]
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        cfg, metrics = self.cfg, self.app["metrics"]
+        cid = completion_id()
+        rec = self.app["tracer"].start(cid, stream=False)
+        try:
+            req = chat_request(parse_json(await request.read()), cfg)
+            rec.data["stream"] = req.stream
+            try:
+                prompt, items = await build_prompt(req.messages, req.tools, req.thinking, cfg)
+            except media.BadMedia as e:
+                if cfg.faults.on("bad-image-500"):
+                    self.app["wedged"] = True
+                    raise ApiError(f"Internal Server Error: {e.message}", 500, None) from None
+                raise
+            prompt, max_tokens = _window(req, prompt, cfg)
+        except ApiError as e:
+            rec.finish(e.status, error=e.message)
+            return web.Response(status=e.status, text=e.json(), content_type="application/json")
+        mode = parsers.Mode(
+            reasoning=req.thinking and not cfg.faults.on("no-reasoning-parser"),
+            tools=req.tools if req.tools and req.tool_choice != "none" and not cfg.faults.on("no-tool-parser") else None,
+            typed=not cfg.faults.on("untyped-tool-args"))
+        gens = [self._generate(req, items, max_tokens, i, mode) for i in range(req.n)]
+        metrics.running += 1
+        started = time.monotonic()
+        try:
+            if req.stream:
+                resp = await self._stream(request, req, cid, len(prompt), gens, mode, rec)
+            else:
+                resp = await self._complete(req, cid, len(prompt), gens, mode, rec)
+        finally:
+            metrics.running -= 1
+        e2e = time.monotonic() - started
+        chunks = rec.data["chunks"]
+        ttft = (chunks[0] - started) if chunks else e2e
+        gaps = [b - a for a, b in zip(chunks, chunks[1:])]
+        completion = sum(g.completion_tokens for g in gens)
+        metrics.finished(gens[0].finish_reason, len(prompt), completion, ttft, e2e, gaps)
+        rec.finish(200, prompt_tokens=len(prompt), completion_tokens=completion,
+                   finish_reasons=[g.finish_reason for g in gens])
+        return resp
+
+    def _generate(self, req: ChatRequest, items: list[Media], max_tokens: int, index: int,
+                  mode: parsers.Mode) -> generate.Generation:
+        cfg = self.cfg
+        if req.raw_output is not None:
+            raw = req.raw_output
+        else:
+            variant = 0
+            if req.temperature > 0:
+                variant = random.Random(f"{req.seed}:{index}").randrange(4) if req.seed is not None else \
+                    random.randrange(4)
+            ctx = model.Context(req.messages, items, req.tools, req.tool_choice, req.thinking, variant,
+                                leak_boxes=cfg.faults.on("box-tokens-leak"))
+            raw = model.respond(ctx)
+        return generate.build(raw, max_tokens, req.stops, reasoning=mode.reasoning,
+                              strip_boxes=cfg.faults.on("box-tokens-stripped"), top_logprobs=req.top_logprobs)
+
+    # ---------------------------------------------------------------- latency
+
+    def _delays(self, req: ChatRequest) -> tuple[float, float, random.Random]:
+        cfg = self.cfg
+        rng = random.Random(req.seed if req.seed is not None else time.monotonic_ns())
+        ttft = cfg.ttft_ms + (1500.0 if cfg.faults.on("slow-first-token") else 0.0)
+        return ttft, cfg.tpot_ms, rng
+
+    def _delay(self, base_ms: float, rng: random.Random) -> float:
+        cfg = self.cfg
+        others = max(0, self.app["metrics"].running - 1)
+        ms = base_ms * (1 + cfg.jitter * rng.uniform(-1, 1)) + cfg.slowdown_per_request * others
+        return max(0.0, ms) / 1000.0
+
+    # ---------------------------------------------------------------- answers
+
+    def _choice_message(self, gen: generate.Generation, req: ChatRequest, mode: parsers.Mode) -> tuple[dict[str, Any], str]:
+        parsed = parsers.parse(gen.text, mode)
+        named = isinstance(req.tool_choice, dict)
+        msg: dict[str, Any] = {"role": "assistant", "content": parsed.content, "refusal": None,
+                               "annotations": None, "audio": None, "function_call": None}
+        finish = gen.finish_reason
+        if parsed.calls:
+            msg["tool_calls"] = [{"id": tool_call_id(), "type": "function",
+                                  "function": {"name": name, "arguments": args}} for name, args in parsed.calls]
+            if req.tool_choice in ("required",) or named:
+                msg["content"] = parsed.content or ""
+            if finish == "stop" and not named:
+                finish = "tool_calls"
+        msg[self.cfg.reasoning_field] = parsed.reasoning
+        return msg, finish
+
+    def _usage(self, prompt: int, gens: list[generate.Generation], details: bool) -> dict[str, Any]:
+        completion = sum(g.completion_tokens for g in gens)
+        usage: dict[str, Any] = {"prompt_tokens": prompt, "total_tokens": prompt + completion,
+                                 "completion_tokens": completion}
+        if details:
+            usage["prompt_tokens_details"] = None
+        usage["completion_tokens_details"] = {"reasoning_tokens": sum(g.reasoning_tokens for g in gens)}
+        return usage
+
+    async def _complete(self, req: ChatRequest, cid: str, prompt: int, gens: list[generate.Generation],
+                        mode: parsers.Mode, rec: Any) -> web.Response:
+        ttft, tpot, rng = self._delays(req)
+        tokens = max(g.completion_tokens for g in gens)
+        await asyncio.sleep(self._delay(ttft, rng) + sum(self._delay(tpot, rng) for _ in range(max(0, tokens - 1))))
+        choices = []
+        for i, gen in enumerate(gens):
+            msg, finish = self._choice_message(gen, req, mode)
+            choices.append({"index": i, "message": msg,
+                            "logprobs": {"content": gen.logprobs} if gen.logprobs is not None else None,
+                            "finish_reason": finish, "stop_reason": gen.stop_reason, "token_ids": None,
+                            "routed_experts": None})
+        body = {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": self.cfg.served_model_name,
+                "choices": choices, "service_tier": None, "system_fingerprint": self.cfg.system_fingerprint,
+                "usage": self._usage(prompt, gens, True), "prompt_logprobs": None, "prompt_token_ids": None,
+                "prompt_text": None, "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}
+        rec.chunk()
+        return web.Response(text=dumps(body), content_type="application/json")
+
+    async def _stream(self, request: web.Request, req: ChatRequest, cid: str, prompt: int,
+                      gens: list[generate.Generation], mode: parsers.Mode, rec: Any) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+        await resp.prepare(request)
+        created, name = int(time.time()), self.cfg.served_model_name
+        head = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name}
+        ttft, tpot, rng = self._delays(req)
+
+        async def send(payload: str) -> None:
+            await resp.write(f"data: {payload}\n\n".encode())
+            rec.chunk()
+
+        await asyncio.sleep(self._delay(ttft, rng))
+        for i in range(len(gens)):
+            await send(dumps({**head, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
+                                                   "logprobs": None, "finish_reason": None}],
+                              "prompt_token_ids": None, "prompt_text": None}))
+        for i, gen in enumerate(gens):
+            streamer = parsers.Streamer(mode)
+            last = len(gen.pieces) - 1
+            finish_sent = False
+            for k, (_, text) in enumerate(gen.pieces):
+                if k:
+                    await asyncio.sleep(self._delay(tpot, rng))
+                delta = streamer.feed(text)
+                lp = {"content": gen.piece_logprobs[k]} if gen.piece_logprobs else None
+                final = k == last and gen.finish_reason == "length" or (k == last and isinstance(gen.stop_reason, str))
+                if final:
+                    delta = _merge(delta, streamer.flush())
+                if delta is None and not final:
+                    continue
+                choice: dict[str, Any] = {"index": i, "delta": delta or {}, "logprobs": lp}
+                if final:
+                    choice.update(finish_reason=self._finish(gen, streamer, req), stop_reason=gen.stop_reason,
+                                  token_ids=None)
+                    finish_sent = True
+                else:
+                    choice.update(finish_reason=None, token_ids=None)
+                await send(dumps({**head, "choices": [choice]}))
+            if not finish_sent:
+                tail = streamer.flush()
+                if tail:
+                    await send(dumps({**head, "choices": [{"index": i, "delta": tail, "logprobs": None,
+                                                           "finish_reason": None, "token_ids": None}]}))
+                await send(dumps({**head, "choices": [{"index": i, "delta": {}, "logprobs": None,
+                                                       "finish_reason": self._finish(gen, streamer, req),
+                                                       "stop_reason": gen.stop_reason, "token_ids": None}]}))
+        if req.include_usage:
+            await send(dumps({**head, "choices": [], "usage": self._usage(prompt, gens, False),
+                              "system_fingerprint": self.cfg.system_fingerprint}))
+        await send("[DONE]")
+        await resp.write_eof()
+        return resp
+
+    @staticmethod
+    def _finish(gen: generate.Generation, streamer: parsers.Streamer, req: ChatRequest) -> str:
+        if gen.finish_reason == "stop" and streamer.names_sent and not isinstance(req.tool_choice, dict):
+            return "tool_calls"
+        return gen.finish_reason
+
+
+def _merge(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not b:
+        return a
+    out = dict(a or {})
+    out["content"] = out.get("content", "") + b["content"]
+    return out

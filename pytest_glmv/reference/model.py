@@ -1,0 +1,243 @@
+"""The deterministic "model": raw GLM output text for a conversation. A double, not a model.
+
+It answers only what the suites ask about synthetic images (colour, shape
+count, grounding box), calls tools whose name or description matches the
+prompt, and uses tool results; everything else gets a fixed sentence.  The
+text it returns is what GLM would emit (think block, tool-call XML, box
+tokens), so the server's parsers do the real work downstream.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .vision import Media
+
+BOX, END_BOX = "<|begin_of_box|>", "<|end_of_box|>"
+_STOP = set("""get set the a an for of to and with from current tool function call data info information value
+values by in on this that given specified return returns is are be or as at it its your you what which how""".split())
+_NOT_ENTITY = set("""What Whats How Is Are Can Could Please Tell The I Do Does Which Where When Who Why Give Show Find
+Get Call Use And Also Then In For Of Both A An It My Me Now Today Tomorrow Compare Look Check Weather""".split())
+_NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+                 "nine": 9, "ten": 10}
+_VARIANTS = ("", "In short: ", "To answer briefly: ", "Here is my answer: ")
+
+
+@dataclass
+class Context:
+    messages: Sequence[dict[str, Any]]
+    media: list[Media]
+    tools: Sequence[dict[str, Any]] | None
+    tool_choice: Any  # "none" | "auto" | "required" | {"type": "function", "function": {"name"}}
+    thinking: bool
+    variant: int = 0  # 0 = greedy; sampled choices pick another phrasing
+    leak_boxes: bool = False
+
+
+def text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def _safe(text: str, limit: int = 120) -> str:
+    """User text echoed back must not smuggle markup into the model's own output."""
+    text = re.sub(r"\s+", " ", text.replace("<", " ").replace(">", " ")).strip()
+    return text[:limit]
+
+
+def _words(text: str) -> set[str]:
+    out = set()
+    for w in re.findall(r"[a-z0-9]+", text.lower()):
+        out.add(w[:-1] if len(w) > 3 and w.endswith("s") else w)
+    return out
+
+
+def respond(ctx: Context) -> str:
+    """Raw output: `<think>reasoning</think>` (when thinking) then the answer or tool calls."""
+    last = ctx.messages[-1] if ctx.messages else {}
+    question = next((text_of(m.get("content")) for m in reversed(ctx.messages) if m.get("role") == "user"), "")
+    if last.get("role") == "tool":
+        reasoning, answer = _use_tool_results(ctx)
+    else:
+        calls = _tool_calls(ctx, question)
+        if calls:
+            names = ", ".join(dict.fromkeys(name for name, _ in calls))
+            reasoning = f"The user asks: {_safe(question)}. The tool {names} provides this, so I will call it."
+            answer = "\n" + "\n".join(_call_xml(name, args) for name, args in calls)
+            return (f"<think>{reasoning}</think>" if ctx.thinking else "") + answer
+        reasoning, answer = _answer(ctx, question)
+    prefix = _VARIANTS[ctx.variant % len(_VARIANTS)]
+    body = prefix + answer if not answer.startswith(BOX) else answer
+    return (f"<think>{reasoning}</think>" if ctx.thinking else "") + body
+
+
+def _answer(ctx: Context, question: str) -> tuple[str, str]:
+    q = question.lower()
+    if not ctx.media:
+        if re.search(r"\b(image|picture|photo|video)s?\b", q):
+            return ("The user refers to an image, but the message carries none.",
+                    "I cannot see any image in your message.")
+        m = re.search(r"(-?\d+)\s*([+\-*x×])\s*(-?\d+)", question)
+        if m:
+            a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
+            value = a + b if op == "+" else a - b if op == "-" else a * b
+            return f"The user asks for {a} {op} {b}; that is {value}.", f"{a} {op} {b} = {value}."
+        return (f"The user asks: {_safe(question)}. There is nothing to look up, so I answer directly.",
+                f"This is the glmv reference server's fixed answer to: {_safe(question, 80)}.")
+    answers, notes = [], []
+    for i, item in enumerate(ctx.media):
+        seen = item.seen[0]
+        tag = f"Image {i + 1}: " if len(ctx.media) > 1 else ""
+        notes.append(f"{item.kind} {i + 1} is {seen.width}x{seen.height}, mostly {seen.dominant}, "
+                     f"{seen.shapes} shape(s) on {seen.background}")
+        if re.search(r"\b(where|locate|bounding|box|ground|grounding|coordinates?|position)\b", q):
+            box = f"[{','.join(map(str, seen.bbox))}]" if seen.bbox else "[0,0,1000,1000]"
+            answers.append(f"{tag}{BOX}{box}{END_BOX}")
+            continue
+        if re.search(r"\b(how many|count|number of)\b", q):
+            ans = f"There {'is' if seen.shapes == 1 else 'are'} {seen.shapes} shape{'' if seen.shapes == 1 else 's'}."
+        elif re.search(r"\b(colou?r)s?\b", q):
+            ans = f"The dominant colour is {seen.dominant}."
+            if len(seen.foreground) == 1 and seen.foreground[0] != seen.dominant:
+                ans += f" The shape is {seen.foreground[0]}."
+        else:
+            colours = " and ".join(seen.foreground) or seen.dominant
+            what = "video" if item.kind == "video" else "image"
+            ans = (f"The {what} shows {seen.shapes} {colours} shape{'' if seen.shapes == 1 else 's'} "
+                   f"on a {seen.background} background.")
+        answers.append(tag + (f"{BOX}{ans}{END_BOX}" if ctx.leak_boxes else ans))
+    reasoning = "Looking at the input: " + "; ".join(notes) + "."
+    if ctx.leak_boxes:
+        boxes = [f"[{','.join(map(str, m.seen[0].bbox))}]" for m in ctx.media if m.seen[0].bbox]
+        reasoning += f" Candidate box: {BOX}{boxes[0] if boxes else '[0,0,1000,1000]'}{END_BOX}"
+    return reasoning, " ".join(answers)
+
+
+def _use_tool_results(ctx: Context) -> tuple[str, str]:
+    names: dict[str, str] = {}
+    for m in ctx.messages:
+        for tc in m.get("tool_calls") or []:
+            if isinstance(tc, dict):
+                names[str(tc.get("id"))] = str((tc.get("function") or {}).get("name", "the tool"))
+    results = []
+    for m in reversed(ctx.messages):
+        if m.get("role") != "tool":
+            break
+        results.append(f"{names.get(str(m.get('tool_call_id')), 'the tool')} returned {_safe(text_of(m.get('content')), 200)}")
+    results.reverse()
+    return ("The tool results are in; I will answer from them.",
+            "According to the tool results: " + "; ".join(results) + ".")
+
+
+# ---------------------------------------------------------------- tools
+
+
+def _fn(tool: Any) -> dict[str, Any]:
+    return tool.get("function", {}) if isinstance(tool, dict) else {}
+
+
+def _tool_words(fn: dict[str, Any]) -> tuple[set[str], set[str]]:
+    name = re.sub(r"([a-z])([A-Z])", r"\1 \2", str(fn.get("name", ""))).replace("_", " ").replace("-", " ")
+    name_words = {w for w in _words(name) if w not in _STOP}
+    desc_words = {w for w in _words(str(fn.get("description", ""))) if w not in _STOP and len(w) >= 4}
+    return name_words, desc_words
+
+
+def _tool_calls(ctx: Context, question: str) -> list[tuple[str, dict[str, Any]]]:
+    tools = [t for t in ctx.tools or [] if _fn(t).get("name")]
+    choice = ctx.tool_choice
+    if not tools or choice == "none":
+        return []
+    if isinstance(choice, dict):
+        wanted = (choice.get("function") or {}).get("name")
+        chosen = [t for t in tools if _fn(t).get("name") == wanted][:1]
+    else:
+        asked = _words(question)
+        scored = []
+        for t in tools:
+            name_words, desc_words = _tool_words(_fn(t))
+            score = 2 * len(name_words & asked) + len(desc_words & asked)
+            if score >= 2:
+                scored.append((score, t))
+        chosen = [t for _, t in sorted(scored, key=lambda s: -s[0])]
+        if not chosen and choice == "required":
+            chosen = tools[:1]
+    entities = _entities(question)
+    calls: list[tuple[str, dict[str, Any]]] = []
+    for t in chosen:
+        fn = _fn(t)
+        if len(chosen) == 1 and len(entities) > 1 and _first_string(fn) is not None:
+            calls += [(fn["name"], _arguments(fn, question, e)) for e in entities]
+        else:
+            calls.append((fn["name"], _arguments(fn, question, entities[0] if entities else None)))
+    return calls
+
+
+def _entities(text: str) -> list[str]:
+    quoted = re.findall(r"[\"“']([^\"”']{2,60})[\"”']", text)
+    names = [m for m in re.findall(r"\b[A-Z][a-zA-Z]+(?:\s+[A-Z][a-zA-Z]+)*", text) if m not in _NOT_ENTITY]
+    cjk = re.findall(r"[\u3040-\u30ff\u4e00-\u9fff]+", text)
+    return list(dict.fromkeys(quoted + names + cjk))
+
+
+def _props(fn: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    params = fn.get("parameters") or {}
+    return (params.get("properties") or {}), list(params.get("required") or [])
+
+
+def _type(schema: dict[str, Any]) -> str:
+    t = schema.get("type", "string")
+    if isinstance(t, list):
+        t = next((x for x in t if x != "null"), "string")
+    return str(t)
+
+
+def _first_string(fn: dict[str, Any]) -> str | None:
+    props, _ = _props(fn)
+    return next((k for k, s in props.items() if _type(s) == "string" and "enum" not in s), None)
+
+
+def _arguments(fn: dict[str, Any], question: str, entity: str | None) -> dict[str, Any]:
+    props, required = _props(fn)
+    numbers = [int(n) for n in re.findall(r"\b\d+\b", question)]
+    numbers += [_NUMBER_WORDS[w] for w in re.findall(r"[a-z]+", question.lower()) if w in _NUMBER_WORDS]
+    low = question.lower()
+    first_string = _first_string(fn)
+    args: dict[str, Any] = {}
+    for key, schema in props.items():
+        schema = schema if isinstance(schema, dict) else {}
+        need = key in required
+        kind = _type(schema)
+        if "enum" in schema and schema["enum"]:
+            hit = next((v for v in schema["enum"] if str(v).lower() in low), None)
+            if hit is not None or need:
+                args[key] = hit if hit is not None else schema["enum"][0]
+        elif kind == "string":
+            if key == first_string and entity:
+                args[key] = entity
+            elif need:
+                args[key] = entity or _safe(question, 60) or key
+        elif kind in ("integer", "number"):
+            if numbers:
+                args[key] = numbers.pop(0) if kind == "integer" else float(numbers.pop(0))
+            elif need:
+                low_bound = schema.get("minimum", 1)
+                args[key] = int(low_bound) if kind == "integer" else float(low_bound)
+        elif kind == "boolean" and need:
+            args[key] = bool(re.search(r"\b(yes|true|enable|on)\b", low))
+        elif kind == "array" and need:
+            args[key] = [entity or _safe(question, 40)]
+        elif kind == "object" and need:
+            args[key] = {}
+    return args
+
+
+def _call_xml(name: str, args: dict[str, Any]) -> str:
+    body = "".join(f"<arg_key>{k}</arg_key>\n<arg_value>{v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
+                   f"</arg_value>\n" for k, v in args.items())
+    return f"<tool_call>{name}\n{body}</tool_call>"
