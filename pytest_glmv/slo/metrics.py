@@ -1,0 +1,145 @@
+"""Statistics from per-request records, defined as `vllm bench serve` defines them.
+
+Facts carried over from vLLM 0.32 (vllm/benchmarks/serve.py, calculate_metrics and benchmark):
+- only successful requests enter the statistics; failed ones are counted;
+- output tokens come from the usage chunk's completion_tokens; TPOT = (latency - TTFT) /
+  (output_tokens - 1) for requests with more than one output token (others count as TPOT 0
+  for goodput only); ITL values of all requests are pooled;
+- throughputs divide by the whole run's duration; mean/median/std/percentiles are numpy's
+  (population std, linear-interpolated percentiles) and an empty list counts as 0;
+- peak concurrency: one-second buckets from the earliest successful start; each request counts
+  in every bucket from int(start) to int(end) inclusive; the peak is the fullest bucket. Peak
+  output tokens per second buckets each streamed chunk's time the same way;
+- goodput: a request is good when its TTFT, TPOT and E2EL are each <= the given SLO (ms).
+Where vLLM re-tokenizes the generated text when usage is missing, we count streamed chunks
+(no tokenizer here); such requests are counted in `usage_missing`.
+Added here: send lag (dispatch time minus schedule) and client queue time (waiting on the
+concurrency limit), both over all requests, failed ones included: they describe the client.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+METRICS = ("ttft", "tpot", "itl", "e2el", "send_lag", "client_queue_time")
+
+
+@dataclass
+class Record:
+    """One request as the client saw it. Times are perf_counter seconds."""
+
+    index: int
+    scheduled: float = 0.0  # when it was due, offset from the run start
+    dispatched: float = 0.0  # when the schedule released it (absolute)
+    start: float = 0.0  # right before the HTTP request was sent (absolute)
+    ok: bool = False
+    error: str = ""
+    ttft: float = 0.0
+    latency: float = 0.0  # start to the last chunk that carried choices
+    itl: list[float] = field(default_factory=list)
+    output_tokens: int | None = None  # usage.completion_tokens; None when the server sent no usage
+    prompt_tokens: int = 0
+    chunks: int = 0  # chunks with choices (the role chunk included, as in vLLM)
+    send_lag: float = 0.0
+    queue_time: float = 0.0
+
+    def output_len(self) -> int:
+        if self.output_tokens is None:
+            return self.chunks
+        return self.output_tokens
+
+
+def _stats(values: Sequence[float], percentiles: Iterable[float]) -> dict[str, float]:
+    """mean/median/std/pNN in milliseconds, numpy's definitions; [] counts as [0] like vLLM."""
+    arr = np.asarray(values if len(values) else [0.0], dtype=float) * 1000.0
+    out = {"mean": float(np.mean(arr)), "median": float(np.median(arr)), "std": float(np.std(arr))}
+    for p in percentiles:
+        out[pword(p)] = float(np.percentile(arr, p))
+    return out
+
+
+def pword(p: float) -> str:
+    """99 -> 'p99', 99.9 -> 'p99.9' (vLLM's key spelling)."""
+    return "p" + (str(int(p)) if int(p) == p else str(p))
+
+
+def peaks(records: Sequence[Record]) -> tuple[float, int]:
+    """(peak output chunks per second, peak concurrent requests) the way vLLM buckets them."""
+    ok = [r for r in records if r.ok]
+    if not ok:
+        return 0.0, 0
+    t0 = min(r.start for r in ok)
+    end = max(r.start + r.latency for r in ok)
+    n = int(math.ceil(end - t0)) + 1
+    tokens = np.zeros(n)
+    conc = np.zeros(n)
+    for r in ok:
+        t = r.start + r.ttft
+        times = [t]
+        for gap in r.itl:
+            t += gap
+            times.append(t)
+        for tt in times:
+            b = int(tt - t0)
+            if 0 <= b < n:
+                tokens[b] += 1
+        conc[int(r.start - t0): int(r.start + r.latency - t0) + 1] += 1
+    return float(tokens.max()), int(conc.max())
+
+
+def compute(
+    records: Sequence[Record],
+    duration: float,
+    percentiles: Iterable[float] = (99,),
+    goodput: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """The saved-result dict of `vllm bench serve` (same keys) plus send-lag/queue keys."""
+    percentiles = tuple(percentiles)
+    ok = [r for r in records if r.ok]
+    lens = [r.output_len() for r in ok]
+    ttfts = [r.ttft for r in ok]
+    e2els = [r.latency for r in ok]
+    tpots = [(r.latency - r.ttft) / (n - 1) for r, n in zip(ok, lens) if n > 1]
+    itls = [gap for r in ok for gap in r.itl]
+    total_in = sum(r.prompt_tokens for r in ok)
+    total_out = sum(lens)
+    good = 0
+    if goodput:
+        for r, n in zip(ok, lens):
+            tpot = (r.latency - r.ttft) / (n - 1) if n > 1 else 0.0
+            per = {"ttft": r.ttft, "tpot": tpot, "e2el": r.latency}
+            if all(per[k] * 1000.0 <= v for k, v in goodput.items()):
+                good += 1
+    peak_tok, peak_conc = peaks(records)
+    dur = duration if duration > 0 else float("nan")
+    result: dict[str, Any] = {
+        "duration": duration,
+        "completed": len(ok),
+        "failed": len(records) - len(ok),
+        "total_input_tokens": total_in,
+        "total_output_tokens": total_out,
+        "request_throughput": len(ok) / dur,
+        "request_goodput": good / dur if goodput else None,
+        "output_throughput": total_out / dur,
+        "total_token_throughput": (total_in + total_out) / dur,
+        "max_output_tokens_per_s": peak_tok,
+        "max_concurrent_requests": peak_conc,
+        "usage_missing": sum(1 for r in ok if r.output_tokens is None),
+    }
+    series = {
+        "ttft": ttfts, "tpot": tpots, "itl": itls, "e2el": e2els,
+        "send_lag": [r.send_lag for r in records], "client_queue_time": [r.queue_time for r in records],
+    }
+    for name, values in series.items():
+        for stat, value in _stats(values, percentiles).items():
+            result[f"{stat}_{name}_ms"] = value
+    return result
+
+
+def errors(records: Sequence[Record], limit: int = 10) -> list[str]:
+    """The first failures, one line each, for messages and reports."""
+    return [f"request {r.index}: {r.error.strip().splitlines()[-1] if r.error.strip() else 'failed'}"
+            for r in records if not r.ok][:limit]

@@ -1,0 +1,149 @@
+"""Workloads: an offline replica of VisionArena-Chat's shape, or the real set from the HF hub.
+
+VisionArena-Chat as `vllm bench serve` uses it (vLLM 0.32, VisionArenaDataset): the prompt is
+the first turn's text, the image is the first image, re-encoded as JPEG into a base64 data
+URL; the output length defaults to 128; the streamed HF split is shuffled with the seed.
+The synthetic replica keeps that shape: one image of varied size per request (photos as JPEG,
+screenshots as PNG), a short question of about 90 tokens in one of several languages, 128
+max tokens, all drawn from the seed, so the same seed gives the same bytes.
+"""
+from __future__ import annotations
+
+import base64
+import functools
+import io
+import random
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw
+
+SYNTHETIC = "synthetic"
+VISION_ARENA = "lmarena-ai/VisionArena-Chat"
+DATASETS = (SYNTHETIC, VISION_ARENA)
+OUTPUT_LEN = 128
+
+
+class WorkloadError(RuntimeError):
+    """str() is one complete line for the user."""
+
+
+@dataclass(frozen=True)
+class Request:
+    text: str
+    image_url: str | None
+    max_tokens: int = OUTPUT_LEN
+
+
+# Questions people ask about images, in the languages VisionArena's traffic shows most.
+_QUESTIONS = {
+    "en": ["What is shown in this image? Describe the main objects and what they are doing.",
+           "Read all the text in this screenshot and explain what the page is for.",
+           "Solve the problem in the picture step by step and give the final answer."],
+    "zh": ["这张图片里有什么？请详细描述主要的物体和场景。", "请读出截图中的所有文字，并解释这个页面的用途。"],
+    "es": ["¿Qué se muestra en esta imagen? Describe los objetos principales y lo que hacen."],
+    "fr": ["Que montre cette image ? Décris les objets principaux et ce qu'ils font."],
+    "de": ["Was ist auf diesem Bild zu sehen? Beschreibe die wichtigsten Objekte genau."],
+    "ja": ["この画像には何が写っていますか？主な物体と状況を詳しく説明してください。"],
+    "ru": ["Что изображено на этой картинке? Опиши основные объекты и что они делают."],
+    "pt": ["O que aparece nesta imagem? Descreva os objetos principais e o que eles fazem."],
+}
+_FILLER = {
+    "en": "Please be precise, mention colours, positions and any numbers you can see, and keep it short.",
+    "zh": "请尽量准确，说明颜色、位置以及能看到的数字，回答简洁一些。",
+    "es": "Sé preciso, menciona colores, posiciones y cualquier número que veas, y sé breve.",
+    "fr": "Sois précis, mentionne les couleurs, les positions et les nombres visibles, et reste bref.",
+    "de": "Sei genau, nenne Farben, Positionen und alle sichtbaren Zahlen, und fasse dich kurz.",
+    "ja": "色や位置、見える数字をできるだけ正確に挙げて、簡潔に答えてください。",
+    "ru": "Будь точен, укажи цвета, расположение и все видимые числа, и отвечай кратко.",
+    "pt": "Seja preciso, mencione cores, posições e quaisquer números visíveis, e seja breve.",
+}
+_LANG_WEIGHTS = {"en": 55, "zh": 15, "es": 6, "fr": 5, "de": 5, "ja": 5, "ru": 5, "pt": 4}
+
+
+def _approx_tokens(text: str) -> float:
+    # About 4 characters a token for Latin/Cyrillic scripts and 1.5 for CJK, which is close
+    # enough to steer the length toward ~90 tokens without loading a tokenizer.
+    cjk = sum(1 for c in text if ord(c) > 0x2E80)
+    return cjk / 1.5 + (len(text) - cjk) / 4.0
+
+
+def _text(rng: random.Random) -> str:
+    lang = rng.choices(list(_LANG_WEIGHTS), weights=list(_LANG_WEIGHTS.values()))[0]
+    parts = [rng.choice(_QUESTIONS[lang])]
+    target = rng.gauss(90, 15)
+    while _approx_tokens(" ".join(parts)) < target - 10:
+        parts.append(_FILLER[lang])
+    return " ".join(parts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _image(seed: int, index: int) -> str:
+    """A deterministic, unique image (so no server-side multimodal cache hit) as a data URL."""
+    rng = random.Random(f"{seed}/{index}/image")
+    screenshot = rng.random() < 0.25
+    w = rng.choice((320, 480, 512, 640, 768, 800, 1024))
+    h = int(w * rng.choice((0.5625, 0.75, 1.0, 1.333)))
+    bg = tuple(rng.randrange(256) for _ in range(3))
+    img = Image.new("RGB", (w, h), bg)  # type: ignore[arg-type]
+    draw = ImageDraw.Draw(img)
+    for _ in range(rng.randrange(6, 18)):
+        x0, y0 = rng.randrange(w), rng.randrange(h)
+        box = (x0, y0, min(w, x0 + rng.randrange(20, w // 2 + 21)), min(h, y0 + rng.randrange(10, h // 2 + 11)))
+        colour = tuple(rng.randrange(256) for _ in range(3))
+        if screenshot:
+            draw.rectangle(box, fill=colour)  # type: ignore[arg-type]
+            draw.text((box[0] + 2, box[1] + 2), f"item {rng.randrange(1000)}", fill=(0, 0, 0))
+        else:
+            draw.ellipse(box, fill=colour)  # type: ignore[arg-type]
+    draw.text((4, 4), f"#{index}", fill=(255, 255, 255))
+    out = io.BytesIO()
+    if screenshot:
+        img.save(out, format="PNG", optimize=False)
+        mime = "png"
+    else:
+        img.save(out, format="JPEG", quality=75)  # PIL's default quality, as vLLM's re-encode uses
+        mime = "jpeg"
+    return f"data:image/{mime};base64,{base64.b64encode(out.getvalue()).decode()}"
+
+
+def synthetic(n: int, seed: int = 0, max_tokens: int = OUTPUT_LEN) -> list[Request]:
+    rng = random.Random(f"{seed}/text")
+    return [Request(_text(rng), _image(seed, i), max_tokens) for i in range(n)]
+
+
+def vision_arena(n: int, seed: int = 0, max_tokens: int = OUTPUT_LEN) -> list[Request]:
+    try:
+        from datasets import load_dataset  # type: ignore[import-not-found]
+    except ImportError:
+        raise WorkloadError(f"glmv: --glmv-dataset {VISION_ARENA} needs the datasets extra: "
+                            f"pip install 'pytest-glmv[datasets]' (or use --glmv-dataset synthetic)") from None
+    try:
+        data = load_dataset(VISION_ARENA, split="train", streaming=True).shuffle(seed=seed)
+        out: list[Request] = []
+        for item in data:
+            if len(out) >= n:
+                break
+            image = item["images"][0]
+            if isinstance(image, dict) and "bytes" in image:
+                image = Image.open(io.BytesIO(image["bytes"]))
+            buf = io.BytesIO()
+            image.convert("RGB").save(buf, format="JPEG")
+            url = f"data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}"
+            out.append(Request(item["conversation"][0][0]["content"], url, max_tokens))
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise WorkloadError(f"glmv: cannot load {VISION_ARENA} from the Hugging Face hub "
+                            f"({type(e).__name__}: {first}); check the network and HF_TOKEN, "
+                            f"or use --glmv-dataset synthetic") from None
+    if not out:
+        raise WorkloadError(f"glmv: {VISION_ARENA} yielded no requests")
+    # Like vLLM's oversampling: repeat to reach n when the set is smaller.
+    return [out[i % len(out)] for i in range(n)]
+
+
+def load(name: str, n: int, seed: int = 0, max_tokens: int = OUTPUT_LEN) -> list[Request]:
+    if name == SYNTHETIC:
+        return synthetic(n, seed, max_tokens)
+    if name == VISION_ARENA:
+        return vision_arena(n, seed, max_tokens)
+    raise WorkloadError(f"glmv: unknown --glmv-dataset {name!r}; valid: {', '.join(DATASETS)}")
