@@ -13,6 +13,7 @@ from .errors import ApiError, invalid
 from .ids import perm_id
 from .metrics import Metrics
 from .request import check_model, parse_json
+from .keys import CFG, METRICS, TRACER, WEDGED
 from .settings import VLLM_VERSION, Settings
 from .trace import Tracer
 
@@ -26,10 +27,10 @@ def _json(body: Any, status: int = 200) -> web.Response:
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     app = request.app
-    if app["wedged"]:
+    if app[WEDGED]:
         # bad-image-500: the engine died under the API server, which now never answers.
         await asyncio.Event().wait()
-    cfg: Settings = app["cfg"]
+    cfg: Settings = app[CFG]
     # vLLM checks the key on /v1/* only; /health, /metrics, /tokenize stay open.
     if cfg.api_key and request.path.startswith("/v1") and request.method != "OPTIONS" \
             and not cfg.faults.on("api-key-ignored"):
@@ -54,7 +55,7 @@ async def version(request: web.Request) -> web.Response:
 
 
 async def models(request: web.Request) -> web.Response:
-    cfg: Settings = request.app["cfg"]
+    cfg: Settings = request.app[CFG]
     created = int(time.time())
     perm = {"id": perm_id(), "object": "model_permission", "created": created, "allow_create_engine": False,
             "allow_sampling": True, "allow_logprobs": True, "allow_search_indices": False, "allow_view": True,
@@ -65,7 +66,7 @@ async def models(request: web.Request) -> web.Response:
 
 
 async def tokenize(request: web.Request) -> web.Response:
-    cfg: Settings = request.app["cfg"]
+    cfg: Settings = request.app[CFG]
     body = parse_json(await request.read())
     check_model(body, cfg)
     if "messages" in body:
@@ -87,7 +88,7 @@ async def tokenize(request: web.Request) -> web.Response:
 
 
 async def detokenize(request: web.Request) -> web.Response:
-    cfg: Settings = request.app["cfg"]
+    cfg: Settings = request.app[CFG]
     body = parse_json(await request.read())
     check_model(body, cfg)
     ids = body.get("tokens")
@@ -101,21 +102,21 @@ async def detokenize(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    text = request.app["metrics"].render()
+    text = request.app[METRICS].render()
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
 def build(cfg: Settings) -> web.Application:
     app = web.Application(middlewares=[guard], client_max_size=256 * 1024 * 1024)
-    app["cfg"] = cfg
-    app["metrics"] = Metrics(cfg.served_model_name)
-    app["tracer"] = Tracer(cfg.trace)
-    app["wedged"] = False
+    app[CFG] = cfg
+    app[METRICS] = Metrics(cfg.served_model_name)
+    app[TRACER] = Tracer(cfg.trace)
+    app[WEDGED] = False
     app.router.add_get("/health", health)
     app.router.add_get("/ping", health)
     app.router.add_get("/version", version)
     app.router.add_get("/v1/models", models)
-    app.router.add_post("/v1/chat/completions", ChatHandler(app))
+    app.router.add_post("/v1/chat/completions", ChatHandler(app).handle)
     app.router.add_post("/tokenize", tokenize)
     app.router.add_post("/detokenize", detokenize)
     app.router.add_get("/metrics", metrics)

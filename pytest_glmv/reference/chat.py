@@ -13,6 +13,7 @@ from . import generate, media, model, parsers, tokenizer
 from .errors import ApiError, context_overflow, max_tokens_over_window
 from .ids import completion_id, tool_call_id
 from .request import ChatRequest, chat_request, parse_json
+from .keys import CFG, METRICS, TRACER, WEDGED
 from .settings import Settings
 from .vision import Media
 
@@ -45,12 +46,12 @@ def _window(req: ChatRequest, prompt: list[int], cfg: Settings) -> tuple[list[in
 class ChatHandler:
     def __init__(self, app: web.Application) -> None:
         self.app = app
-        self.cfg: Settings = app["cfg"]
+        self.cfg: Settings = app[CFG]
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
-        cfg, metrics = self.cfg, self.app["metrics"]
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        cfg, metrics = self.cfg, self.app[METRICS]
         cid = completion_id()
-        rec = self.app["tracer"].start(cid, stream=False)
+        rec = self.app[TRACER].start(cid, stream=False)
         try:
             req = chat_request(parse_json(await request.read()), cfg)
             rec.data["stream"] = req.stream
@@ -58,7 +59,7 @@ class ChatHandler:
                 prompt, items = await build_prompt(req.messages, req.tools, req.thinking, cfg)
             except media.BadMedia as e:
                 if cfg.faults.on("bad-image-500"):
-                    self.app["wedged"] = True
+                    self.app[WEDGED] = True
                     raise ApiError(f"Internal Server Error: {e.message}", 500, None) from None
                 raise
             prompt, max_tokens = _window(req, prompt, cfg)
@@ -115,7 +116,7 @@ class ChatHandler:
 
     def _delay(self, base_ms: float, rng: random.Random) -> float:
         cfg = self.cfg
-        others = max(0, self.app["metrics"].running - 1)
+        others = max(0, self.app[METRICS].running - 1)
         ms = base_ms * (1 + cfg.jitter * rng.uniform(-1, 1)) + cfg.slowdown_per_request * others
         return max(0.0, ms) / 1000.0
 

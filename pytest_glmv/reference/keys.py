@@ -1,0 +1,14 @@
+"""Typed keys of the aiohttp application's shared state."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from .metrics import Metrics
+from .settings import Settings
+from .trace import Tracer
+
+CFG = web.AppKey("cfg", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+TRACER = web.AppKey("tracer", Tracer)
+# bad-image-500 sets it; from then on the server never answers.
+WEDGED = web.AppKey("wedged", bool)

@@ -1,0 +1,90 @@
+"""Shared helpers: an in-process reference app per test, synthetic images, the vLLM wire samples."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
+
+from pytest_glmv.reference.app import build
+from pytest_glmv.reference.faults import Faults
+from pytest_glmv.reference.settings import Settings
+
+# CI keeps shared/ beside the clone: <clone>/../shared/vllm-wire.
+WIRE = Path(__file__).resolve().parents[2] / "../shared/vllm-wire"
+
+Client = Callable[..., Awaitable[TestClient]]
+
+
+def wire(name: str) -> dict[str, Any]:
+    path = WIRE / name
+    if not path.is_file():
+        pytest.skip(f"vLLM wire samples not found at {WIRE.resolve()} (CI has shared/ beside the clone)")
+    return json.loads(path.read_text())
+
+
+@pytest_asyncio.fixture
+async def make_client() -> AsyncIterator[Client]:
+    """make_client(faults=[...], **Settings fields) -> an aiohttp test client on a fresh app."""
+    clients: list[TestClient] = []
+
+    async def make(faults: list[str] | tuple[str, ...] = (), **kw: Any) -> TestClient:
+        client = TestClient(TestServer(build(Settings(faults=Faults(faults), **kw))))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        await c.close()
+
+
+def png(width: int = 64, height: int = 48, background: str = "white",
+        shapes: tuple[tuple[str, tuple[int, int, int, int]], ...] = ()) -> bytes:
+    """A plain background with filled rectangles: (colour, (x1, y1, x2, y2)) in pixels."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (width, height), background)
+    draw = ImageDraw.Draw(img)
+    for colour, box in shapes:
+        draw.rectangle(box, fill=colour)
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def image_message(text: str, *urls: str) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": u}} for u in urls]
+    return [{"role": "user", "content": parts + [{"type": "text", "text": text}]}]
+
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                   "required": ["city"]}}}
+
+
+def sse(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("data: ")]
+
+
+def chunks(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line[6:]) for line in sse(text) if line != "data: [DONE]"]
+
+
+async def chat(client: TestClient, **body: Any) -> tuple[int, Any]:
+    body.setdefault("model", "glmv-reference")
+    resp = await client.post("/v1/chat/completions", json=body)
+    text = await resp.text()
+    if body.get("stream") and resp.status == 200:
+        return resp.status, text
+    return resp.status, json.loads(text)
