@@ -62,6 +62,10 @@ class Outcome:
     block: str
     written: list[Path] = field(default_factory=list)
 
+    def __repr__(self) -> str:  # pytest prints fixture values in tracebacks: keep it to one line
+        return (f"Outcome({self.scenario.name}: completed {self.result['completed']}, "
+                f"failed {self.result['failed']})")
+
     def judge(self, t: Threshold) -> tuple[bool, str]:
         """(passed, message): the evidence, then the run it came from and any failures."""
         ok, line = t.judge(self.result.get(t.key))

@@ -1,0 +1,49 @@
+"""SLO checks: latency and throughput, measured exactly as `vllm bench serve` measures them.
+
+One test per threshold of the SLO spec in effect (--glmv-slo FILE, else the built-in reference
+results for GLM-4.5V-FP8 on 4xH100), all sharing one load run per scenario. Each failure
+states the measured value, the threshold and the margin. Run with `-m slo`; a plain run leaves
+them out (see pytest_glmv/slo/plugin.py).
+"""
+from __future__ import annotations
+
+import pytest
+
+from pytest_glmv.slo.plugin import HOW, glmv_slo_runs, runs_of, selected, spec_for  # noqa: F401 (fixture)
+
+pytestmark = [pytest.mark.slo, pytest.mark.xdist_group("glmv-slo")]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    spec = spec_for(metafunc.config)
+    if "slo_threshold" in metafunc.fixturenames:
+        cases = [(sc, t) for sc in spec.scenarios for t in sc.thresholds]
+        metafunc.parametrize("slo_scenario,slo_threshold", cases,
+                             ids=[f"{sc.name}-{t.key}" for sc, t in cases])
+    elif "slo_scenario" in metafunc.fixturenames:
+        metafunc.parametrize("slo_scenario", list(spec.scenarios), ids=[sc.name for sc in spec.scenarios])
+
+
+@pytest.fixture(autouse=True)
+def _only_when_selected(request: pytest.FixtureRequest) -> None:
+    # Normally the slo plugin has deselected these already; this covers a session without it.
+    if not selected(request.config):
+        pytest.skip(f"SLO checks load the server for minutes; {HOW}")
+
+
+@pytest.fixture
+def slo_outcome(request: pytest.FixtureRequest, slo_scenario, glmv_slo_runs):  # type: ignore[no-untyped-def]
+    return glmv_slo_runs.get(slo_scenario, request)
+
+
+def test_slo(slo_outcome, slo_threshold) -> None:  # type: ignore[no-untyped-def]
+    ok, message = slo_outcome.judge(slo_threshold)
+    assert ok, message
+
+
+def test_server_metrics_agree(slo_outcome) -> None:  # type: ignore[no-untyped-def]
+    """The server's own /metrics must agree with the client: same completed count, TTFT not lower."""
+    cc = slo_outcome.cross
+    if not cc.available:
+        pytest.skip(cc.note)
+    assert not cc.problems, "\n".join(cc.lines())
