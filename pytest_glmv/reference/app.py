@@ -44,6 +44,11 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _json({"detail": "Method Not Allowed"}, 405)
     except ApiError as e:
         return web.Response(status=e.status, text=e.json(), content_type="application/json")
+    except (asyncio.CancelledError, web.HTTPException):
+        raise
+    except Exception as e:  # a bug in the double still answers in vLLM's shape, and says what broke
+        err = ApiError(f"{type(e).__name__}: {e}", 500, None)
+        return web.Response(status=500, text=err.json(), content_type="application/json")
 
 
 async def health(request: web.Request) -> web.Response:

@@ -130,10 +130,11 @@ class ChatHandler:
         finish = gen.finish_reason
         if parsed.calls:
             msg["tool_calls"] = [{"id": tool_call_id(), "type": "function",
-                                  "function": {"name": name, "arguments": args}} for name, args in parsed.calls]
+                                  "function": {"name": name, "arguments": args}}
+                                 for name, args in (parsed.calls[:1] if self._one_call(req) else parsed.calls)]
             if req.tool_choice in ("required",) or named:
                 msg["content"] = parsed.content or ""
-            if finish == "stop" and not named:
+            if finish == "stop" and not named and not self.cfg.faults.on("tool-calls-finish-stop"):
                 finish = "tool_calls"
         msg[self.cfg.reasoning_field] = parsed.reasoning
         return msg, finish
@@ -190,7 +191,8 @@ class ChatHandler:
             for k, (_, text) in enumerate(gen.pieces):
                 if k:
                     await asyncio.sleep(self._delay(tpot, rng))
-                delta = streamer.feed(text)
+                delta = self._rename(streamer.feed(text))
+                delta = self._tool_deltas(delta, streamer, req)
                 lp = {"content": gen.piece_logprobs[k]} if gen.piece_logprobs else None
                 final = k == last and gen.finish_reason == "length" or (k == last and isinstance(gen.stop_reason, str))
                 if final:
@@ -220,8 +222,33 @@ class ChatHandler:
         await resp.write_eof()
         return resp
 
-    @staticmethod
-    def _finish(gen: generate.Generation, streamer: parsers.Streamer, req: ChatRequest) -> str:
+    def _rename(self, delta: dict[str, Any] | None) -> dict[str, Any] | None:
+        field = self.cfg.reasoning_field
+        if not delta or field == "reasoning" or "reasoning" not in delta:
+            return delta
+        return {(field if k == "reasoning" else k): v for k, v in delta.items()}
+
+    def _one_call(self, req: ChatRequest) -> bool:
+        # vLLM's maybe_filter_parallel_tool_calls: parallel_tool_calls=false keeps the first call only.
+        return req.body.get("parallel_tool_calls") is False or self.cfg.faults.on("parallel-calls-collapsed")
+
+    def _tool_deltas(self, delta: dict[str, Any] | None, streamer: parsers.Streamer,
+                     req: ChatRequest) -> dict[str, Any] | None:
+        """Streaming side of _one_call (index 0 only), and the stream-tool-args-broken fault."""
+        if not delta or "tool_calls" not in delta:
+            return delta
+        calls = [c for c in delta["tool_calls"] if not self._one_call(req) or c.get("index", 0) == 0]
+        if self.cfg.faults.on("stream-tool-args-broken"):
+            calls = [{**c, "function": {"arguments": streamer.sent_args[c["index"]]}}
+                     if "arguments" in c.get("function", {}) else c for c in calls]
+        out = {k: v for k, v in delta.items() if k != "tool_calls"}
+        if calls:
+            out["tool_calls"] = calls
+        return out or None
+
+    def _finish(self, gen: generate.Generation, streamer: parsers.Streamer, req: ChatRequest) -> str:
+        if self.cfg.faults.on("tool-calls-finish-stop"):
+            return gen.finish_reason
         if gen.finish_reason == "stop" and streamer.names_sent and not isinstance(req.tool_choice, dict):
             return "tool_calls"
         return gen.finish_reason

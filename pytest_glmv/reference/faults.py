@@ -23,6 +23,9 @@ FAULTS: dict[str, str] = {
     "api-key-ignored": "--api-key is accepted but never enforced",
     "file-anywhere": "file:// media is read from anywhere on disk, outside --allowed-local-media-path",
     "ssrf-open": "media URLs are fetched from any host, loopback included, ignoring --allowed-media-domains",
+    "stream-tool-args-broken": "streamed tool-call argument deltas resend what was already sent, so they do not reassemble",
+    "tool-calls-finish-stop": "a turn that called tools (auto or required) ends with finish_reason stop, not tool_calls",
+    "parallel-calls-collapsed": "parallel tool calls are collapsed to the first one, streaming and not",
 }
 
 SLOW_FIRST_TOKEN_MS = 1500.0

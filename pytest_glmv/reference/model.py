@@ -168,6 +168,9 @@ def _tool_calls(ctx: Context, question: str) -> list[tuple[str, dict[str, Any]]]
         if not chosen and choice == "required":
             chosen = tools[:1]
     entities = _entities(question)
+    # What the images show can fill arguments too ("call the tool with the main colour of this picture").
+    seen = " ".join(f"{m.seen[0].dominant} {' '.join(m.seen[0].foreground)}" for m in ctx.media if m.seen)
+    question = f"{question} {seen}" if seen else question
     calls: list[tuple[str, dict[str, Any]]] = []
     for t in chosen:
         fn = _fn(t)
@@ -224,17 +227,39 @@ def _arguments(fn: dict[str, Any], question: str, entity: str | None) -> dict[st
                 args[key] = entity or _safe(question, 60) or key
         elif kind in ("integer", "number"):
             if numbers:
-                args[key] = numbers.pop(0) if kind == "integer" else float(numbers.pop(0))
+                args[key] = _clamp(numbers.pop(0), schema, kind)
             elif need:
-                low_bound = schema.get("minimum", 1)
-                args[key] = int(low_bound) if kind == "integer" else float(low_bound)
+                args[key] = _fill(schema, entity)
         elif kind == "boolean" and need:
             args[key] = bool(re.search(r"\b(yes|true|enable|on)\b", low))
-        elif kind == "array" and need:
-            args[key] = [entity or _safe(question, 40)]
-        elif kind == "object" and need:
-            args[key] = {}
+        elif kind in ("array", "object") and need:
+            args[key] = _fill(schema, entity or _safe(question, 40))
     return args
+
+
+def _clamp(n: int, schema: dict[str, Any], kind: str) -> int | float:
+    lo, hi = schema.get("minimum"), schema.get("maximum")
+    n = max(n, lo) if isinstance(lo, (int, float)) else n
+    n = min(n, hi) if isinstance(hi, (int, float)) else n
+    return int(n) if kind == "integer" else float(n)
+
+
+def _fill(schema: Any, text: str | None) -> Any:
+    """A value that fits a (sub)schema, as a grammar-forced call would give: typed array items, required keys."""
+    schema = schema if isinstance(schema, dict) else {}
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = _type(schema)
+    if kind in ("integer", "number"):
+        return _clamp(1, schema, kind)
+    if kind == "boolean":
+        return False
+    if kind == "array":
+        return [_fill(schema.get("items"), text)] if schema.get("items") or text else []
+    if kind == "object":
+        props, required = _props({"parameters": schema})
+        return {k: _fill(props.get(k), text) for k in required}
+    return text or "x"
 
 
 def _call_xml(name: str, args: dict[str, Any]) -> str:

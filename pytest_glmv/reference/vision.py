@@ -88,7 +88,9 @@ def open_image(data: bytes) -> Any:
 
     try:
         img = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError) as e:
+    except Image.DecompressionBombError as e:
+        raise MediaError(f"Failed to load image: {e}") from e
+    except (UnidentifiedImageError, OSError, ValueError) as e:
         raise MediaError("Failed to load image: cannot identify image file <_io.BytesIO object>") from e
     w, h = img.size
     if w * h > MAX_DECLARED_PIXELS:
