@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import time
@@ -185,7 +186,9 @@ class ChatHandler:
                                                    "logprobs": None, "finish_reason": None}],
                               "prompt_token_ids": None, "prompt_text": None}))
         for i, gen in enumerate(gens):
-            streamer = parsers.Streamer(mode)
+            # the fault: the streaming path runs without the reasoning parser
+            streamer = parsers.Streamer(dataclasses.replace(mode, reasoning=False)
+                                        if self.cfg.faults.on("reasoning-streamed-as-content") else mode)
             last = len(gen.pieces) - 1
             finish_sent = False
             for k, (_, text) in enumerate(gen.pieces):

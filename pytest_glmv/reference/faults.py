@@ -25,6 +25,8 @@ FAULTS: dict[str, str] = {
     "ssrf-open": "media URLs are fetched from any host, loopback included, ignoring --allowed-media-domains",
     "stream-tool-args-broken": "streamed tool-call argument deltas resend what was already sent, so they do not reassemble",
     "tool-calls-finish-stop": "a turn that called tools (auto or required) ends with finish_reason stop, not tool_calls",
+    "thinking-toggle-ignored": "chat_template_kwargs enable_thinking=false is ignored: the model thinks anyway",
+    "reasoning-streamed-as-content": "streamed answers carry the reasoning text as content deltas; non-streamed answers are right",
     "parallel-calls-collapsed": "parallel tool calls are collapsed to the first one, streaming and not",
 }
 

@@ -103,6 +103,8 @@ def chat_request(body: dict[str, Any], cfg: Settings) -> ChatRequest:
         raise ApiError("[{'type': 'dict_type', 'loc': ('body', 'chat_template_kwargs'), 'msg': 'Input should be "
                        "a valid dictionary'}]", 400, None)
     thinking = cfg.thinks_always or kwargs.get("enable_thinking", True) is not False
+    if cfg.faults.on("thinking-toggle-ignored"):
+        thinking = True
     raw = body.get("glmv_raw_output")
     if raw is not None and not isinstance(raw, str):
         raise invalid("glmv_raw_output must be a string.", "glmv_raw_output")
