@@ -13,7 +13,7 @@ from .errors import ApiError, invalid
 from .ids import perm_id
 from .metrics import Metrics
 from .request import check_model, parse_json
-from .keys import CFG, METRICS, TRACER, WEDGED
+from .keys import CFG, METRICS, STATE, TRACER, State
 from .settings import VLLM_VERSION, Settings
 from .trace import Tracer
 
@@ -27,7 +27,7 @@ def _json(body: Any, status: int = 200) -> web.Response:
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     app = request.app
-    if app[WEDGED]:
+    if app[STATE].wedged:
         # bad-image-500: the engine died under the API server, which now never answers.
         await asyncio.Event().wait()
     cfg: Settings = app[CFG]
@@ -116,7 +116,7 @@ def build(cfg: Settings) -> web.Application:
     app[CFG] = cfg
     app[METRICS] = Metrics(cfg.served_model_name)
     app[TRACER] = Tracer(cfg.trace)
-    app[WEDGED] = False
+    app[STATE] = State()
     app.router.add_get("/health", health)
     app.router.add_get("/ping", health)
     app.router.add_get("/version", version)

@@ -14,7 +14,7 @@ from . import generate, media, model, parsers, tokenizer
 from .errors import ApiError, context_overflow, max_tokens_over_window
 from .ids import completion_id, tool_call_id
 from .request import ChatRequest, chat_request, parse_json
-from .keys import CFG, METRICS, TRACER, WEDGED
+from .keys import CFG, METRICS, STATE, TRACER
 from .settings import Settings
 from .vision import Media
 
@@ -60,7 +60,7 @@ class ChatHandler:
                 prompt, items = await build_prompt(req.messages, req.tools, req.thinking, cfg)
             except media.BadMedia as e:
                 if cfg.faults.on("bad-image-500"):
-                    self.app[WEDGED] = True
+                    self.app[STATE].wedged = True
                     raise ApiError(f"Internal Server Error: {e.message}", 500, None) from None
                 raise
             prompt, max_tokens = _window(req, prompt, cfg)

@@ -10,5 +10,12 @@ from .trace import Tracer
 CFG = web.AppKey("cfg", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 TRACER = web.AppKey("tracer", Tracer)
-# bad-image-500 sets it; from then on the server never answers.
-WEDGED = web.AppKey("wedged", bool)
+
+class State:
+    """Mutable after startup (aiohttp freezes the app's own mapping)."""
+
+    # bad-image-500 sets it; from then on the server never answers.
+    wedged: bool = False
+
+
+STATE = web.AppKey("state", State)

@@ -101,7 +101,7 @@ async def test_file_urls_only_below_the_allowed_path(make_client, tmp_path: Path
 
 async def test_http_urls_and_allowed_domains(make_client) -> None:
     media = web.Application()
-    media.router.add_get("/red.png", lambda r: _png_response())
+    media.router.add_get("/red.png", _png_response)
     server = TestServer(media, host="127.0.0.1")
     await server.start_server()
     try:
@@ -117,7 +117,7 @@ async def test_http_urls_and_allowed_domains(make_client) -> None:
         await server.close()
 
 
-async def _png_response() -> web.Response:
+async def _png_response(request: web.Request) -> web.Response:
     return web.Response(body=png(32, 32, "red"), content_type="image/png")
 
 

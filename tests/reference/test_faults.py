@@ -1,0 +1,183 @@
+"""Every fault mode changes the behaviour it claims to, and the correct server does not show it."""
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from pytest_glmv.reference.faults import FAULTS, Faults, UnknownFault
+
+from .conftest import WEATHER_TOOL, chat, data_url, image_message, png
+
+pytestmark = pytest.mark.asyncio
+
+WEATHER = [{"role": "user", "content": "Weather in Paris for 3 days?"}]
+BOX_IMAGE = data_url(png(100, 100, "white", (("green", (25, 50, 74, 99)),)))
+TESTED: set[str] = set()
+
+
+def covers(*names: str) -> None:
+    TESTED.update(names)
+
+
+async def both(make_client, fault: str, **kw: Any) -> tuple[Any, Any]:
+    covers(fault)
+    return await make_client(**kw), await make_client(faults=[fault], **kw)
+
+
+async def test_reasoning_and_tool_parsers(make_client) -> None:
+    good, bad = await both(make_client, "no-reasoning-parser")
+    _, ok = await chat(good, messages=WEATHER, temperature=0)
+    _, body = await chat(bad, messages=WEATHER, temperature=0)
+    assert ok["choices"][0]["message"]["reasoning"] and "<think>" not in ok["choices"][0]["message"]["content"]
+    msg = body["choices"][0]["message"]
+    assert msg["reasoning"] is None and msg["content"].startswith("<think>") and "</think>" in msg["content"]
+    good, bad = await both(make_client, "no-tool-parser")
+    _, ok = await chat(good, messages=WEATHER, tools=[WEATHER_TOOL], temperature=0)
+    _, body = await chat(bad, messages=WEATHER, tools=[WEATHER_TOOL], temperature=0)
+    assert ok["choices"][0]["message"]["tool_calls"]
+    msg = body["choices"][0]
+    assert "tool_calls" not in msg["message"] and "<tool_call>get_weather" in msg["message"]["content"]
+    assert msg["finish_reason"] == "stop"
+
+
+async def test_auto_tool_choice_and_untyped_args(make_client) -> None:
+    good, bad = await both(make_client, "no-auto-tool-choice")
+    assert (await chat(good, messages=WEATHER, tools=[WEATHER_TOOL]))[0] == 200
+    status, body = await chat(bad, messages=WEATHER, tools=[WEATHER_TOOL], tool_choice="auto")
+    assert status == 400 and body["error"]["message"] == \
+        '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+    assert (await chat(bad, messages=WEATHER, tools=[WEATHER_TOOL], tool_choice="required"))[0] == 200
+    good, bad = await both(make_client, "untyped-tool-args")
+    args = [json.loads((await chat(c, messages=WEATHER, tools=[WEATHER_TOOL], temperature=0))[1]
+                       ["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]) for c in (good, bad)]
+    assert args == [{"city": "Paris", "days": 3}, {"city": "Paris", "days": "3"}]
+
+
+async def test_window_faults(make_client) -> None:
+    long = [{"role": "user", "content": "the " * 40000}]
+    good, bad = await both(make_client, "small-window")
+    for c in (good, bad):
+        assert (await (await c.get("/v1/models")).json())["data"][0]["max_model_len"] == 65536
+        assert (await (await c.post("/tokenize", json={"prompt": "x"})).json())["max_model_len"] == 65536
+    assert (await chat(good, messages=long, max_tokens=10))[0] == 200
+    status, body = await chat(bad, messages=long, max_tokens=10)
+    assert status == 400 and "maximum context length is 32768 tokens" in body["error"]["message"]
+    good, bad = await both(make_client, "silent-truncation", max_model_len=4096)
+    long = [{"role": "user", "content": "the " * 5000}]
+    status, body = await chat(good, messages=long)
+    assert status == 400 and body["error"]["param"] == "input_tokens"
+    status, body = await chat(bad, messages=long, max_tokens=16)
+    assert status == 200 and body["usage"]["prompt_tokens"] < 4096
+
+
+async def test_images_ignored(make_client) -> None:
+    good, bad = await both(make_client, "images-ignored")
+    msgs = image_message("What colour is this image?", data_url(png(64, 64, "red")))
+    _, ok = await chat(good, messages=msgs, temperature=0)
+    _, body = await chat(bad, messages=msgs, temperature=0)
+    assert "red" in ok["choices"][0]["message"]["content"]
+    assert "red" not in body["choices"][0]["message"]["content"]
+    assert body["usage"]["prompt_tokens"] < ok["usage"]["prompt_tokens"] - 10
+
+
+async def test_bad_image_500_then_hangs(make_client) -> None:
+    good, bad = await both(make_client, "bad-image-500")
+    msgs = image_message("x", "data:image/png;base64,bm90YXBuZw==")
+    assert (await chat(good, messages=msgs))[0] == 400
+    assert (await good.get("/health")).status == 200
+    status, body = await chat(bad, messages=msgs)
+    assert status == 500 and body["error"]["type"] == "InternalServerError"
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(bad.get("/health"), timeout=0.5)
+
+
+async def test_box_token_faults(make_client) -> None:
+    covers("box-tokens-leak", "box-tokens-stripped")
+    good = await make_client()
+    leak = await make_client(faults=["box-tokens-leak"])
+    strip = await make_client(faults=["box-tokens-stripped"])
+    ground = image_message("Where is the shape? Give its bounding box.", BOX_IMAGE)
+    colour = image_message("What colour is the shape?", BOX_IMAGE)
+    ok = (await chat(good, messages=ground, temperature=0))[1]["choices"][0]["message"]
+    assert ok["content"] == "<|begin_of_box|>[250,500,750,1000]<|end_of_box|>" and "<|" not in ok["reasoning"]
+    assert "<|" not in (await chat(good, messages=colour, temperature=0))[1]["choices"][0]["message"]["content"]
+    leaked = (await chat(leak, messages=colour, temperature=0))[1]["choices"][0]["message"]
+    assert "<|begin_of_box|>" in leaked["reasoning"] and leaked["content"].startswith("<|begin_of_box|>")
+    stripped = (await chat(strip, messages=ground, temperature=0))[1]["choices"][0]["message"]
+    assert stripped["content"] == "[250,500,750,1000]"
+
+
+async def test_slow_first_token(make_client) -> None:
+    good, bad = await both(make_client, "slow-first-token")
+    loop = asyncio.get_running_loop()
+    took = []
+    for c in (good, bad):
+        t = loop.time()
+        await chat(c, messages=WEATHER, max_tokens=2)
+        took.append(loop.time() - t)
+    assert took[0] < 0.5 <= 1.4 <= took[1]
+
+
+async def test_api_key_faults(make_client) -> None:
+    good, bad = await both(make_client, "api-key-ignored", api_key="sekret")
+    for path in ("/v1/models",):
+        assert (await good.get(path)).status == 401
+        assert await (await good.get(path)).json() == {"error": "Unauthorized"}
+        assert (await good.get(path, headers={"Authorization": "Bearer wrong"})).status == 401
+        assert (await good.get(path, headers={"Authorization": "Bearer sekret"})).status == 200
+        assert (await bad.get(path)).status == 200
+    for path in ("/health", "/version", "/metrics"):
+        assert (await good.get(path)).status == 200
+
+
+async def test_media_access_faults(make_client, tmp_path: Path) -> None:
+    inside = tmp_path / "media"
+    inside.mkdir()
+    (tmp_path / "secret.png").write_bytes(png(32, 32, "blue"))
+    good, bad = await both(make_client, "file-anywhere", allowed_local_media_path=inside)
+    msgs = image_message("What colour?", f"file://{tmp_path}/secret.png")
+    assert (await chat(good, messages=msgs))[0] == 400
+    status, body = await chat(bad, messages=msgs, temperature=0)
+    assert status == 200 and "blue" in body["choices"][0]["message"]["content"]
+    media = web.Application()
+
+    async def image(request: web.Request) -> web.Response:
+        return web.Response(body=png(32, 32, "red"), content_type="image/png")
+
+    media.router.add_get("/red.png", image)
+    server = TestServer(media, host="127.0.0.1")
+    await server.start_server()
+    try:
+        good, bad = await both(make_client, "ssrf-open", allowed_media_domains=("media.example",))
+        msgs = image_message("What colour?", f"http://127.0.0.1:{server.port}/red.png")
+        assert (await chat(good, messages=msgs))[0] == 400
+        status, body = await chat(bad, messages=msgs, temperature=0)
+        assert status == 200 and "red" in body["choices"][0]["message"]["content"]
+    finally:
+        await server.close()
+
+
+async def test_registry() -> None:
+    with pytest.raises(UnknownFault, match="valid faults: no-reasoning-parser"):
+        Faults(["nope"])
+    with pytest.raises(KeyError):
+        Faults().on("not-registered")
+
+
+# The faults this module owns; faults other suites register are proven by their own tests.
+OWN = {"no-reasoning-parser", "no-tool-parser", "no-auto-tool-choice", "untyped-tool-args", "small-window",
+       "silent-truncation", "images-ignored", "bad-image-500", "box-tokens-leak", "box-tokens-stripped",
+       "slow-first-token", "api-key-ignored", "file-anywhere", "ssrf-open"}
+
+
+async def test_every_fault_here_has_a_test() -> None:
+    """Runs last in this module: each fault it owns was exercised above."""
+    if len(TESTED) < 5:
+        pytest.skip("run with the whole module to check coverage of the registry")
+    assert OWN <= set(FAULTS) and OWN - TESTED == set()
