@@ -111,8 +111,8 @@ def _threshold(key: str, value: Any, tolerance: float, where: str) -> Threshold:
 
 def _run_value(key: str, value: Any, where: str) -> Any:
     kind = RUN_KEYS[key]
-    if key == "request_rate" and isinstance(value, str) and value.lower() in ("inf", "infinity"):
-        return math.inf
+    if key == "request_rate" and (value == math.inf or (isinstance(value, str) and value.lower() in ("inf", "infinity"))):
+        return math.inf  # TOML's inf, or "inf" as vllm bench serve spells it
     if kind is str:
         if not isinstance(value, str):
             raise SpecError(f"{where}: {key} = {value!r} must be a string")

@@ -70,8 +70,8 @@ def _approx_tokens(text: str) -> float:
 def _text(rng: random.Random) -> str:
     lang = rng.choices(list(_LANG_WEIGHTS), weights=list(_LANG_WEIGHTS.values()))[0]
     parts = [rng.choice(_QUESTIONS[lang])]
-    target = rng.gauss(90, 15)
-    while _approx_tokens(" ".join(parts)) < target - 10:
+    target = min(120.0, max(70.0, rng.gauss(90, 15)))  # VisionArena's first turns: about 90 tokens
+    while _approx_tokens(" ".join(parts)) < target - 5:
         parts.append(_FILLER[lang])
     return " ".join(parts)
 

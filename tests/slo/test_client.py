@@ -1,0 +1,125 @@
+"""The streaming client against an in-process SSE server with known timings and edge cases."""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Awaitable, Callable
+
+import pytest
+from aiohttp import web
+
+from pytest_glmv.slo import client
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def chunk(content: str | None = "x", role: bool = False, compact: bool = True) -> bytes:
+    delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {"content": content}
+    sep = (",", ":") if compact else (", ", ": ")
+    return b"data: " + json.dumps({"id": "c", "choices": [{"index": 0, "delta": delta}]}, separators=sep).encode()
+
+
+USAGE = b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}'
+
+
+def streamer(events: list[tuple[float, bytes]], sep: bytes = b"\n\n", status: int = 200) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        if status != 200:
+            return web.Response(status=status, text="engine dead")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for delay, data in events:
+            await asyncio.sleep(delay)
+            await resp.write(data + sep)
+        await resp.write_eof()
+        return resp
+    return handle
+
+
+def run(handler: Handler, n: int = 1, schedule: list[float] | None = None, **kw: Any) -> client.RunOutput:
+    async def main() -> client.RunOutput:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            return await client.run(f"http://127.0.0.1:{port}/v1/chat/completions", [b"{}"] * n,
+                                    schedule or [0.0] * n, probe=False, **kw)
+        finally:
+            await runner.cleanup()
+    return asyncio.run(main())
+
+
+def test_ttft_itl_latency_and_usage_follow_vllm_definitions() -> None:
+    events = [(0.05, chunk(role=True)), (0.0, chunk("a")), (0.03, chunk("b")), (0.03, chunk("c")),
+              (0.2, USAGE), (0.0, b"data: [DONE]")]
+    (r,) = run(streamer(events)).records
+    assert r.ok, r.error
+    # the role chunk has choices, so it is the first token (as in vllm bench serve)
+    assert 0.045 <= r.ttft <= 0.1
+    assert len(r.itl) == 3 and r.chunks == 4
+    # latency ends at the last choices chunk: the usage chunk 200 ms later does not count
+    assert r.latency == pytest.approx(r.ttft + sum(r.itl), abs=1e-9)
+    assert r.latency < 0.2
+    assert (r.output_tokens, r.prompt_tokens) == (3, 7)
+
+
+def test_usage_missing_leaves_tokens_unknown() -> None:
+    (r,) = run(streamer([(0, chunk("a")), (0, chunk("b")), (0, b"data: [DONE]")])).records
+    assert r.ok and r.output_tokens is None and r.output_len() == 2
+
+
+def test_crlf_and_spaced_json_from_other_servers() -> None:
+    events = [(0, b": ping"), (0, chunk("a", compact=False)), (0.01, chunk("b", compact=False)),
+              (0, b'data: {"choices": [], "usage": {"completion_tokens": 2, "prompt_tokens": 1}}'), (0, b"data: [DONE]")]
+    (r,) = run(streamer(events, sep=b"\r\n\r\n")).records
+    assert r.ok and r.chunks == 2 and r.output_tokens == 2 and len(r.itl) == 1
+
+
+@pytest.mark.parametrize("handler,error", [
+    (streamer([], status=500), "HTTP 500 Internal Server Error: engine dead"),
+    (streamer([(0, USAGE), (0, b"data: [DONE]")]), "no streamed chunk carried choices"),
+    (streamer([(0, chunk("a")), (0, b'data: {"error": {"message": "engine crashed", "code": 500}}')]),
+     "stream error: engine crashed"),
+])
+def test_failures_are_recorded_never_hidden(handler: Handler, error: str) -> None:
+    (r,) = run(handler).records
+    assert not r.ok and error in r.error, r.error
+
+
+def test_connection_refused_is_a_failed_request() -> None:
+    async def main() -> client.RunOutput:
+        return await client.run("http://127.0.0.1:9/v1/chat/completions", [b"{}"], [0.0], probe=False)
+    (r,) = asyncio.run(main()).records
+    assert not r.ok and "ClientConnectorError" in r.error
+
+
+def test_concurrency_limit_queues_and_is_never_exceeded() -> None:
+    state = {"now": 0, "peak": 0}
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        state["now"] += 1
+        state["peak"] = max(state["peak"], state["now"])
+        try:
+            return await streamer([(0.03, chunk("a")), (0, USAGE)])(request)
+        finally:
+            state["now"] -= 1
+
+    out = run(handle, n=6, max_concurrency=2)
+    assert all(r.ok for r in out.records) and state["peak"] == 2
+    waits = sorted(r.queue_time for r in out.records)
+    assert waits[0] < 0.01 and waits[-1] > 0.05  # the last pair waited for two earlier pairs
+
+
+def test_requests_leave_on_schedule() -> None:
+    sched = [0.02, 0.05, 0.05, 0.12]
+    out = run(streamer([(0, chunk("a")), (0, USAGE)]), n=4, schedule=sched)
+    t0 = min(r.dispatched - r.send_lag - r.scheduled for r in out.records)
+    for r in out.records:
+        assert r.dispatched - t0 == pytest.approx(r.scheduled, abs=0.01)
+        assert 0 <= r.send_lag < 0.01
+    assert out.duration >= 0.12
