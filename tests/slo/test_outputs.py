@@ -33,7 +33,7 @@ def test_block_has_vllm_labels_and_layout() -> None:
     assert "---------------Time to First Token----------------" in lines
     assert "-----Time per Output Token (excl. 1st token)------" in lines
     assert "Mean TTFT (ms):                          200.00    " in lines
-    assert "P99 ITL (ms):                            19.90     " in lines
+    assert "P99 ITL (ms):                            20.00     " in lines
     assert "---------------Client-side Queueing---------------" in lines
     assert lines[-1] == "=" * 50
     plain = report.block(result(max_concurrency=None, rate=float("inf")))
