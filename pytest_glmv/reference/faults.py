@@ -26,6 +26,7 @@ FAULTS: dict[str, str] = {
     "stream-tool-args-broken": "streamed tool-call argument deltas resend what was already sent, so they do not reassemble",
     "tool-calls-finish-stop": "a turn that called tools (auto or required) ends with finish_reason stop, not tool_calls",
     "thinking-toggle-ignored": "chat_template_kwargs enable_thinking=false is ignored: the model thinks anyway",
+    "history-reasoning-content-dropped": "an assistant turn sent back with `reasoning_content` (the legacy name) loses it before the template (vLLM #38488)",
     "reasoning-streamed-as-content": "streamed answers carry the reasoning text as content deltas; non-streamed answers are right",
     "parallel-calls-collapsed": "parallel tool calls are collapsed to the first one, streaming and not",
 }

@@ -77,6 +77,8 @@ def chat_request(body: dict[str, Any], cfg: Settings) -> ChatRequest:
     if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
         raise ApiError("[{'type': 'list_type', 'loc': ('body', 'messages'), 'msg': 'Input should be a valid list "
                        "of messages with a role'}]", 400, None)
+    if cfg.faults.on("history-reasoning-content-dropped"):
+        messages = [{k: v for k, v in m.items() if k != "reasoning_content"} for m in messages]
     stream = bool(body.get("stream"))
     if body.get("stream_options") and not stream:
         raise invalid("Stream options can only be defined when `stream=True`.", "stream_options")

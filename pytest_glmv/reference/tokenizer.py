@@ -236,6 +236,8 @@ def render(messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] |
                    "following XML format:\n<tool_call>{function-name}\n<arg_key>{arg-key-1}</arg_key>\n"
                    "<arg_value>{arg-value-1}</arg_value>\n...\n</tool_call>")
     prev_role = None
+    # GLM's template keeps an assistant turn's reasoning only after the last user turn
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
     for i, m in enumerate(messages):
         role = m.get("role")
         text = _visible(m.get("content"), media)
@@ -244,7 +246,7 @@ def render(messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] |
         elif role == "user":
             out.append("<|user|>\n" + text)
         elif role == "assistant":
-            reasoning = m.get("reasoning_content") or m.get("reasoning") or ""
+            reasoning = (m.get("reasoning_content") or m.get("reasoning") or "") if i > last_user else ""
             last = continue_final_message and i == len(messages) - 1
             out.append("<|assistant|>\n" + ("" if last else f"<think>{str(reasoning).strip()}</think>"))
             if text:
