@@ -104,6 +104,9 @@ class ChatHandler:
             ctx = model.Context(req.messages, items, req.tools, req.tool_choice, req.thinking, variant,
                                 leak_boxes=cfg.faults.on("box-tokens-leak"))
             raw = model.respond(ctx)
+        if cfg.faults.on("tool-call-in-reasoning") and "</think>\n<tool_call>" in raw:
+            # a reasoning parser that misses the end of thinking before a call: all of it is reasoning
+            raw = raw.replace("</think>", "", 1) + "</think>"
         return generate.build(raw, max_tokens, req.stops, reasoning=mode.reasoning,
                               strip_boxes=cfg.faults.on("box-tokens-stripped"), top_logprobs=req.top_logprobs)
 

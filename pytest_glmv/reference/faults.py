@@ -27,6 +27,7 @@ FAULTS: dict[str, str] = {
     "tool-calls-finish-stop": "a turn that called tools (auto or required) ends with finish_reason stop, not tool_calls",
     "thinking-toggle-ignored": "chat_template_kwargs enable_thinking=false is ignored: the model thinks anyway",
     "history-reasoning-content-dropped": "an assistant turn sent back with `reasoning_content` (the legacy name) loses it before the template (vLLM #38488)",
+    "tool-call-in-reasoning": "a tool call made right after thinking is swallowed into the reasoning text: no tool_calls",
     "reasoning-streamed-as-content": "streamed answers carry the reasoning text as content deltas; non-streamed answers are right",
     "parallel-calls-collapsed": "parallel tool calls are collapsed to the first one, streaming and not",
 }
