@@ -126,3 +126,20 @@ async def test_tokenize_counts_images(make_client) -> None:
     plain = await (await c.post("/tokenize", json={"messages": [{"role": "user", "content": "Colour?"}]})).json()
     with_image = await (await c.post("/tokenize", json={"messages": image_message("Colour?", data_url(png()))})).json()
     assert with_image["count"] == plain["count"] + vision.image_tokens(64, 48, 112 * 112, 28 * 28 * 16384) + 2
+
+
+async def test_tokenize_detokenize_round_trip(make_client) -> None:
+    c = await make_client()
+    text = "Hello world, 東京 <think>x</think> 12345!"
+    got = await (await c.post("/tokenize", json={"prompt": text, "return_token_strs": True})).json()
+    assert len(got["token_strs"]) == got["count"] and got["token_strs"][:4] == ["Hel", "lo", " wor", "ld"]
+    back = await (await c.post("/detokenize", json={"tokens": got["tokens"]})).json()
+    assert back == {"prompt": text}
+    chat_ids = await (await c.post("/tokenize", json={"messages": [{"role": "user", "content": "hi"}],
+                                                      "add_generation_prompt": False})).json()
+    with_gen = await (await c.post("/tokenize", json={"messages": [{"role": "user", "content": "hi"}]})).json()
+    assert with_gen["count"] > chat_ids["count"]
+    assert (await c.post("/detokenize", json={"tokens": [10 ** 9]})).status == 400
+    english = "The quick brown fox jumps over the lazy dog and then runs back into the forest."
+    n = (await (await c.post("/tokenize", json={"prompt": english})).json())["count"]
+    assert 3.0 <= len(english) / n <= 4.5
