@@ -36,7 +36,7 @@ class Profile:
     patch_size: int = 14
     merge_size: int = 2
     min_pixels: int = 112 * 112
-    max_pixels: int = 28 * 28 * 16384
+    max_pixels: int = 9633792  # 28*28*12288: size.longest_edge of GLM-4V's preprocessor_config.json
     extra_flags: tuple[str, ...] = field(default=())
 
     def vllm_flags(self) -> tuple[str, ...]:
