@@ -71,10 +71,14 @@ async def load(kind: str, url: str, cfg: Settings) -> Media:
         raise BadMedia(str(e), 400, None) from None
     w, h = seen[0].width, seen[0].height
     p = cfg.profile
-    if kind == "image":
-        return Media("image", vision.image_tokens(w, h, p.min_pixels, p.max_pixels), seen)
-    n = len(frames) + len(frames) % 2
-    rh, rw = vision.smart_resize(n, h, w, p.min_pixels, p.max_pixels)
+    try:
+        if kind == "image":
+            return Media("image", vision.image_tokens(w, h, p.min_pixels, p.max_pixels), seen)
+        n = len(frames) + len(frames) % 2
+        rh, rw = vision.smart_resize(n, h, w, p.min_pixels, p.max_pixels)
+    except MediaError as e:
+        # vLLM: the HF processor's ValueError (aspect ratio over 200) is a 400, not a 500.
+        raise ApiError(f"Failed to apply Glm4vProcessor: {e}", 400, None) from None
     return Media("video", (rh // vision.FACTOR) * (rw // vision.FACTOR), seen, frames=n)
 
 
