@@ -143,3 +143,39 @@ def test_kill_9_of_pytest_leaves_no_server(pytester: pytest.Pytester, fake_vllm:
         assert not gone(pids, 20.0), "the server's processes outlived pytest's SIGKILL"
     finally:
         proc.kill()
+
+
+REFERENCE_CHECK = """
+def test_reference(glmv_client, glmv_server, glmv_profile, glmv_http):
+    assert [m.id for m in glmv_client.models.list()] == ["glmv-reference"]
+    assert (glmv_profile.name, glmv_server.max_model_len) == ("glm-4.5v-fp8", 65536)
+    assert glmv_http.get("/health").status_code == 200
+    out = glmv_client.chat.completions.create(model=glmv_server.model, max_tokens=8, temperature=0,
+                                              messages=[{"role": "user", "content": "hi"}])
+    assert out.choices[0].finish_reason in ("stop", "length")
+"""
+
+
+def test_default_target_is_the_reference_server(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_ref=REFERENCE_CHECK)
+    result = pytester.runpytest_subprocess("test_ref.py")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        "glmv: target built-in reference server (a deterministic GLM-4V double, not a model)*",
+        "glmv: target http://127.0.0.1:*/v1 (reference, launched); model glmv-reference*",
+    ])
+
+
+def test_reference_under_xdist(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_ref=REFERENCE_CHECK + "\n\ndef test_second(glmv_client):\n    glmv_client.models.list()\n")
+    result = pytester.runpytest_subprocess("-n", "2", "test_ref.py")
+    result.assert_outcomes(passed=2)
+
+
+def test_unrelated_session_starts_no_server(pytester: pytest.Pytester) -> None:
+    """The plugin is loaded in every pytest run of the environment: it must cost nothing there."""
+    pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
+    result = pytester.runpytest_subprocess("test_plain.py", "-s")
+    result.assert_outcomes(passed=1)
+    assert "launched" not in result.stdout.str()
