@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from . import generate, media, model, parsers, tokenizer
-from .errors import ApiError, context_overflow, max_tokens_over_window
+from .errors import ApiError, context_overflow, invalid, max_tokens_over_window
 from .ids import completion_id, tool_call_id
 from .request import ChatRequest, chat_request, parse_json
 from .keys import CFG, METRICS, STATE, TRACER
@@ -36,7 +36,13 @@ def _window(req: ChatRequest, prompt: list[int], cfg: Settings) -> tuple[list[in
     if req.max_tokens is not None and req.max_tokens > window:
         raise max_tokens_over_window(req.max_tokens, window)
     if len(prompt) >= window:
+        if cfg.faults.on("overflow-500") and len(prompt) > window:
+            raise ApiError(f"RuntimeError: index {window} is out of bounds for dimension 0 with size {window}", 500)
         if not cfg.faults.on("silent-truncation"):
+            if len(prompt) == window:
+                # vLLM 0.32 takes a prompt of exactly the window, clamps max_tokens to the 0 tokens left, and
+                # SamplingParams refuses that.
+                raise invalid("max_tokens must be at least 1, got 0.", "max_tokens", 0)
             raise context_overflow(window, len(prompt))
         keep = max(1, window - (req.max_tokens or 256))
         prompt = prompt[:2] + prompt[len(prompt) - keep + 2:]

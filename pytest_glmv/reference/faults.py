@@ -16,6 +16,7 @@ FAULTS: dict[str, str] = {
     "small-window": "the engine's real window is 32768 while /v1/models and /tokenize report the profile's",
     "silent-truncation": "over-length prompts are accepted and silently cut from the left instead of a 400",
     "images-ignored": "images are neither counted in the prompt nor seen by the model",
+    "overflow-500": "a prompt over the window crashes the request with a 500 instead of vLLM's 400",
     "bad-image-500": "an undecodable image answers 500, after which the server hangs on every request",
     "box-tokens-leak": "grounding box markup leaks into the reasoning text and wraps answers that asked for no box",
     "box-tokens-stripped": "box tokens are skipped as special tokens, so grounding answers lose their box markup",

@@ -76,8 +76,27 @@ def respond(ctx: Context) -> str:
     return (f"<think>{reasoning}</think>" if ctx.thinking else "") + body
 
 
+_ASK_FACT = re.compile(r"\bwhat is the ([a-z][a-z ]{2,40}?) (?:mentioned|stated|given|written)\b", re.I)
+
+
+def _recall(ctx: Context, question: str) -> tuple[str, str] | None:
+    """Long-context retrieval: "What is the X mentioned ...?" answered from "The X is Y." anywhere in the chat."""
+    ask = _ASK_FACT.search(question)
+    if not ask:
+        return None
+    subject = ask.group(1).strip()
+    text = "\n".join(text_of(m.get("content")) for m in ctx.messages)
+    fact = re.search(rf"\bthe {re.escape(subject)} is ([^.\n]{{1,80}})", text, re.I)
+    if not fact:
+        return None
+    return f"The document states the {subject}.", f"The {subject} is {fact.group(1).strip()}."
+
+
 def _answer(ctx: Context, question: str) -> tuple[str, str]:
     q = question.lower()
+    recalled = None if ctx.media else _recall(ctx, question)
+    if recalled:
+        return recalled
     if not ctx.media:
         if re.search(r"\b(image|picture|photo|video)s?\b", q):
             return ("The user refers to an image, but the message carries none.",
