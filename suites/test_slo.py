@@ -32,7 +32,7 @@ def _only_when_selected(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture
-def slo_outcome(request: pytest.FixtureRequest, slo_scenario, glmv_slo_runs):  # type: ignore[no-untyped-def]
+def slo_outcome(request: pytest.FixtureRequest, slo_scenario, glmv_slo_runs):  # type: ignore[no-untyped-def]  # noqa: F811
     return glmv_slo_runs.get(slo_scenario, request)
 
 

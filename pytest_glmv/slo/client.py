@@ -149,7 +149,7 @@ async def run(
         tasks = []
         cpu0 = time.process_time()
         t0 = perf_counter()
-        for rec, body in zip(records, bodies):
+        for rec, body in zip(records, bodies, strict=True):
             target = t0 + rec.scheduled
             delay = target - perf_counter()
             if delay > 0:  # sleep to the absolute target, so lateness never accumulates

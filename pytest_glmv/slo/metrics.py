@@ -102,13 +102,13 @@ def compute(
     lens = [r.output_len() for r in ok]
     ttfts = [r.ttft for r in ok]
     e2els = [r.latency for r in ok]
-    tpots = [(r.latency - r.ttft) / (n - 1) for r, n in zip(ok, lens) if n > 1]
+    tpots = [(r.latency - r.ttft) / (n - 1) for r, n in zip(ok, lens, strict=True) if n > 1]
     itls = [gap for r in ok for gap in r.itl]
     total_in = sum(r.prompt_tokens for r in ok)
     total_out = sum(lens)
     good = 0
     if goodput:
-        for r, n in zip(ok, lens):
+        for r, n in zip(ok, lens, strict=True):
             tpot = (r.latency - r.ttft) / (n - 1) if n > 1 else 0.0
             per = {"ttft": r.ttft, "tpot": tpot, "e2el": r.latency}
             if all(per[k] * 1000.0 <= v for k, v in goodput.items()):

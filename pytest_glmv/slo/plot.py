@@ -37,7 +37,7 @@ def _nice_ticks(hi: float, n: int = 5) -> list[float]:
     return [float(i * step) for i in range(int(hi // step) + 1)]
 
 
-def _panel(name: str, values: np.ndarray, font: ImageFont.ImageFont) -> Image.Image:
+def _panel(name: str, values: np.ndarray, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> Image.Image:
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
     x0, y0, x1, y1 = PAD_L, PAD_T, W - PAD_R, H - PAD_B

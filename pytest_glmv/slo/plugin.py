@@ -34,7 +34,10 @@ def _mark_selects_slo(markexpr: str) -> bool:
     try:
         from _pytest.mark.expression import Expression
 
-        return bool(Expression.compile(markexpr).evaluate(lambda name, **kw: name == "slo" and not kw))
+        def only_slo(name: str, /, **kw: str | int | bool | None) -> bool:
+            return name == "slo" and not kw
+
+        return bool(Expression.compile(markexpr).evaluate(only_slo))
     except Exception:  # a private API; a plain word test is the fallback
         return "slo" in markexpr.split() and "not slo" not in markexpr
 
@@ -45,7 +48,7 @@ def selected(config: pytest.Config) -> bool:
     if markexpr and _mark_selects_slo(markexpr):
         return True
     s = _settings(config)
-    if s.slo is not None or getattr(s, "slo_threshold", ()):
+    if s.slo is not None or bool(getattr(s, "slo_threshold", None)):
         return True
     return any(Path(str(a).split("::")[0]).name == "test_slo.py" for a in config.args)
 
@@ -57,7 +60,7 @@ def spec_for(config: pytest.Config) -> Spec:
         try:
             if s.slo is not None:
                 spec = load_file(s.slo)
-            elif getattr(s, "slo_threshold", ()):
+            elif getattr(s, "slo_threshold", None):
                 spec = from_pairs(s.slo_threshold)
             else:
                 spec = default_spec()
@@ -71,7 +74,8 @@ def deselect(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Drop slo-marked items unless SLO checks were asked for; remember how many."""
     if selected(config):
         return
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         (drop if item.get_closest_marker("slo") is not None else keep).append(item)
     if drop:

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+import tomllib
 
 from .metrics import METRICS
 
@@ -111,7 +112,8 @@ def _threshold(key: str, value: Any, tolerance: float, where: str) -> Threshold:
 
 def _run_value(key: str, value: Any, where: str) -> Any:
     kind = RUN_KEYS[key]
-    if key == "request_rate" and (value == math.inf or (isinstance(value, str) and value.lower() in ("inf", "infinity"))):
+    is_inf = value == math.inf or (isinstance(value, str) and value.lower() in ("inf", "infinity"))
+    if key == "request_rate" and is_inf:
         return math.inf  # TOML's inf, or "inf" as vllm bench serve spells it
     if kind is str:
         if not isinstance(value, str):

@@ -75,7 +75,8 @@ def test_usage_missing_leaves_tokens_unknown() -> None:
 
 def test_crlf_and_spaced_json_from_other_servers() -> None:
     events = [(0, b": ping"), (0, chunk("a", compact=False)), (0.01, chunk("b", compact=False)),
-              (0, b'data: {"choices": [], "usage": {"completion_tokens": 2, "prompt_tokens": 1}}'), (0, b"data: [DONE]")]
+              (0, b'data: {"choices": [], "usage": {"completion_tokens": 2, "prompt_tokens": 1}}'),
+              (0, b"data: [DONE]")]
     (r,) = run(streamer(events, sep=b"\r\n\r\n")).records
     assert r.ok and r.chunks == 2 and r.output_tokens == 2 and len(r.itl) == 1
 

@@ -29,7 +29,8 @@ def test_reference_meets_a_small_spec_and_writes_vllm_json(pytester: pytest.Pyte
     result = pytester.runpytest_subprocess(str(SUITE), "--glmv-server", "reference", "--glmv-slo", spec(pytester),
                                            "--glmv-slo-json", str(out), *SLO_PLUGIN, "-v")
     result.assert_outcomes(passed=6)
-    result.stdout.fnmatch_lines(["*test_slo[[]small-mean_ttft_ms[]] PASSED*", "*test_server_metrics_agree[[]small[]] PASSED*",
+    result.stdout.fnmatch_lines(["*test_slo[[]small-mean_ttft_ms[]] PASSED*",
+                                 "*test_server_metrics_agree[[]small[]] PASSED*",
                                  "*= Serving Benchmark Result =*", "Successful requests: * 4*",
                                  "Maximum request concurrency: * 2*", "*server /metrics over the run: 4 successful*"])
     data = json.loads(out.read_text())

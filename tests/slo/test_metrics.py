@@ -63,7 +63,8 @@ def test_all_failed_reports_zeros_and_keeps_the_failures() -> None:
     recs = [Record(i, ok=False, error=f"ClientConnectorError: refused {i}") for i in range(3)]
     r = compute(recs, 1.0)
     assert (r["completed"], r["failed"], r["mean_ttft_ms"], r["max_concurrent_requests"]) == (0, 3, 0.0, 0)
-    assert errors(recs, 2) == ["request 0: ClientConnectorError: refused 0", "request 1: ClientConnectorError: refused 1"]
+    assert errors(recs, 2) == ["request 0: ClientConnectorError: refused 0",
+                               "request 1: ClientConnectorError: refused 1"]
 
 
 def test_usage_of_zero_tokens_is_taken_at_its_word() -> None:

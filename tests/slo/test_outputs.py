@@ -75,8 +75,9 @@ vllm:e2e_request_latency_seconds_count{engine="0",model_name="m"} 15.0
 
 def after(success_length: float, ttft_sum: float) -> str:
     return (METRICS_BEFORE.replace('"length",model_name="m"} 5.0', f'"length",model_name="m"}} {success_length}')
-            .replace("seconds_sum{engine=\"0\",model_name=\"m\"} 1.5", f"seconds_sum{{engine=\"0\",model_name=\"m\"}} {ttft_sum}")
-            .replace("seconds_count{engine=\"0\",model_name=\"m\"} 15.0", "seconds_count{engine=\"0\",model_name=\"m\"} 18.0"))
+            .replace('seconds_sum{engine="0",model_name="m"} 1.5',
+                     f'seconds_sum{{engine="0",model_name="m"}} {ttft_sum}')
+            .replace('seconds_count{engine="0",model_name="m"} 15.0', 'seconds_count{engine="0",model_name="m"} 18.0'))
 
 
 def test_cross_check_agrees_and_flags() -> None:

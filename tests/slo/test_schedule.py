@@ -21,7 +21,7 @@ def test_same_numbers_as_vllms_scalar_draws_from_the_seeded_global_rng() -> None
 def test_last_arrival_is_exactly_n_over_rate_and_times_increase(rate: float, burst: float) -> None:
     t = arrivals(200, rate, burst, seed=1)
     assert t[-1] == pytest.approx(200 / rate, rel=1e-12)
-    assert all(b >= a for a, b in zip(t, t[1:])) and t[0] > 0
+    assert all(b >= a for a, b in zip(t, t[1:], strict=False)) and t[0] > 0
 
 
 def test_seeded_and_seed_sensitive() -> None:
