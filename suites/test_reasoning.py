@@ -18,8 +18,18 @@ import httpx
 import pytest
 
 from pytest_glmv import evidence
-from pytest_glmv.checks.reasoning import (BOX_TOKENS, CALL_MARKUP, FIELDS, THINK_TAGS, content_of, found_markup,
-                                          judge_field, reasoning_of, stream_view, texts)
+from pytest_glmv.checks.reasoning import (
+    BOX_TOKENS,
+    CALL_MARKUP,
+    FIELDS,
+    THINK_TAGS,
+    content_of,
+    found_markup,
+    judge_field,
+    reasoning_of,
+    stream_view,
+    texts,
+)
 from pytest_glmv.evidence import Exchange
 from pytest_glmv.media import image_part, png_url, square
 
