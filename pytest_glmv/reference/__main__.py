@@ -103,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"glmv reference server (a deterministic double of vLLM serving {cfg.root}, not a model) on "
           f"http://{cfg.host}:{cfg.port}; served name {cfg.served_model_name}; faults: {active}", flush=True)
     try:
+        # aiohttp refuses request lines and headers over 8190 bytes; header-unbounded lifts that (CVE-2025-48956)
+        huge = {"max_line_size": 1 << 26, "max_field_size": 1 << 26} if cfg.faults.on("header-unbounded") else {}
         web.run_app(build(cfg), host=cfg.host, port=cfg.port, print=None, access_log=None,
-                    handle_signals=True, shutdown_timeout=1.0)
+                    handle_signals=True, shutdown_timeout=1.0, handler_args=huge or None)
     except OSError as e:
         print(f"glmv reference: cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}", file=sys.stderr)
         return 1

@@ -2,7 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
+import traceback
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -49,6 +56,34 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception as e:  # a bug in the double still answers in vLLM's shape, and says what broke
         err = ApiError(f"{type(e).__name__}: {e}", 500, None)
         return web.Response(status=500, text=err.json(), content_type="application/json")
+
+
+@web.middleware
+async def leak_traceback(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """traceback-in-errors: error answers carry the server's stack, as a debug-mode server's do."""
+    resp = await handler(request)
+    if resp.status >= 400 and isinstance(resp, web.Response) and resp.text:
+        try:
+            body = json.loads(resp.text)
+            stack = "Traceback (most recent call last):\n" + "".join(traceback.format_stack(limit=6))
+            body["error"]["message"] = f"{body['error']['message']}\n{stack}"
+            return _json(body, resp.status)
+        except (ValueError, KeyError, TypeError):
+            pass
+    return resp
+
+
+async def _unclean_shutdown(app: web.Application) -> None:
+    """sigterm-drops-requests / orphan-worker: what vLLM #55510 and friends look like from outside."""
+    cfg = app[CFG]
+    if cfg.faults.on("sigterm-drops-requests"):
+        # replaces aiohttp's graceful handler (installed before startup hooks run)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, os._exit, 0)
+    if cfg.faults.on("orphan-worker"):
+        shm = Path("/dev/shm") / f"psm_glmvref{os.getpid()}"
+        shm.write_bytes(b"\0" * 4096)
+        code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)"
+        subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -112,7 +147,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def build(cfg: Settings) -> web.Application:
-    app = web.Application(middlewares=[guard], client_max_size=256 * 1024 * 1024)
+    leaks = [leak_traceback] if cfg.faults.on("traceback-in-errors") else []
+    app = web.Application(middlewares=[*leaks, guard], client_max_size=256 * 1024 * 1024)
     app[CFG] = cfg
     app[METRICS] = Metrics(cfg.served_model_name)
     app[TRACER] = Tracer(cfg.trace)
@@ -125,4 +161,8 @@ def build(cfg: Settings) -> web.Application:
     app.router.add_post("/tokenize", tokenize)
     app.router.add_post("/detokenize", detokenize)
     app.router.add_get("/metrics", metrics)
+    if cfg.faults.on("open-invocations"):
+        app.router.add_post("/invocations", ChatHandler(app).handle)  # outside /v1: no key asked
+    if cfg.faults.on("sigterm-drops-requests") or cfg.faults.on("orphan-worker"):
+        app.on_startup.append(_unclean_shutdown)
     return app

@@ -60,11 +60,20 @@ class ChatHandler:
         cid = completion_id()
         rec = self.app[TRACER].start(cid, stream=False)
         try:
-            req = chat_request(parse_json(await request.read()), cfg)
+            if self.app[STATE].engine_dead:
+                raise ApiError("EngineCore encountered an issue. See stack trace (above) for the root cause.", 500)
+            try:
+                req = chat_request(parse_json(await request.read()), cfg)
+            except ApiError as e:
+                if cfg.faults.on("validation-500") and e.status == 400:
+                    raise ApiError(f"Internal Server Error: {e.message}", 500) from None
+                raise
             rec.data["stream"] = req.stream
             try:
                 prompt, items = await build_prompt(req.messages, req.tools, req.thinking, cfg)
             except media.BadMedia as e:
+                if cfg.faults.on("engine-dead-after-bad-image"):
+                    self.app[STATE].engine_dead = True
                 if cfg.faults.on("bad-image-500"):
                     self.app[STATE].wedged = True
                     raise ApiError(f"Internal Server Error: {e.message}", 500, None) from None
@@ -85,8 +94,11 @@ class ChatHandler:
                 resp = await self._stream(request, req, cid, len(prompt), gens, mode, rec)
             else:
                 resp = await self._complete(req, cid, len(prompt), gens, mode, rec)
-        finally:
-            metrics.running -= 1
+        except BaseException:
+            if not cfg.faults.on("streams-never-freed"):  # the fault: the engine never hears of the abort
+                metrics.running -= 1
+            raise
+        metrics.running -= 1
         e2e = time.monotonic() - started
         chunks = rec.data["chunks"]
         ttft = (chunks[0] - started) if chunks else e2e
@@ -122,7 +134,10 @@ class ChatHandler:
         cfg = self.cfg
         rng = random.Random(req.seed if req.seed is not None else time.monotonic_ns())
         ttft = cfg.ttft_ms + (1500.0 if cfg.faults.on("slow-first-token") else 0.0)
-        return ttft, cfg.tpot_ms, rng
+        tpot = cfg.tpot_ms
+        if req.stream and cfg.faults.on("streams-never-freed"):
+            tpot = max(tpot, 50.0)  # paced like an engine, so a client can leave mid-stream
+        return ttft, tpot, rng
 
     def _delay(self, base_ms: float, rng: random.Random) -> float:
         cfg = self.cfg

@@ -16,6 +16,8 @@ class State:
 
     # bad-image-500 sets it; from then on the server never answers.
     wedged: bool = False
+    # engine-dead-after-bad-image sets it; /health stays 200 while every chat fails.
+    engine_dead: bool = False
 
 
 STATE = web.AppKey("state", State)

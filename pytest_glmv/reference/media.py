@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import io
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -51,7 +52,7 @@ async def load_all(messages: list[dict[str, Any]], cfg: Settings) -> list[Media]
     found = parts(messages)
     images = sum(1 for k, _ in found if k == "image")
     videos = len(found) - images
-    if images > cfg.limit_images:
+    if images > cfg.limit_images and not cfg.faults.on("no-image-limit"):
         raise too_many("image", cfg.limit_images)
     if videos > cfg.limit_videos:
         raise too_many("video", cfg.limit_videos)
@@ -60,15 +61,21 @@ async def load_all(messages: list[dict[str, Any]], cfg: Settings) -> list[Media]
 
 async def load(kind: str, url: str, cfg: Settings) -> Media:
     data, media_type = await fetch(url, cfg)
+    if kind == "image" and cfg.faults.on("bomb-500"):
+        _bomb_500(data)
     try:
         if kind == "image":
             img = vision.open_image(data)
             frames = [img]
         else:
-            frames = await asyncio.to_thread(_video_frames, data, media_type)
+            limit = None if cfg.faults.on("video-frames-unbounded") else MAX_VIDEO_FRAMES
+            frames = await asyncio.to_thread(_video_frames, data, media_type, limit)
         seen = await asyncio.to_thread(lambda: [vision.look(f) for f in frames])
     except MediaError as e:
-        raise BadMedia(str(e), 400, None) from None
+        message = str(e)
+        if cfg.faults.on("address-leak"):
+            message = message.replace("<_io.BytesIO object>", f"<_io.BytesIO object at {hex(id(data))}>")
+        raise BadMedia(message, 400, None) from None
     w, h = seen[0].width, seen[0].height
     p = cfg.profile
     try:
@@ -82,10 +89,25 @@ async def load(kind: str, url: str, cfg: Settings) -> Media:
     return Media("video", (rh // vision.FACTOR) * (rw // vision.FACTOR), seen, frames=n)
 
 
-def _video_frames(data: bytes, media_type: str) -> list[Any]:
+def _bomb_500(data: bytes) -> None:
+    """bomb-500: what happens without a pixel check of one's own: PIL's DecompressionBombError escapes."""
+    from PIL import Image
+
+    try:
+        w, h = Image.open(io.BytesIO(data)).size
+    except Exception:  # noqa: BLE001 (undecodable: the normal path answers it)
+        return
+    if w * h > 2 * vision.MAX_DECLARED_PIXELS:
+        raise ApiError(f"DecompressionBombError: Image size ({w * h} pixels) exceeds limit of "
+                       f"{2 * vision.MAX_DECLARED_PIXELS} pixels, could be decompression bomb DOS attack.", 500)
+
+
+def _video_frames(data: bytes, media_type: str, limit: int | None = MAX_VIDEO_FRAMES) -> list[Any]:
     if data.startswith(b"FRAMES:"):
-        # vLLM's `data:video/jpeg;base64,<frame>,<frame>,...` form: each frame its own image.
-        return [vision.open_image(base64.b64decode(f)).convert("RGB") for f in data[7:].split(b",")]
+        # vLLM's `data:video/jpeg;base64,<frame>,<frame>,...` form: each frame its own image. Like vLLM since
+        # CVE-2026-34755, frames past the limit are dropped before decoding.
+        frames = data[7:].split(b",")[:limit]
+        return [vision.open_image(base64.b64decode(f)).convert("RGB") for f in frames]
     img = vision.open_image(data)
     return vision.frames_of(img, MAX_VIDEO_FRAMES)
 
@@ -141,10 +163,10 @@ def _file(raw_path: str, cfg: Settings) -> bytes:
 async def _http(url: str, cfg: Settings) -> bytes:
     import aiohttp
 
-    timeout = aiohttp.ClientTimeout(total=cfg.media_fetch_timeout)
+    timeout = aiohttp.ClientTimeout(total=None if cfg.faults.on("no-fetch-timeout") else cfg.media_fetch_timeout)
     try:
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.get(url, allow_redirects=False) as resp:
+            async with session.get(url, allow_redirects=cfg.faults.on("ssrf-redirect")) as resp:
                 if resp.status >= 400:
                     raise ApiError(f"Failed to fetch media from URL: HTTP {resp.status} error", 400, "image_url")
                 return await resp.read()

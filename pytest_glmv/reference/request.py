@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +38,11 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError("[{'type': 'model_attributes_type', 'loc': ('body',), 'msg': 'Input should be a valid "
                        "dictionary or object to extract fields from'}]", 400, None)
+    if "\\ud" in raw.decode("utf-8").lower():
+        try:  # a lone surrogate (\\ud800) decodes to a str that no tokenizer can encode: vLLM answers 400
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ApiError(str(e), 400, None) from None
     return body
 
 
@@ -63,6 +70,9 @@ def _float(body: dict[str, Any], key: str, default: float) -> float:
     return float(value)
 
 
+MAX_N_SEQUENCES = 16384  # vLLM's VLLM_MAX_N_SEQUENCES default (the CVE-2026-34756 fix)
+
+
 def check_model(body: dict[str, Any], cfg: Settings) -> None:
     name = body.get("model")
     if name is not None and name != cfg.served_model_name:
@@ -85,6 +95,11 @@ def chat_request(body: dict[str, Any], cfg: Settings) -> ChatRequest:
     n = _int(body, "n", 1) or 0
     if n < 1:
         raise invalid(f"n must be at least 1, got {n}.", "n", n)
+    if n > MAX_N_SEQUENCES:
+        if not cfg.faults.on("n-unbounded"):
+            raise invalid(f"n must be at most {MAX_N_SEQUENCES}, got {n}.", "n", n)
+        time.sleep(4.0)  # fanning out n copies blocks the event loop (bounded here), then memory runs out
+        raise ApiError("MemoryError", 500)
     max_tokens = _int(body, "max_completion_tokens", None)
     max_tokens = _int(body, "max_tokens", None) if max_tokens is None else max_tokens
     if max_tokens is not None and max_tokens < 1:
@@ -155,4 +170,57 @@ def _tools(body: dict[str, Any], cfg: Settings) -> tuple[list[dict[str, Any]] | 
         raise invalid("When using `tool_choice`, `tools` must be set.", "tool_choice")
     if choice == "auto" and cfg.faults.on("no-auto-tool-choice"):
         raise ApiError(AUTO_TOOL_CHOICE, 400, None)
+    if tools and (choice == "required" or isinstance(choice, dict)):
+        # vLLM compiles these schemas into a grammar; since CVE-2025-48944 a bad one is a 400, not a crash.
+        for t in tools:
+            why = schema_problem(t["function"].get("parameters"))
+            if why:
+                if cfg.faults.on("tool-schema-500"):
+                    raise ApiError(f"Internal Server Error: {why}", 500)
+                raise invalid(f"Invalid JSON schema for tool {t['function']['name']!r}: {why}", "tools")
     return tools, choice
+
+
+_TYPES = {"string", "number", "integer", "boolean", "object", "array", "null"}
+MAX_REF_DEPTH = 64
+
+
+def schema_problem(schema: Any) -> str | None:
+    """What makes a tool's parameter schema uncompilable (a bad pattern or type, $refs too deep), else None."""
+    if schema is None:
+        return None
+    defs: dict[str, Any] = {}
+    if isinstance(schema, dict):
+        for key in ("$defs", "definitions"):
+            if isinstance(schema.get(key), dict):
+                defs.update({f"#/{key}/{k}": v for k, v in schema[key].items()})
+    stack: list[tuple[Any, int]] = [(schema, 0)]
+    seen = 0
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if depth > MAX_REF_DEPTH or seen > 100_000:
+            return f"schema nests deeper than {MAX_REF_DEPTH} levels"
+        if isinstance(node, list):
+            stack.extend((x, depth) for x in node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        kind = node.get("type")
+        kinds = kind if isinstance(kind, list) else [kind] if kind is not None else []
+        bad = [k for k in kinds if not isinstance(k, str) or k not in _TYPES]
+        if bad:
+            return f"unknown type {bad[0]!r}"
+        if "pattern" in node:
+            try:
+                re.compile(str(node["pattern"]))
+            except re.error as e:
+                return f"invalid regex pattern {node['pattern']!r}: {e}"
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref in defs:
+            stack.append((defs.pop(ref), depth + 1))  # each definition is walked once: recursion is fine
+        for key, value in node.items():
+            if key not in ("$defs", "definitions", "$ref", "enum", "const", "default", "examples") and \
+                    isinstance(value, (dict, list)):
+                stack.append((value, depth + 1 if key in ("properties", "items") else depth))
+    return None

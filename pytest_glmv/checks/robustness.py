@@ -1,0 +1,195 @@
+"""Load-shaped probes of the robustness suite: streams left mid-way, concurrent bursts, SIGTERM under load."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .. import procs
+from .hardening import metric_sum
+
+RUNNING = "vllm:num_requests_running"
+
+
+def running(http: httpx.Client) -> float | None:
+    resp = http.get("/metrics", timeout=10)
+    return metric_sum(resp.text, RUNNING) if resp.status_code == 200 else None
+
+
+def leave_streams(http: httpx.Client, req: dict[str, Any], n: int, timeout: float = 30) -> int:
+    """Open n streams, read each one's first chunk, then drop every connection; returns how many got one."""
+    got = 0
+    with ExitStack() as stack:
+        for _ in range(n):
+            client = stack.enter_context(httpx.Client(base_url=str(http.base_url), headers=http.headers,
+                                                      timeout=timeout))
+            resp = stack.enter_context(client.stream("POST", "/v1/chat/completions", json={**req, "stream": True}))
+            if resp.status_code != 200:
+                continue
+            for line in resp.iter_lines():
+                if line.startswith("data: "):
+                    got += 1
+                    break
+    return got  # leaving the stack closed every socket without reading on
+
+
+def wait_for_running(http: httpx.Client, at_most: float, within: float) -> tuple[bool, list[float | None]]:
+    """Poll /metrics until num_requests_running <= at_most (bounded by `within` seconds)."""
+    seen: list[float | None] = []
+    deadline = time.monotonic() + within
+    while True:
+        value = running(http)
+        seen.append(value)
+        if value is not None and value <= at_most:
+            return True, seen
+        if time.monotonic() >= deadline:
+            return False, seen
+        time.sleep(0.25)
+
+
+@dataclass
+class Outcome:
+    status: int | None = None
+    text: str = ""
+    error: str | None = None
+    elapsed: float = 0.0
+
+
+async def _burst(base_url: str, headers: dict[str, str], bodies: list[dict[str, Any]], timeout: float) -> list[Outcome]:
+    limits = httpx.Limits(max_connections=len(bodies), max_keepalive_connections=len(bodies))
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout, limits=limits) as client:
+        async def one(b: dict[str, Any]) -> Outcome:
+            began = time.monotonic()
+            try:
+                r = await client.post("/v1/chat/completions", json=b)
+                return Outcome(r.status_code, r.text[:400], None, time.monotonic() - began)
+            except httpx.HTTPError as e:
+                return Outcome(None, "", repr(e), time.monotonic() - began)
+
+        return list(await asyncio.gather(*(one(b) for b in bodies)))
+
+
+def burst(http: httpx.Client, bodies: list[dict[str, Any]], timeout: float) -> list[Outcome]:
+    """All bodies at once, each on its own connection."""
+    return asyncio.run(_burst(str(http.base_url), dict(http.headers), bodies, timeout))
+
+
+# -- SIGTERM under load ---------------------------------------------------------------------------
+@dataclass
+class StreamResult:
+    status: int | None = None
+    first_chunk: bool = False
+    done: bool = False  # saw data: [DONE]
+    error: str | None = None
+
+
+@dataclass
+class SigtermReport:
+    streams: list[StreamResult] = field(default_factory=list)
+    exited_after: float | None = None
+    survivors: list[str] = field(default_factory=list)
+    leaked_shm: list[str] = field(default_factory=list)
+    new_request: str = ""
+
+
+def _stream_into(root_url: str, headers: dict[str, str], req: dict[str, Any], out: StreamResult,
+                 started: threading.Event, timeout: float) -> None:
+    try:
+        with httpx.Client(base_url=root_url, headers=headers, timeout=timeout) as c:
+            with c.stream("POST", "/v1/chat/completions", json={**req, "stream": True}) as resp:
+                out.status = resp.status_code
+                for line in resp.iter_lines():
+                    if line.startswith("data: "):
+                        out.first_chunk = True
+                        started.set()
+                    if line == "data: [DONE]":
+                        out.done = True
+    except httpx.HTTPError as e:
+        out.error = repr(e)
+    finally:
+        started.set()
+
+
+def _mapped_by(pids: set[int]) -> set[str]:
+    names: set[str] = set()
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/maps").read_text(errors="replace").splitlines():
+                at = line.find("/dev/shm/")
+                if at >= 0:
+                    names.add(line[at + 9:].split()[0])
+        except OSError:
+            continue
+    return names
+
+
+def sigterm_under_load(server: Any, req: dict[str, Any], streams: int, shm_before: set[str],
+                       exit_within: float, timeout: float = 60) -> SigtermReport:
+    """Start `streams` streams, SIGTERM the server once each has a first chunk, and see what is left."""
+    import psutil
+
+    pid = server.pid
+    headers = {"Authorization": f"Bearer {server.api_key}"} if server.api_key else {}
+    report = SigtermReport(streams=[StreamResult() for _ in range(streams)])
+    flags = [threading.Event() for _ in range(streams)]
+    threads = [threading.Thread(target=_stream_into, args=(server.root_url, headers, req, r, f, timeout), daemon=True)
+               for r, f in zip(report.streams, flags)]
+    for t in threads:
+        t.start()
+    for f in flags:
+        f.wait(timeout)
+    tree = {i[0] for i in procs.descendants(pid)} | {pid}
+    began = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    try:  # a new request after SIGTERM: refused (closed port, 503) or served, never hung
+        r = httpx.post(server.root_url + "/v1/chat/completions", json=req, headers=headers, timeout=10)
+        report.new_request = f"status {r.status_code}"
+    except httpx.ConnectError:
+        report.new_request = "connection refused"
+    except httpx.HTTPError as e:
+        report.new_request = f"error {e!r}"
+    for t in threads:
+        t.join(max(0.1, began + exit_within - time.monotonic()))
+    deadline = began + exit_within
+    while time.monotonic() < deadline and any(psutil.pid_exists(p) and _alive(p) for p in tree):
+        time.sleep(0.1)
+    if not _alive(pid) or server.proc is not None and server.proc.poll() is not None:
+        report.exited_after = time.monotonic() - began
+    report.survivors = [_describe(p) for p in sorted(tree) if _alive(p)]
+    # new segments nobody alive maps any more: left behind (live processes of other programs keep theirs)
+    leftover = procs.shm_segments() - shm_before
+    report.leaked_shm = sorted(leftover - _mapped_by(set(psutil.pids()) - tree))
+    return report
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _describe(pid: int) -> str:
+    import psutil
+
+    try:
+        return f"{pid} {' '.join(psutil.Process(pid).cmdline())[:120]}"
+    except psutil.Error:
+        return str(pid)
+
+
+def summary(report: SigtermReport) -> str:
+    return json.dumps({"streams": [r.__dict__ for r in report.streams], "exited_after_s": report.exited_after,
+                       "survivors": report.survivors, "leaked_shm": report.leaked_shm,
+                       "new_request_after_sigterm": report.new_request}, indent=1)[:3000]
