@@ -81,7 +81,8 @@ For each function call, output the function name and arguments within the follow
 {{ '\n<tool_call>' + f.name }}
 {%- if f.arguments is mapping -%}
 {%- for k, v in f.arguments.items() -%}
-{{ '\n<arg_key>' + k + '</arg_key>\n<arg_value>' + (v if v is string else (v | tojson(ensure_ascii=False))) + '</arg_value>' }}
+{{ '\n<arg_key>' + k + '</arg_key>' }}
+{{- '\n<arg_value>' + (v if v is string else (v | tojson(ensure_ascii=False))) + '</arg_value>' }}
 {%- endfor -%}
 {%- endif -%}
 {{ '\n</tool_call>' }}

@@ -96,7 +96,7 @@ def learn_merges(text: str, max_merges: int = MAX_MERGES) -> list[tuple[str, str
     pairs: Counter[tuple[str, str]] = Counter()
     where: defaultdict[tuple[str, str], set[int]] = defaultdict(set)
     for i, w in enumerate(words):
-        for p in zip(w, w[1:]):
+        for p in zip(w, w[1:], strict=False):
             pairs[p] += freq[i]
             where[p].add(i)
     merges: list[tuple[str, str]] = []
@@ -106,7 +106,7 @@ def learn_merges(text: str, max_merges: int = MAX_MERGES) -> list[tuple[str, str
         joined = best[0] + best[1]
         for i in sorted(where.pop(best, ())):
             old = words[i]
-            for p in zip(old, old[1:]):  # forget this word's pairs, then count them again
+            for p in zip(old, old[1:], strict=False):  # forget this word's pairs, then count them again
                 pairs[p] -= freq[i]
                 if pairs[p] <= 0:
                     del pairs[p]
@@ -120,7 +120,7 @@ def learn_merges(text: str, max_merges: int = MAX_MERGES) -> list[tuple[str, str
                     new.append(old[k])
                     k += 1
             words[i] = new
-            for p in zip(new, new[1:]):
+            for p in zip(new, new[1:], strict=False):
                 pairs[p] += freq[i]
                 where[p].add(i)
         pairs.pop(best, None)
