@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .vision import Media
+from .vision import _PALETTE as _COLOUR_NAMES, Media
 
 BOX, END_BOX = "<|begin_of_box|>", "<|end_of_box|>"
 _STOP = set("""get set the a an for of to and with from current tool function call data info information value
@@ -108,12 +108,18 @@ def _answer(ctx: Context, question: str) -> tuple[str, str]:
             return f"The user asks for {a} {op} {b}; that is {value}.", f"{a} {op} {b} = {value}."
         return (f"The user asks: {_safe(question)}. There is nothing to look up, so I answer directly.",
                 f"This is the glmv reference server's fixed answer to: {_safe(question, 80)}.")
+    which = _which_image(ctx, q)
+    if which:
+        return which
     answers, notes = [], []
     for i, item in enumerate(ctx.media):
         seen = item.seen[0]
         tag = f"Image {i + 1}: " if len(ctx.media) > 1 else ""
         notes.append(f"{item.kind} {i + 1} is {seen.width}x{seen.height}, mostly {seen.dominant}, "
                      f"{seen.shapes} shape(s) on {seen.background}")
+        if seen.text and re.search(r"\b(word|text|written|read|says?)\b", q):
+            answers.append(f'{tag}The text reads "{_safe(seen.text, 40)}".')
+            continue
         if re.search(r"\b(where|locate|bounding|box|ground|grounding|coordinates?|position)\b", q):
             box = f"[{','.join(map(str, seen.bbox))}]" if seen.bbox else "[0,0,1000,1000]"
             answers.append(f"{tag}{BOX}{box}{END_BOX}")
@@ -135,6 +141,20 @@ def _answer(ctx: Context, question: str) -> tuple[str, str]:
         boxes = [f"[{','.join(map(str, m.seen[0].bbox))}]" for m in ctx.media if m.seen[0].bbox]
         reasoning += f" Candidate box: {BOX}{boxes[0] if boxes else '[0,0,1000,1000]'}{END_BOX}"
     return reasoning, " ".join(answers)
+
+
+def _which_image(ctx: Context, q: str) -> tuple[str, str] | None:
+    """"Which image shows a <colour> ...?" over several images: the first one whose shapes have that colour."""
+    if len(ctx.media) < 2 or not re.search(r"\bwhich\b", q):
+        return None
+    asked = [w for w in re.findall(r"[a-z]+", q) if w in {name for name, _ in _COLOUR_NAMES}]
+    for i, item in enumerate(ctx.media):
+        seen = item.seen[0]
+        if asked and asked[0] in (seen.foreground or [seen.dominant]):
+            nth = ("first", "second", "third", "fourth")[i] if i < 4 else f"number {i + 1}"
+            return (f"Looking for {asked[0]}: image {i + 1} has {', '.join(seen.foreground)} shapes.",
+                    f"The {nth} image.")
+    return None
 
 
 def _use_tool_results(ctx: Context) -> tuple[str, str]:

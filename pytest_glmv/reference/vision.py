@@ -60,6 +60,8 @@ class Seen:
     foreground: list[str] = field(default_factory=list)
     shapes: int = 0
     bbox: tuple[int, int, int, int] | None = None  # 0-1000 scale, GLM's grounding convention
+    # The double cannot read pixels: the multimodal suite's word images carry their word in a PNG text chunk.
+    text: str | None = None
 
 
 @dataclass
@@ -129,6 +131,7 @@ def look(img: Any) -> Seen:
     bg = bc[bn.argmax()]
     mask = np.abs(a - bg).sum(axis=2) > 60
     seen = Seen(width, height, dominant=dominant, background=colour_name(tuple(int(x) for x in bg)))
+    seen.text = (getattr(img, "info", None) or {}).get("glmv:text")
     if not mask.any():
         return seen
     ys, xs = np.nonzero(mask)

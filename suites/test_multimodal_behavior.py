@@ -1,0 +1,124 @@
+"""Multimodal behaviour: does the model answer what a synthetic picture shows?
+
+These need real weights (marked `behavior`): a random-weight model answers
+nonsense. Pictures are generated with known answers (colour, count, word, box);
+hypothesis varies colours, positions and sizes with few examples, since every
+example is paid for in GPU time. Thinking is turned off where the model allows
+it, except in the one check that looks at the reasoning.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from pytest_glmv import media
+from pytest_glmv.checks import vision as v
+from pytest_glmv.checks.multimodal import MM, mm, ordinal, reasoning_of, user  # noqa: F401 (mm: fixture)
+from pytest_glmv.evidence import Exchange
+
+pytestmark = [pytest.mark.multimodal, pytest.mark.behavior]
+
+FEW = settings(max_examples=4, deadline=None, derandomize=True, database=None,
+               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+# Colours a model names unambiguously (black and purple/orange drift into "dark"/"violet"/"amber").
+CLEAR = ("red", "green", "blue", "yellow")
+
+
+def answer(ex: Exchange) -> str:
+    """The final answer text with GLM's box markup removed (GLM may box a plain answer)."""
+    content = ex.message.get("content")
+    assert ex.status == 200 and isinstance(content, str) and content.strip(), \
+        f"expected a 200 with a final answer in content\n{ex.evidence()}"
+    return v.unboxed(content)
+
+
+@st.composite
+def placed_square(draw: Any, width: int = 448, height: int = 336) -> media.Scene:
+    colour = draw(st.sampled_from(CLEAR))
+    side = draw(st.integers(min_value=min(width, height) // 6, max_value=min(width, height) // 2))
+    x = draw(st.integers(min_value=0, max_value=width - side))
+    y = draw(st.integers(min_value=0, max_value=height - side))
+    return media.Scene(width, height, (media.Shape(colour, (x, y, x + side, y + side)),))
+
+
+@FEW
+@given(scene=placed_square())
+def test_names_the_colour_of_a_shape(mm: MM, scene: media.Scene) -> None:
+    colour = scene.shapes[0].colour
+    ex = mm.behave([user([media.png_url(scene)], "What colour is the square in the image? Answer with one word.")])
+    said = answer(ex)
+    named = v.colours_named(said)
+    assert colour in named and named <= {colour}, (
+        f"a {colour} square at {scene.shapes[0].box} on white: the answer names {sorted(named) or 'no colour'}"
+        f"\n{ex.evidence()}")
+
+
+@FEW
+@given(n=st.integers(min_value=1, max_value=5), seed=st.integers(min_value=0, max_value=999))
+def test_counts_the_shapes(mm: MM, n: int, seed: int) -> None:
+    scene = media.scatter(n, seed=seed, colours=CLEAR)
+    ex = mm.behave([user([media.png_url(scene)], "How many squares are in the image? Answer with a number.")])
+    said = v.numbers(answer(ex))
+    assert said[:1] == [n], f"{n} separated squares: the answer's first count is {said[:1] or 'missing'}\n" \
+                            f"{ex.evidence()}"
+
+
+@FEW
+@given(target_second=st.booleans(), pair=st.permutations(CLEAR).map(lambda p: p[:2]))
+def test_tells_which_image_shows_a_colour(mm: MM, target_second: bool, pair: list[str]) -> None:
+    wanted, other = pair
+    scenes = [media.square(other, 224), media.square(wanted, 224)]
+    if not target_second:
+        scenes.reverse()
+    question = f"Which of the two images shows a {wanted} square, the first or the second? Answer in one word."
+    ex = mm.behave([user([media.png_url(s) for s in scenes], question)])
+    said = ordinal(answer(ex))
+    expected = 2 if target_second else 1
+    assert said == expected, f"the {wanted} square is in image {expected}; the answer points at {said}\n" \
+                             f"{ex.evidence()}"
+
+
+@FEW
+@given(word=st.sampled_from(["CAT", "LAMP", "RIVER", "GLM", "HELLO"]))
+def test_reads_a_rendered_word(mm: MM, word: str) -> None:
+    url = media.data_url(v.word_png(word), "image/png")
+    ex = mm.behave([user([url], "What word is written in the image? Answer with the word only.")])
+    said = answer(ex)
+    assert word.lower() in said.lower(), f"the image shows the word {word!r}; the answer is {said[:80]!r}\n" \
+                                         f"{ex.evidence()}"
+
+
+@FEW
+@given(scene=placed_square(640, 400))
+def test_grounding_box_overlaps_the_truth(mm: MM, scene: media.Scene, glmv_settings: Any) -> None:
+    colour = scene.shapes[0].colour
+    ex = mm.behave([user([media.png_url(scene)], f"Locate the {colour} square in the image. Give its bounding "
+                                                 f"box.")], max_tokens=128)
+    content = ex.message.get("content") or ""
+    found = v.boxes(content)
+    assert found, (f"no box in GLM's {v.BOX_OPEN}[x1,y1,x2,y2]{v.BOX_CLOSE} markup in the grounding answer "
+                   f"(markup stripped, or no box at all)\n{ex.evidence()}")
+    truth = scene.box_1000(0)
+    best = max(v.iou(b, truth) for b in found)
+    assert best >= glmv_settings.iou_threshold, (
+        f"the {colour} square is at {truth} (0-1000 scale); the answer's boxes {found} overlap it at IoU "
+        f"{best:.2f} < {glmv_settings.iou_threshold}\n{ex.evidence()}")
+
+
+def test_gif_is_read_by_its_first_frame(mm: MM) -> None:
+    data, mime = v.in_format(media.square("red", 224, 0.8), "GIF")  # frame 1 red, frame 2 blue
+    ex = mm.behave([user([media.data_url(data, mime)], "What colour is the square in the image? One word.")])
+    named = v.colours_named(answer(ex))
+    assert named == {"red"}, f"an animated GIF whose first frame is red: the answer names {sorted(named)}\n" \
+                             f"{ex.evidence()}"
+
+
+def test_no_grounding_box_unless_asked(mm: MM) -> None:
+    """Box markup with coordinates belongs to grounding answers; a colour question gets none, thinking or not."""
+    ex = mm.behave([user([media.png_url(media.square("blue", 224))], "What colour is the square?")], thinking=True)
+    answer(ex)
+    leaked = {"reasoning": v.coordinate_boxes(reasoning_of(ex.message)),
+              "content": v.coordinate_boxes(ex.message.get("content") or "")}
+    assert not any(leaked.values()), f"a colour question got grounding boxes: {leaked}\n{ex.evidence()}"
