@@ -72,13 +72,15 @@ def test_image_by_file_url(mm: MM, glmv_media_dir: Any, glmv_settings: Any) -> N
     if glmv_media_dir is not None:
         target = Path(glmv_media_dir) / f"{uuid.uuid4().hex}.png"
         target.write_bytes(v.png(SQUARE.render()))
-        ex = mm.ask([target.as_uri()])
+        messages = [user([target.as_uri()], "Describe the image.")]
+        ex = mm.send(messages)
         target.unlink()
-        by_data = mm.ask([media.png_url(SQUARE)])
         assert ex.status == 200, f"an image by file:// inside the allowed media path was refused\n{ex.evidence()}"
-        assert prompt_tokens(ex) == prompt_tokens(by_data), (
-            f"the same image counts {prompt_tokens(ex)} prompt tokens by file:// but {prompt_tokens(by_data)} "
-            f"by data URL\n{ex.evidence()}")
+        by_data = mm.ask([media.png_url(SQUARE)])
+        added = prompt_tokens(ex) - mm.baseline(messages)
+        assert added > 0 and prompt_tokens(ex) == prompt_tokens(by_data), (
+            f"the same image adds {added} prompt tokens by file:// ({prompt_tokens(ex)} in all) and counts "
+            f"{prompt_tokens(by_data)} by data URL: it must reach the processor either way\n{ex.evidence()}")
     elif glmv_settings.remote_media_path:
         messages = [user([f"file://{glmv_settings.remote_media_path}"], "Describe the image.")]
         added, ex = mm.media_tokens(messages)

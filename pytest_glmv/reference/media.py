@@ -56,6 +56,9 @@ async def load_all(messages: list[dict[str, Any]], cfg: Settings) -> list[Media]
         raise too_many("image", cfg.limit_images)
     if videos > cfg.limit_videos:
         raise too_many("video", cfg.limit_videos)
+    if cfg.faults.on("only-first-image"):
+        first = next((i for i, (k, _) in enumerate(found) if k == "image"), None)
+        found = [p for i, p in enumerate(found) if p[0] != "image" or i == first]
     return list(await asyncio.gather(*(load(kind, url, cfg) for kind, url in found)))
 
 
@@ -67,6 +70,8 @@ async def load(kind: str, url: str, cfg: Settings) -> Media:
         if kind == "image":
             img = vision.open_image(data)
             frames = [img]
+            if cfg.faults.on("rgba-500") and (img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info):
+                raise ApiError("Cannot handle this data type: (1, 1, 4), |u1", 500, None)
         else:
             limit = None if cfg.faults.on("video-frames-unbounded") else MAX_VIDEO_FRAMES
             frames = await asyncio.to_thread(_video_frames, data, media_type, limit)
@@ -80,12 +85,14 @@ async def load(kind: str, url: str, cfg: Settings) -> Media:
     p = cfg.profile
     try:
         if kind == "image":
-            return Media("image", vision.image_tokens(w, h, p.min_pixels, p.max_pixels), seen)
+            tokens = vision.image_tokens(w, h, p.min_pixels, p.max_pixels)
+            return Media("image", tokens * (4 if cfg.faults.on("image-tokens-unmerged") else 1), seen)
         n = len(frames) + len(frames) % 2
         rh, rw = vision.smart_resize(n, h, w, p.min_pixels, p.max_pixels)
     except MediaError as e:
         # vLLM: the HF processor's ValueError (aspect ratio over 200) is a 400, not a 500.
-        raise ApiError(f"Failed to apply Glm4vProcessor: {e}", 400, None) from None
+        raise ApiError(f"Failed to apply Glm4vProcessor: {e}", 500 if cfg.faults.on("aspect-500") else 400,
+                       None) from None
     return Media("video", (rh // vision.FACTOR) * (rw // vision.FACTOR), seen, frames=n)
 
 
