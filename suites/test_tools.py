@@ -1,0 +1,281 @@
+"""Tool calling: GLM-4V's function calls through vLLM's glm45 tool parser, as a client sees them.
+
+Server-level checks hold for any weights: with random weights `auto` gives text and no call, while
+`required` / a named function with thinking off give a call whose arguments may be `{}`. So they judge
+protocol facts (status, finish_reason, ids, deltas) and "every call that comes back is well-formed and
+typed as its schema says" (see pytest_glmv/checks/tools.py); whether the model fills or picks well is a
+behaviour check (`behavior`).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Iterator
+
+import httpx
+import openai
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+
+from pytest_glmv import evidence
+from pytest_glmv.checks.tools import (
+    AUTO_HINT,
+    BOOKING,
+    BOOKING_QUESTION,
+    LABEL,
+    LABELS,
+    NO_ARGS,
+    NOTE_TEXT,
+    SAVE_NOTE,
+    SET_COLOUR,
+    STOCK,
+    WEATHER,
+    arguments,
+    call_problems,
+    is_auto_refusal,
+    markup_in,
+    named,
+    tool_requests,
+)
+from pytest_glmv.evidence import Exchange
+from pytest_glmv.media import image_part, png_url, square
+
+pytestmark = pytest.mark.tools
+
+TWO_CITIES = "What is the weather in Paris? And what is the weather in Tokyo?"
+HISTORY_RESULT = '{"temperature_c": 17, "condition": "light rain"}'
+
+
+@pytest.fixture(scope="module")
+def http(glmv_server: Any, glmv_settings: Any) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {glmv_server.api_key}"} if glmv_server.api_key else {}
+    with httpx.Client(base_url=glmv_server.root_url, headers=headers, timeout=glmv_settings.request_timeout) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def ask(glmv_server: Any, glmv_profile: Any) -> Callable[..., dict[str, Any]]:
+    def body(content: Any, tools: list[dict[str, Any]], choice: Any = "auto", thinking: bool = False,
+             **extra: Any) -> dict[str, Any]:
+        # Greedy with a fixed seed: a streamed and a non-streamed request produce the same tokens. Thinking
+        # off keeps forced calls short (with random weights thinking never ends); a model that always
+        # thinks gets room to finish.
+        b: dict[str, Any] = {"model": glmv_server.model, "messages": [{"role": "user", "content": content}],
+                             "tools": tools, "tool_choice": choice, "temperature": 0, "seed": 0}
+        if glmv_profile.thinking == "always":
+            b["max_tokens"] = 1024
+        else:
+            b["max_tokens"] = 256 if thinking else 128
+            b["chat_template_kwargs"] = {"enable_thinking": thinking}
+        return {**b, **extra}
+    return body
+
+
+def calls_of(ex: Exchange) -> list[dict[str, Any]]:
+    return list(ex.message.get("tool_calls") or [])
+
+
+def ok(ex: Exchange) -> None:
+    if is_auto_refusal(ex.status, ex.error_message):
+        pytest.fail(f"{AUTO_HINT}\n{ex.evidence()}")
+    assert ex.status == 200, f"expected 200\n{ex.evidence()}"
+
+
+def valid(ex: Exchange, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ok(ex)
+    calls = calls_of(ex)
+    problems = call_problems(calls, tools)
+    assert not problems, "returned tool calls are malformed:\n  " + "\n  ".join(problems) + f"\n{ex.evidence()}"
+    assert not markup_in(ex.message.get("content")), f"tool-call markup in content\n{ex.evidence()}"
+    return calls
+
+
+# -- shared answers -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def auto_pair(http: httpx.Client, ask: Callable[..., dict[str, Any]]) -> tuple[Exchange, Exchange]:
+    body = ask(TWO_CITIES, [WEATHER, STOCK])
+    return evidence.chat(http, body), evidence.stream(http, body)
+
+
+@pytest.fixture(scope="module")
+def required(http: httpx.Client, ask: Callable[..., dict[str, Any]]) -> Exchange:
+    return evidence.chat(http, ask("What is the weather in Paris?", [WEATHER], "required"))
+
+
+# -- server-level ---------------------------------------------------------------------------------------
+def test_auto_tool_choice_is_enabled(auto_pair: tuple[Exchange, Exchange]) -> None:
+    ex = auto_pair[0]
+    calls = valid(ex, [WEATHER, STOCK])
+    if calls:  # the model chose to call: OpenAI and vLLM end such a turn with "tool_calls"
+        assert ex.choice.get("finish_reason") == "tool_calls", f"calls made, finish_reason not tool_calls\n{ex}"
+
+
+def test_required_returns_valid_calls(required: Exchange) -> None:
+    calls = valid(required, [WEATHER])
+    finish = required.choice.get("finish_reason")
+    assert calls, f"tool_choice required returned no tool call (finish_reason {finish})\n{required.evidence()}"
+    assert finish == "tool_calls", f"a required call must end with finish_reason tool_calls\n{required.evidence()}"
+
+
+def test_named_choice_calls_only_that_function(http: httpx.Client, ask: Callable[..., dict[str, Any]]) -> None:
+    ex = evidence.chat(http, ask("What is the weather in Paris?", [WEATHER, STOCK], named("get_stock_price")))
+    calls = valid(ex, [WEATHER, STOCK])
+    assert calls, f"a named tool_choice returned no call\n{ex.evidence()}"
+    names = {c["function"]["name"] for c in calls}
+    assert names == {"get_stock_price"}, f"named get_stock_price, got calls to {names}\n{ex.evidence()}"
+    # vLLM, like the OpenAI API, ends a forced named call with "stop", not "tool_calls".
+    assert ex.choice.get("finish_reason") == "stop", f"a named call should end with stop\n{ex.evidence()}"
+
+
+def test_none_choice_returns_no_calls(http: httpx.Client, ask: Callable[..., dict[str, Any]]) -> None:
+    ex = evidence.chat(http, ask("What is the weather in Paris?", [WEATHER], "none"))
+    ok(ex)
+    assert not calls_of(ex), f"tool_choice none returned tool calls\n{ex.evidence()}"
+    assert ex.choice.get("finish_reason") in ("stop", "length"), f"unexpected finish_reason\n{ex.evidence()}"
+
+
+def test_argument_values_are_typed(http: httpx.Client, ask: Callable[..., dict[str, Any]]) -> None:
+    ex = evidence.chat(http, ask(BOOKING_QUESTION, [BOOKING], named("book_table")))
+    calls = valid(ex, [BOOKING])  # jsonschema: "4" is not an integer, "true" not a boolean, "[1]" not an array
+    assert calls, f"a named tool_choice returned no call\n{ex.evidence()}"
+
+
+@pytest.mark.parametrize("zero", NO_ARGS, ids=["empty-properties", "no-parameters"])
+def test_zero_argument_tools(http: httpx.Client, ask: Callable[..., dict[str, Any]], zero: dict[str, Any]) -> None:
+    name = zero["function"]["name"]
+    ex = evidence.chat(http, ask(f"Call {name} now.", [zero], named(name)))
+    calls = valid(ex, [zero])
+    assert calls, f"a named tool_choice returned no call\n{ex.evidence()}"
+    got = [arguments(c) for c in calls]
+    assert all(a == {} for a in got), f"a tool without arguments must be called with {{}}: {got}\n{ex.evidence()}"
+
+
+def test_unicode_and_whitespace_survive(http: httpx.Client, ask: Callable[..., dict[str, Any]]) -> None:
+    # The enum pins the exact text: any label that comes back must be one of them, tab and double space kept.
+    body = ask(f"Label this note {LABELS[1]} please.", [LABEL], named("set_label"))
+    ex, sx = evidence.chat(http, body), evidence.stream(http, body)
+    calls = valid(ex, [LABEL])
+    streamed = [{"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                for c in evidence.streamed_tool_calls(sx.events)]
+    problems = call_problems(streamed, [LABEL])
+    assert not problems, f"streamed: {problems}\n{sx.evidence()}"
+    got = [arguments(c) for c in calls]
+    assert got == [arguments(c) for c in streamed], f"streamed {streamed} != {calls}\n{ex.evidence()}"
+
+
+def test_streamed_calls_reassemble_to_the_answer(auto_pair: tuple[Exchange, Exchange]) -> None:
+    ex, sx = auto_pair
+    calls = valid(ex, [WEATHER, STOCK])
+    assert sx.status == 200, sx.evidence()
+    streamed = evidence.streamed_tool_calls(sx.events)
+    for i, s in enumerate(streamed):
+        assert s["id_count"] == 1 and s["name_count"] == 1, f"call {i}: id sent {s['id_count']} times, " \
+                                                            f"name {s['name_count']} times\n{sx.evidence(4000)}"
+        try:
+            json.loads(s["arguments"])
+        except ValueError:
+            pytest.fail(f"call {i}: argument fragments do not join into JSON: {s['arguments']!r}\n"
+                        f"{sx.evidence(4000)}")
+    plain = [(c["function"]["name"], arguments(c)) for c in calls]
+    joined = [(s["name"], json.loads(s["arguments"])) for s in streamed]
+    assert joined == plain, f"streamed calls {joined} differ from the non-streamed {plain}\n{sx.evidence(4000)}"
+    assert evidence.finish_reasons(sx.events) == [ex.choice.get("finish_reason")], \
+        f"finish_reason differs streamed {evidence.finish_reasons(sx.events)}\n{sx.evidence(4000)}"
+
+
+def test_no_tool_markup_in_content(auto_pair: tuple[Exchange, Exchange], required: Exchange) -> None:
+    ex, sx = auto_pair
+    for answer, text in ((ex, ex.message.get("content")), (sx, evidence.joined(sx.events, "content")),
+                         (required, required.message.get("content"))):
+        assert not markup_in(text), f"tool-call markup {markup_in(text)} in content\n{answer.evidence()}"
+
+
+def test_tool_results_are_accepted_and_answered(glmv_client: Any, glmv_server: Any, glmv_profile: Any) -> None:
+    reply = history_reply(glmv_client, glmv_server, glmv_profile)
+    choice = reply.choices[0]
+    assert choice.finish_reason in ("stop", "length", "tool_calls"), reply.model_dump_json()
+    assert not markup_in(choice.message.content), f"markup in content: {reply.model_dump_json()}"
+
+
+def test_parallel_tool_calls_false_keeps_one_call(http: httpx.Client, ask: Callable[..., dict[str, Any]]) -> None:
+    ex = evidence.chat(http, ask(TWO_CITIES, [WEATHER], parallel_tool_calls=False))
+    calls = valid(ex, [WEATHER])
+    assert len(calls) <= 1, f"parallel_tool_calls false, yet {len(calls)} calls\n{ex.evidence()}"
+
+
+# No shrinking: a failing example is reported as drawn, so a broken server costs 12 requests, not hundreds.
+@settings(max_examples=12, deadline=None, derandomize=True, database=None, phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=list(HealthCheck))
+@given(case=tool_requests())
+def test_generated_tools_never_5xx_and_calls_validate(http: httpx.Client, ask: Callable[..., dict[str, Any]],
+                                                      case: tuple[list[dict[str, Any]], Any, str]) -> None:
+    tools, choice, question = case
+    ex = evidence.chat(http, ask(question, tools, choice))
+    assert ex.status < 500, f"server error on a generated tool schema\n{ex.evidence(2000)}"
+    if ex.status == 200:
+        valid(ex, tools)
+    else:
+        assert not is_auto_refusal(ex.status, ex.error_message), f"{AUTO_HINT}\n{ex.evidence()}"
+
+
+# -- behaviour ------------------------------------------------------------------------------------------
+def history_reply(client: Any, server: Any, profile: Any) -> Any:
+    """An assistant turn that called get_weather twice, both results, and the model's answer to them."""
+    calls = [{"id": f"call_{c}", "type": "function",
+              "function": {"name": "get_weather", "arguments": json.dumps({"city": c})}} for c in ("Paris", "Lyon")]
+    messages = [{"role": "user", "content": "What is the weather in Paris and in Lyon?"},
+                {"role": "assistant", "content": None, "tool_calls": calls},
+                *({"role": "tool", "tool_call_id": c["id"], "content": HISTORY_RESULT} for c in calls)]
+    extra = {} if profile.thinking == "always" else {"chat_template_kwargs": {"enable_thinking": False}}
+    try:
+        return client.chat.completions.create(model=server.model, messages=messages, tools=[WEATHER], temperature=0,
+                                              seed=0, max_tokens=1024 if extra == {} else 128, extra_body=extra)
+    except openai.BadRequestError as e:  # tools without tool_choice mean auto
+        if is_auto_refusal(400, str(e.message)):
+            pytest.fail(f"{AUTO_HINT}\n{e}")
+        raise
+
+
+@pytest.mark.behavior
+def test_picks_the_right_tool(http: httpx.Client, ask: Callable[..., dict[str, Any]]) -> None:
+    ex = evidence.chat(http, ask("What is the stock price of NVDA right now?", [WEATHER, STOCK]))
+    names = [c["function"]["name"] for c in valid(ex, [WEATHER, STOCK])]
+    assert names and set(names) == {"get_stock_price"}, f"expected get_stock_price, got {names}\n{ex.evidence()}"
+
+
+@pytest.mark.behavior
+def test_two_questions_two_parallel_calls(auto_pair: tuple[Exchange, Exchange]) -> None:
+    ex = auto_pair[0]
+    cities = sorted(str((arguments(c) or {}).get("city", "")).lower() for c in valid(ex, [WEATHER, STOCK]))
+    assert len(cities) >= 2 and any("paris" in c for c in cities) and any("tokyo" in c for c in cities), \
+        f"two independent questions should give two get_weather calls (Paris, Tokyo), got {cities}\n{ex}"
+
+
+@pytest.mark.behavior
+def test_no_call_when_no_tool_fits(http: httpx.Client, ask: Callable[..., dict[str, Any]]) -> None:
+    ex = evidence.chat(http, ask("What is 2 + 2?", [WEATHER, STOCK]))
+    assert not valid(ex, [WEATHER, STOCK]), f"no tool fits, yet a call was made\n{ex.evidence()}"
+    assert "4" in (ex.message.get("content") or ""), f"expected the answer 4 in content\n{ex.evidence()}"
+
+
+@pytest.mark.behavior
+def test_tool_result_is_used_in_the_answer(glmv_client: Any, glmv_server: Any, glmv_profile: Any) -> None:
+    reply = history_reply(glmv_client, glmv_server, glmv_profile)
+    content = reply.choices[0].message.content or ""
+    assert "17" in content, f"the answer ignores the tool result (17 °C): {reply.model_dump_json()}"
+
+
+@pytest.mark.behavior
+def test_required_arguments_are_filled_verbatim(http: httpx.Client, ask: Callable[..., dict[str, Any]]) -> None:
+    ex = evidence.chat(http, ask(f'Save this note exactly: "{NOTE_TEXT}"', [SAVE_NOTE], "required"))
+    calls = valid(ex, [SAVE_NOTE])
+    assert calls and not call_problems(calls, [SAVE_NOTE], strict=True), f"required args missing\n{ex.evidence()}"
+    assert arguments(calls[0]) == {"text": NOTE_TEXT}, f"text not copied verbatim\n{ex.evidence()}"
+
+
+@pytest.mark.behavior
+def test_tool_call_from_an_image(http: httpx.Client, ask: Callable[..., dict[str, Any]]) -> None:
+    content = [image_part(png_url(square("blue", frac=0.9))),
+               {"type": "text", "text": "Call set_colour with the main colour of this picture."}]
+    ex = evidence.chat(http, ask(content, [SET_COLOUR]))
+    got = [arguments(c) for c in valid(ex, [SET_COLOUR])]
+    assert got == [{"colour": "blue"}], f"expected set_colour(colour=blue), got {got}\n{ex.evidence()}"
