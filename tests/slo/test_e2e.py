@@ -89,3 +89,18 @@ def test_bad_toml_is_one_line(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess(str(SUITE), "--glmv-slo", bad, *SLO_PLUGIN)
     result.stderr.fnmatch_lines([f"ERROR: glmv: SLO spec {bad}: invalid TOML: *line 1*"])
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_a_users_own_slo_marker(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_mine="""
+import pytest
+
+@pytest.mark.slo(mean_ttft_ms=5000, p99_itl_ms=0.000001, num_prompts=3)
+def test_my_deployment(glmv_slo):
+    glmv_slo.check()
+""")
+    result = pytester.runpytest_subprocess("test_mine.py", "-m", "slo", "--glmv-server", "reference", *SLO_PLUGIN)
+    result.stdout.fnmatch_lines(["*SLO missed:", "*p99_itl_ms = * MISSES threshold <= 0.00*",
+                                 "*scenario test_my_deployment: 3 prompts of synthetic*"])
+    result.stdout.no_fnmatch_line("*mean_ttft_ms*MISSES*")
+    result.assert_outcomes(failed=1)
