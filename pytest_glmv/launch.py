@@ -53,7 +53,7 @@ def parallelism(s: Settings, environ: dict[str, str] | None = None) -> tuple[lis
 
 def build(s: Settings, profile: Profile, port: int, model_path: str | None = None,
           served_name: str | None = None, extra: tuple[str, ...] = (), env: dict[str, str] | None = None,
-          environ: dict[str, str] | None = None) -> LaunchPlan:
+          executable: str | None = None, environ: dict[str, str] | None = None) -> LaunchPlan:
     """The launch: `vllm serve MODEL` + recommended flags + hardware + user extras, in that order.
 
     The served name is the model as the user gave it, so requests and reports use
@@ -65,7 +65,7 @@ def build(s: Settings, profile: Profile, port: int, model_path: str | None = Non
     flags = list(profile.vllm_flags())
     if s.allowed_media_path is not None:
         flags[flags.index("--allowed-local-media-path") + 1] = str(s.allowed_media_path)
-    argv = [s.vllm_executable, "serve", model_path or s.model, "--served-model-name", served,
+    argv = [executable or s.vllm_executable, "serve", model_path or s.model, "--served-model-name", served,
             "--host", "127.0.0.1", "--port", str(port), *par, *flags, *extra]
     if s.max_model_len is not None:
         argv += ["--max-model-len", str(s.max_model_len)]

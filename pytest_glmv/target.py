@@ -61,14 +61,7 @@ class Target:
         s = self.settings
         assert s.model is not None
         if s.model == "tiny":
-            from .tiny import prepare  # only the tiny model needs the factory
-
-            tiny = prepare()
-            base = profiles.get(s.profile or "glm-4.5v")
-            profile = base.with_window(s.max_model_len or tiny.max_model_len)
-            plan = launch.build(s, profile, port or free_port(), model_path=str(tiny.path),
-                                served_name=tiny.served_name, extra=tiny.extra_args, env=tiny.env)
-            return plan, profile
+            return self._tiny_plan(port)
         try:
             profile = profiles.resolve(s.profile, s.model)
         except profiles.UnknownProfile as e:
@@ -76,6 +69,25 @@ class Target:
         if s.max_model_len:
             profile = profile.with_window(s.max_model_len)
         return launch.build(s, profile, port or free_port()), profile
+
+    def _tiny_plan(self, port: int | None) -> tuple[launch.LaunchPlan, Profile]:
+        """The built-in tiny random-weight GLM-4.5V on real vLLM (CPU), for smoke tests without weights."""
+        from . import tiny
+
+        s = self.settings
+        model = tiny.prepare()
+        profile = profiles.get(s.profile or model.profile)
+        extra = list(model.extra_args)
+        if s.max_model_len:  # the user's window replaces the tiny default, never both
+            at = extra.index("--max-model-len")
+            del extra[at:at + 2]
+        profile = profile.with_window(s.max_model_len or model.max_model_len)
+        exe = s.vllm_executable
+        if s.sources.get("vllm_executable") == "default":
+            exe = tiny.vllm_executable() or exe
+        plan = launch.build(s, profile, port or free_port(), model_path=str(model.path),
+                            served_name=model.served_name, extra=tuple(extra), env=dict(model.env), executable=exe)
+        return plan, profile
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> Server:
