@@ -53,11 +53,12 @@ def _parse_junit(path: Path) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def run_suite(paths: list[str], fault: str | None = None, extra: list[str] | None = None,
-              cwd: Path | None = None, timeout: float = 600) -> SuiteRun:
-    """One pytest run of `paths` against the reference server, with `fault` injected."""
+              cwd: Path | None = None, timeout: float = 600, target: list[str] | None = None) -> SuiteRun:
+    """One pytest run of `paths` against `target` (default: the reference server, with `fault` injected)."""
     with tempfile.TemporaryDirectory(prefix="glmv-matrix-") as tmp:
         junit = Path(tmp) / "junit.xml"
-        argv = [sys.executable, "-m", "pytest", *paths, "--glmv-server", "reference", "-p", "no:cacheprovider",
+        argv = [sys.executable, "-m", "pytest", *paths, *(target or ["--glmv-server", "reference"]),
+                "-p", "no:cacheprovider",
                 "-q", f"--junitxml={junit}", "-o", "junit_family=xunit2", *(extra or [])]
         if fault:
             argv += ["--glmv-fault", fault]
