@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -181,12 +182,16 @@ def main() -> None:
         for rate in (25.0, 50.0, 100.0, 200.0):
             data, _ = b.ours(min(600, int(rate * 3)), rate, None)
             lag = data["result"]["p99_send_lag_ms"]
-            rows.append((f"p99 send lag @{rate:g} req/s Poisson, ms", f"{lag:.3f}", "", f"failed {data['result']['failed']}"))
+            rows.append((f"p99 send lag @{rate:g} req/s Poisson, ms", f"{lag:.3f}", "",
+                         f"failed {data['result']['failed']}"))
             if lag <= 2.0:
                 best = rate
         rows.append(("highest Poisson rate with p99 send lag <= 2 ms", f"{best:g} req/s", "", "of 25/50/100/200"))
     w = max(len(r[0]) for r in rows)
-    print(f"server: reference, ttft {a.ttft_ms:g} ms, tpot {a.tpot_ms:g} ms; seed {a.seed}; work dir {work}")
+    # Latency numbers mean little on an overloaded host: say how loaded it was.
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"server: reference, ttft {a.ttft_ms:g} ms, tpot {a.tpot_ms:g} ms; seed {a.seed}; work dir {work}; "
+          f"load average at the end {load} on {os.cpu_count()} CPUs")
     print(f"{'measure':<{w}}  {'pytest-glmv':>16}  {'vllm bench serve':>18}  note")
     for name, ours, theirs, note in rows:
         print(f"{name:<{w}}  {ours:>16}  {theirs:>18}  {note}")
