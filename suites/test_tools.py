@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from pytest_glmv import evidence
 from pytest_glmv.checks.tools import (
@@ -205,11 +206,12 @@ def test_parallel_tool_calls_false_keeps_one_call(http: httpx.Client, ask: Calla
 # No shrinking: a failing example is reported as drawn, so a broken server costs 12 requests, not hundreds.
 @settings(max_examples=12, deadline=None, derandomize=True, database=None, phases=[Phase.explicit, Phase.generate],
           suppress_health_check=list(HealthCheck))
-@given(case=tool_requests())
+@given(case=tool_requests(), thinking=st.booleans())
 def test_generated_tools_never_5xx_and_calls_validate(http: httpx.Client, ask: Callable[..., dict[str, Any]],
-                                                      case: tuple[list[dict[str, Any]], Any, str]) -> None:
+                                                      case: tuple[list[dict[str, Any]], Any, str],
+                                                      thinking: bool) -> None:
     tools, choice, question = case
-    ex = evidence.chat(http, ask(question, tools, choice))
+    ex = evidence.chat(http, ask(question, tools, choice, thinking=thinking))
     assert ex.status < 500, f"server error on a generated tool schema\n{ex.evidence(2000)}"
     if ex.status == 200:
         valid(ex, tools)
