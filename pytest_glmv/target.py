@@ -27,6 +27,9 @@ class Target:
         self.plan: launch.LaunchPlan | None = None
         self.error: ServerError | None = None
         self.notes: list[str] = []
+        # Which field the server puts reasoning in ("reasoning", "reasoning_content", "both"), once the
+        # reasoning suite has seen an answer; None until then.
+        self.reasoning_field: str | None = None
         self._log_dir: Path | None = settings.log_dir
         # A directory inside the media path a local server may read (file:// checks).
         self.media_dir: Path | None = None
@@ -203,6 +206,7 @@ class Target:
             "launched": bool(srv and srv.launched),
             "max_model_len": srv.max_model_len if srv else None,
             "faults": list(self.settings.fault),
+            "reasoning_field": self.reasoning_field,
             "notes": list(self.notes),
         }
 

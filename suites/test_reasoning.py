@@ -71,7 +71,7 @@ def thinking_on(http: httpx.Client, ask: Callable[..., dict[str, Any]], glmv_tar
     verdict = judge_field(texts(ex.message), glmv_settings.reasoning_field)
     # Reported once per session, whichever check asked first: the terminal summary's target section
     # prints glmv_target.notes.
-    if getattr(glmv_target, "reasoning_field", "unset") == "unset":
+    if glmv_target.reasoning_field is None and not glmv_target.notes.count(verdict.summary):
         glmv_target.reasoning_field = verdict.name
         glmv_target.notes.append(verdict.summary)
     return ex

@@ -6,17 +6,13 @@ its field name from --glmv-reasoning-field, so "expects the current name, gets t
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from pytest_glmv.matrix import SuiteRun, _parse_junit, run_suite
+from pytest_glmv.matrix import SuiteRun, run_suite
 from pytest_glmv.reference.launcher import ReferenceServer
 
 SUITE = str(Path(__file__).resolve().parents[2] / "suites" / "test_reasoning.py")
@@ -50,15 +46,11 @@ UNTOUCHED = {
 
 
 def _attached(base_url: str, expect: str) -> SuiteRun:
-    """run_suite, but attached to a server we started (run_suite always launches its own)."""
-    with tempfile.TemporaryDirectory(prefix="glmv-reasoning-") as tmp:
-        junit = Path(tmp) / "junit.xml"
-        argv = [sys.executable, "-m", "pytest", SUITE, "--glmv-base-url", base_url, "--glmv-reasoning-field", expect,
-                "-p", "no:cacheprovider", "-q", "-rw", f"--junitxml={junit}", "-o", "junit_family=xunit2", *MARKS]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GLMV_")}
-        proc = subprocess.run(argv, cwd=tmp, capture_output=True, text=True, timeout=300, env=env, check=False)
-        outcomes, messages = _parse_junit(junit) if junit.exists() else ({}, {})
-    return SuiteRun(f"legacy server, expect {expect}", proc.returncode, outcomes, messages, proc.stdout + proc.stderr)
+    """The suite attached to a legacy-field server we started, told which field name to expect."""
+    run = run_suite([SUITE], extra=[*MARKS, "-rw"], target=["--glmv-base-url", base_url, "--glmv-reasoning-field",
+                                                             expect])
+    run.fault = f"legacy server, expect {expect}"
+    return run
 
 
 LEGACY_EXPECTS = ("auto", "reasoning", "reasoning_content")
