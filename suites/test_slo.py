@@ -7,11 +7,16 @@ them out (see pytest_glmv/slo/plugin.py).
 """
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from pytest_glmv.slo.plugin import HOW, glmv_slo_runs, runs_of, selected, spec_for  # noqa: F401 (fixture)
 
-pytestmark = [pytest.mark.slo, pytest.mark.xdist_group("glmv-slo")]
+pytestmark = [pytest.mark.slo]
+if importlib.util.find_spec("xdist") is not None:
+    # Under `-n --dist loadgroup` all SLO checks share one worker, so one load run, not one per worker.
+    pytestmark.append(pytest.mark.xdist_group("glmv-slo"))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -119,8 +119,12 @@ def test_concurrency_limit_queues_and_is_never_exceeded() -> None:
 def test_requests_leave_on_schedule() -> None:
     sched = [0.02, 0.05, 0.05, 0.12]
     out = run(streamer([(0, chunk("a")), (0, USAGE)]), n=4, schedule=sched)
-    t0 = min(r.dispatched - r.send_lag - r.scheduled for r in out.records)
+    # every request's lag is measured against one common start: none leaves early, lateness is
+    # its own (absolute targets), and on a shared CI host it stays well below a scheduling quantum
+    starts = [r.dispatched - r.send_lag - r.scheduled for r in out.records]
+    assert max(starts) - min(starts) < 1e-6, starts
+    t0 = min(starts)
     for r in out.records:
-        assert r.dispatched - t0 == pytest.approx(r.scheduled, abs=0.01)
-        assert 0 <= r.send_lag < 0.01
+        assert r.dispatched - t0 >= r.scheduled - 1e-6
+        assert 0 <= r.send_lag < 0.05, f"request {r.index} left {r.send_lag * 1000:.1f} ms late"
     assert out.duration >= 0.12
