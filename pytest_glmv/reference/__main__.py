@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         # aiohttp refuses request lines and headers over 8190 bytes; header-unbounded lifts that (CVE-2025-48956)
         huge = {"max_line_size": 1 << 26, "max_field_size": 1 << 26} if cfg.faults.on("header-unbounded") else {}
         web.run_app(build(cfg), host=cfg.host, port=cfg.port, print=None, access_log=None,
-                    handle_signals=True, shutdown_timeout=1.0, handler_args=huge or None)
+                    handle_signals=True, shutdown_timeout=1.0, **huge)
     except OSError as e:
         print(f"glmv reference: cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}", file=sys.stderr)
         return 1

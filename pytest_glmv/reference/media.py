@@ -102,6 +102,8 @@ def _bomb_500(data: bytes) -> None:
 
     try:
         w, h = Image.open(io.BytesIO(data)).size
+    except Image.DecompressionBombError as e:
+        raise ApiError(f"DecompressionBombError: {e}", 500) from None
     except Exception:  # noqa: BLE001 (undecodable: the normal path answers it)
         return
     if w * h > 2 * vision.MAX_DECLARED_PIXELS:
