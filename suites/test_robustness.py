@@ -9,7 +9,6 @@ Every loop here is bounded in count and time.
 """
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -18,8 +17,17 @@ from typing import Any
 import httpx
 import pytest
 
-from pytest_glmv.checks.hardening import (body, bomb_png, canary, image_message, jpeg_frames_video_url, metric_sum,
-                                          odd_images, tiny_png_url, tree_rss, undecodable_images)
+from pytest_glmv.checks.hardening import (
+    body,
+    bomb_png,
+    canary,
+    image_message,
+    jpeg_frames_video_url,
+    odd_images,
+    tiny_png_url,
+    tree_rss,
+    undecodable_images,
+)
 from pytest_glmv.evidence import CHAT, chat, request
 from pytest_glmv.media import data_url
 
@@ -259,7 +267,7 @@ def test_sigterm_under_load_is_clean(request: pytest.FixtureRequest, glmv_server
     if isinstance(glmv_server, ReferenceServer):
         shm_before = procs.shm_segments()
         server = ReferenceServer(faults=glmv_server.faults, tpot_ms=20, api_key=glmv_server.api_key,
-                                 model=glmv_server.model).start()
+                                 model=str(glmv_server.model)).start()
         exit_within = 10.0
     elif isinstance(glmv_server, VllmServer):
         if request.session.items[-1] is not request.node:
@@ -269,7 +277,7 @@ def test_sigterm_under_load_is_clean(request: pytest.FixtureRequest, glmv_server
     else:
         pytest.skip("the server was not launched by this session: not ours to stop")
     try:
-        req = body(server.model, "Tell a story.", max_tokens=32)
+        req = body(str(server.model), "Tell a story.", max_tokens=32)
         report = sigterm_under_load(server, req, streams=8, shm_before=shm_before, exit_within=exit_within)
     finally:
         if server is not glmv_server:

@@ -21,10 +21,18 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from pytest_glmv.checks.hardening import (Finding, body, image_message, inside, launch_flag, notice, report,
-                                          undecodable_images)
+from pytest_glmv.checks.hardening import (
+    Finding,
+    body,
+    image_message,
+    inside,
+    launch_flag,
+    notice,
+    report,
+    undecodable_images,
+)
 from pytest_glmv.evidence import CHAT, Exchange, chat, request
-from pytest_glmv.media import MediaServer, data_url, encode, png_url, square
+from pytest_glmv.media import MediaServer, data_url, encode, square
 
 pytestmark = pytest.mark.security
 
@@ -225,10 +233,10 @@ def test_local_files_outside_the_media_path_are_refused(glmv_http: httpx.Client,
         ex = chat(glmv_http, body(glmv_server.model, image_message(secret.as_uri())))
     if ex.status == 200:
         what = f"file://{secret} (outside any media folder of ours) was read"
-        if allowed == "/":
-            report(_media_path_root(what + " because the server was launched with --allowed-local-media-path /: "
-                                    "any client can read any file the server can", ex.evidence()),
-                   glmv_settings.waive)
+        if allowed in ("/", None):  # None: attached, flags unknown; the recommended launch is the usual cause
+            report(_media_path_root(what + f" because the server {'was launched' if allowed else 'is probably run'}"
+                                    " with --allowed-local-media-path /: any client can read any file the server "
+                                    "can", ex.evidence()), glmv_settings.waive)
         report(Finding("file-outside-media-path", what + f", outside the allowed media path {allowed or '?'}",
                        "keep --allowed-local-media-path to one media folder and upgrade the server",
                        ex.evidence()), glmv_settings.waive)

@@ -142,7 +142,7 @@ def sigterm_under_load(server: Any, req: dict[str, Any], streams: int, shm_befor
     report = SigtermReport(streams=[StreamResult() for _ in range(streams)])
     flags = [threading.Event() for _ in range(streams)]
     threads = [threading.Thread(target=_stream_into, args=(server.root_url, headers, req, r, f, timeout), daemon=True)
-               for r, f in zip(report.streams, flags)]
+               for r, f in zip(report.streams, flags, strict=True)]
     for t in threads:
         t.start()
     for f in flags:

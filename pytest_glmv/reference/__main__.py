@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
           f"http://{cfg.host}:{cfg.port}; served name {cfg.served_model_name}; faults: {active}", flush=True)
     try:
         # aiohttp refuses request lines and headers over 8190 bytes; header-unbounded lifts that (CVE-2025-48956)
-        huge = {"max_line_size": 1 << 26, "max_field_size": 1 << 26} if cfg.faults.on("header-unbounded") else {}
+        huge: dict = {"max_line_size": 1 << 26, "max_field_size": 1 << 26} if cfg.faults.on("header-unbounded") else {}
         web.run_app(build(cfg), host=cfg.host, port=cfg.port, print=None, access_log=None,
                     handle_signals=True, shutdown_timeout=1.0, **huge)
     except OSError as e:

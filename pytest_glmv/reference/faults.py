@@ -31,16 +31,20 @@ FAULTS: dict[str, str] = {
     # robustness and security suites
     "traceback-in-errors": "error answers carry the Python traceback: source paths and line numbers",
     "address-leak": "image decode errors keep PIL's '<_io.BytesIO object at 0x7f...>' heap address (CVE-2026-22778)",
-    "engine-dead-after-bad-image": "an undecodable image kills the engine: /health stays 200, every chat answers 500 (vLLM #39863)",
+    "engine-dead-after-bad-image": "an undecodable image kills the engine: /health stays 200, chats answer 500 "
+                                   "(vLLM #39863)",
     "streams-never-freed": "a stream whose client disconnects is never aborted: num_requests_running stays up",
-    "n-unbounded": "no upper bound on n: the API server blocks for seconds fanning out copies, then fails (CVE-2026-34756)",
+    "n-unbounded": "no upper bound on n: the API server blocks for seconds fanning out copies, then fails "
+                   "(CVE-2026-34756)",
     "video-frames-unbounded": "every frame of a video/jpeg data URL is decoded, thousands included (CVE-2026-34755)",
     "header-unbounded": "request lines and headers of any size are accepted (CVE-2025-48956)",
     "tool-schema-500": "a tool schema with a bad regex pattern or type crashes the request: 500 (CVE-2025-48944)",
-    "validation-500": "request validation errors (bad JSON, non-object body, bad UTF-8, surrogates, logprobs range) answer 500",
+    "validation-500": "request validation errors (bad JSON, non-object body, bad UTF-8, surrogates, logprobs range) "
+                      "answer 500",
     "bomb-500": "no decompression-bomb check of its own: PIL's DecompressionBombError escapes as a 500",
     "no-image-limit": "more images than the per-prompt limit are accepted and loaded",
-    "no-fetch-timeout": "media URLs are fetched without a timeout: a trickling host holds the request as long as it likes",
+    "no-fetch-timeout": "media URLs are fetched without a timeout: a trickling host holds the request for as long "
+                        "as it likes",
     "ssrf-redirect": "media fetches follow redirects from an allowed host to any host",
     "open-invocations": "/invocations serves chat without the API key, like vLLM's SageMaker route (vLLM #58144)",
     "sigterm-drops-requests": "SIGTERM ends the server at once: in-flight streams are cut mid-answer",
