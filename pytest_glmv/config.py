@@ -94,6 +94,10 @@ OPTIONS: tuple[Opt, ...] = (
         "lmarena-ai/VisionArena-Chat (needs the datasets extra and the hub)"),
     Opt("slo", "path", None, "TOML file with SLO thresholds (default: the reference results)"),
     Opt("slo_json", "path", None, "write the SLO run's results here, with vllm bench serve's keys"),
+    Opt("slo_threshold", "list", (), "SLO threshold KEY=VALUE (repeatable), e.g. p99_ttft_ms=900; replaces the "
+        "built-in spec", metavar="KEY=VALUE"),
+    Opt("slo_records", "bool", False, "add per-request records (vllm's --save-detailed lists plus send lags) to "
+        "--glmv-slo-json"),
     # reports
     Opt("report", "path", None, "directory for report.json and report.html"),
     Opt("baseline", "path", None, "report.json of an earlier run to compare against"),
@@ -181,6 +185,8 @@ class Settings:
     dataset: str = "synthetic"
     slo: Path | None = None
     slo_json: Path | None = None
+    slo_threshold: tuple[str, ...] = ()
+    slo_records: bool = False
     report: Path | None = None
     baseline: Path | None = None
     # which source each value came from: cli, env, ini or default

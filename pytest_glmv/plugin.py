@@ -31,6 +31,9 @@ FIXTURES = {"glmv_target", "glmv_server", "glmv_profile", "glmv_client", "glmv_a
 # pytest.exit code when the target cannot be started or reached mid-run
 EXIT_SERVER = 3
 
+# SLO selection, fixtures and result blocks live in their own plugin module.
+pytest_plugins = ("pytest_glmv.slo.plugin",)
+
 SETTINGS_KEY = pytest.StashKey[cfg.Settings]()
 TARGET_KEY = pytest.StashKey[Target]()
 

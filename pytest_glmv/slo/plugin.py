@@ -48,7 +48,7 @@ def selected(config: pytest.Config) -> bool:
     if markexpr and _mark_selects_slo(markexpr):
         return True
     s = _settings(config)
-    if s.slo is not None or bool(getattr(s, "slo_threshold", None)):
+    if s.slo is not None or bool(s.slo_threshold):
         return True
     return any(Path(str(a).split("::")[0]).name == "test_slo.py" for a in config.args)
 
@@ -60,7 +60,7 @@ def spec_for(config: pytest.Config) -> Spec:
         try:
             if s.slo is not None:
                 spec = load_file(s.slo)
-            elif getattr(s, "slo_threshold", None):
+            elif s.slo_threshold:
                 spec = from_pairs(s.slo_threshold)
             else:
                 spec = default_spec()
@@ -116,7 +116,7 @@ class Runs:
             except WorkloadError as e:
                 pytest.fail(str(e), pytrace=False)
             many = len(spec_for(self.config).scenarios) > 1
-            runner.save(outcome, settings.slo_json, many, detailed=bool(getattr(settings, "slo_records", False)))
+            runner.save(outcome, settings.slo_json, many, detailed=settings.slo_records)
             self.done[key] = outcome
             if not self.config.pluginmanager.has_plugin("pytest_glmv.slo.plugin"):
                 tr = self.config.pluginmanager.get_plugin("terminalreporter")

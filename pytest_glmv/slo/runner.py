@@ -48,7 +48,7 @@ def params_for(settings: Any, sc: Scenario) -> Params:
         else:
             values[name] = sc.run[name]
     values["max_tokens"] = sc.run.get("max_tokens", workload.OUTPUT_LEN)
-    values["timeout"] = getattr(settings, "request_timeout", 600.0)
+    values["timeout"] = settings.request_timeout
     return Params(**values)
 
 

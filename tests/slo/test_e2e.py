@@ -79,7 +79,8 @@ def test_dash_m_slo_selects_them(pytester: pytest.Pytester) -> None:
 
 
 def test_without_the_slo_plugin_the_suite_skips_itself_with_the_reason(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest_subprocess(copy_of_suite(pytester), "--glmv-server", "reference", "-rs")
+    result = pytester.runpytest_subprocess(copy_of_suite(pytester), "--glmv-server", "reference", "-rs",
+                                           "-p", "no:pytest_glmv.slo.plugin")
     result.stdout.fnmatch_lines(["*SLO checks load the server for minutes; run them with -m slo*"])
     result.assert_outcomes(skipped=16)
 
