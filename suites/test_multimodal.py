@@ -18,7 +18,7 @@ import pytest
 
 from pytest_glmv import media
 from pytest_glmv.checks import vision as v
-from pytest_glmv.checks.multimodal import MM, mm, prompt_tokens, reasoning_of, user, video_part  # noqa: F401 (mm: fixture)
+from pytest_glmv.checks.multimodal import MM, mm_fixture, prompt_tokens, reasoning_of, user, video_part  # noqa: F401 (mm_fixture: the `mm` fixture)
 from pytest_glmv.evidence import chat, finish_reasons, joined, stream
 
 pytestmark = pytest.mark.multimodal
@@ -152,16 +152,16 @@ def test_4k_image(mm: MM, glmv_profile: Any) -> None:
     messages = [user([media.png_url(scene)], "Describe the image.")]
     added, ex = mm.media_tokens(messages)
     counted = mm.tokenize(messages)
-    if counted is not None:
+    p = glmv_profile
+    if counted is not None:  # the deployment's own bounds, whatever its preprocessor_config says
         expected, how = counted - mm.baseline(messages), "/tokenize of the same messages"
     else:
-        expected = v.image_tokens(3840, 2160, glmv_profile.min_pixels, glmv_profile.max_pixels,
-                                  glmv_profile.patch_size, glmv_profile.merge_size) + v.IMAGE_MARKERS
-        how = f"the {glmv_profile.name} processor rule (min/max pixels {glmv_profile.min_pixels}/{glmv_profile.max_pixels})"
-    assert added == expected and added > mm.cache.setdefault("square", mm.media_tokens(
-        [user([media.png_url(SQUARE)], "Describe the image.")])[0]), (
+        expected = v.image_tokens(3840, 2160, p.min_pixels, p.max_pixels, p.patch_size, p.merge_size) + 2
+        how = f"the {p.name} processor rule (min/max pixels {p.min_pixels}/{p.max_pixels})"
+    small, _ = mm.media_tokens([user([media.png_url(SQUARE)], "Describe the image.")])
+    assert added == expected and added > small, (
         f"a 3840x2160 image added {added} prompt tokens; expected {expected} from {how}, and more than a "
-        f"224x224 image's {mm.cache['square']}\n{ex.evidence()}")
+        f"224x224 image's {small}\n{ex.evidence()}")
 
 
 # -- counts -------------------------------------------------------------------------------------
@@ -182,15 +182,17 @@ def test_image_tokens_follow_the_processor_rule(mm: MM, glmv_profile: Any) -> No
 
 
 def test_prompt_tokens_grow_with_image_count_and_size(mm: MM) -> None:
-    by_count = [mm.media_tokens([user([media.png_url(SQUARE)] * n, "Describe the images.")])[0] for n in (1, 2, 3)]
+    counted = [mm.media_tokens([user([media.png_url(SQUARE)] * n, "Describe the images.")]) for n in (1, 2, 3)]
+    by_count = [added for added, _ in counted]
     assert by_count[0] > 0 and by_count[1] == 2 * by_count[0] and by_count[2] == 3 * by_count[0], (
         f"1, 2 and 3 copies of a 224x224 image added {by_count} prompt tokens: each copy must add the same "
-        f"non-zero amount")
+        f"non-zero amount\n{counted[-1][1].evidence()}")
     sizes = [56, 224, 448]
-    by_size = [mm.media_tokens([user([media.png_url(media.square("red", s))], "Describe the image.")])[0]
-               for s in sizes]
+    sized = [mm.media_tokens([user([media.png_url(media.square("red", s))], "Describe the image.")]) for s in sizes]
+    by_size = [added for added, _ in sized]
     assert by_size[0] < by_size[1] < by_size[2], (
-        f"square images of {sizes} px added {by_size} prompt tokens: larger images must count more")
+        f"square images of {sizes} px added {by_size} prompt tokens: larger images must count more\n"
+        f"{sized[-1][1].evidence()}")
 
 
 def test_images_across_turns(mm: MM, glmv_profile: Any) -> None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pytest_glmv import media
 from pytest_glmv.checks import vision as v
-from pytest_glmv.checks.multimodal import MM, mm, ordinal, reasoning_of, user  # noqa: F401 (mm: fixture)
+from pytest_glmv.checks.multimodal import MM, mm_fixture, ordinal, reasoning_of, user  # noqa: F401 (mm_fixture: the `mm` fixture)
 from pytest_glmv.evidence import Exchange
 
 pytestmark = [pytest.mark.multimodal, pytest.mark.behavior]

@@ -122,8 +122,8 @@ class MM:
         return self.send(messages, max_tokens, **extra)
 
 
-@pytest.fixture(scope="module")
-def mm(glmv_server: Any, glmv_settings: Any, glmv_profile: Any) -> Iterator[MM]:
+@pytest.fixture(scope="module", name="mm")
+def mm_fixture(glmv_server: Any, glmv_settings: Any, glmv_profile: Any) -> Iterator[MM]:
     """Module-scoped (hypothesis-friendly) client at the server root, with the API key if any."""
     headers = {"Authorization": f"Bearer {glmv_server.api_key}"} if glmv_server.api_key else {}
     with httpx.Client(base_url=glmv_server.root_url, headers=headers, timeout=glmv_settings.request_timeout) as c:
