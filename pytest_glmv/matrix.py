@@ -86,7 +86,12 @@ def render(correct: SuiteRun, runs: list[SuiteRun]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pytest_glmv.matrix", description=__doc__)
+    argv = sys.argv[1:] if argv is None else argv
+    # Everything after "--" goes to every pytest run verbatim (e.g. --glmv-api-key K --glmv-request-timeout 8).
+    passthrough = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    ap = argparse.ArgumentParser(prog="python -m pytest_glmv.matrix", description=__doc__,
+                                 epilog="arguments after -- are passed to every pytest run")
     ap.add_argument("paths", nargs="+", help="suite files or directories")
     ap.add_argument("--fault", action="append", default=[], help="fault mode (repeatable; default: all)")
     ap.add_argument("-k", dest="keyword", help="pytest -k expression")
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         from .reference.faults import FAULTS
 
         faults = sorted(FAULTS)
-    extra = ["-m", args.markexpr] + (["-k", args.keyword] if args.keyword else [])
+    extra = ["-m", args.markexpr] + (["-k", args.keyword] if args.keyword else []) + passthrough
     paths = [str(Path(p).resolve()) for p in args.paths]
     correct, runs = matrix(paths, faults, extra)
     print(render(correct, runs))
