@@ -101,6 +101,8 @@ OPTIONS: tuple[Opt, ...] = (
     # reports
     Opt("report", "path", None, "directory for report.json and report.html"),
     Opt("baseline", "path", None, "report.json of an earlier run to compare against"),
+    Opt("baseline_tolerance", "float", 0.10, "how much worse an SLO metric may be than in --glmv-baseline before "
+        "the run fails (a fraction, 0.1 is a tenth; latencies may rise, throughputs fall, by this much)", minimum=0.0),
 )
 
 BY_NAME = {o.name: o for o in OPTIONS}
@@ -189,6 +191,7 @@ class Settings:
     slo_records: bool = False
     report: Path | None = None
     baseline: Path | None = None
+    baseline_tolerance: float = 0.10
     # which source each value came from: cli, env, ini or default
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

@@ -32,7 +32,7 @@ FIXTURES = {"glmv_target", "glmv_server", "glmv_profile", "glmv_client", "glmv_a
 EXIT_SERVER = 3
 
 # SLO selection, fixtures and result blocks live in their own plugin module.
-pytest_plugins = ("pytest_glmv.slo.plugin",)
+pytest_plugins = ("pytest_glmv.slo.plugin", "pytest_glmv.report.plugin")  # report: matrix, json/html, baseline
 
 SETTINGS_KEY = pytest.StashKey[cfg.Settings]()
 TARGET_KEY = pytest.StashKey[Target]()

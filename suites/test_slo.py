@@ -41,7 +41,10 @@ def slo_outcome(request: pytest.FixtureRequest, slo_scenario, glmv_slo_runs):  #
     return glmv_slo_runs.get(slo_scenario, request)
 
 
-def test_slo(slo_outcome, slo_threshold) -> None:  # type: ignore[no-untyped-def]
+def test_slo(slo_outcome, slo_threshold, record_property) -> None:  # type: ignore[no-untyped-def]
+    # The measured value and its limit as junit properties, so CI systems show them next to the verdict.
+    record_property(slo_threshold.key, slo_outcome.result.get(slo_threshold.key))
+    record_property(f"{slo_threshold.key}_limit", slo_threshold.limit)
     ok, message = slo_outcome.judge(slo_threshold)
     assert ok, message
 

@@ -200,4 +200,7 @@ def glmv_slo(request: pytest.FixtureRequest, glmv_slo_runs: Runs) -> Check:
         sc = scenario(request.node.name, dict(marker.kwargs), f"{request.node.nodeid} slo marker")
     except SpecError as e:
         raise pytest.UsageError(f"glmv: {e}") from None
-    return Check(glmv_slo_runs.get(sc, request))
+    check = Check(glmv_slo_runs.get(sc, request))
+    for t in sc.thresholds:  # measured values as junit properties, as suites/test_slo.py records them
+        request.node.user_properties.append((t.key, check.result.get(t.key)))
+    return check

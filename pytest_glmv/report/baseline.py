@@ -1,0 +1,140 @@
+"""The baseline gate: compare this run with report.json of an earlier one.
+
+A regression is a check that passed in the baseline and fails (or errors) now, or an SLO metric
+of a scenario run with the same parameters that is worse than the baseline by more than the
+tolerance: latencies and failed requests are lower-is-better, throughputs higher-is-better.
+Spread (std) and client-side metrics (send lag, client queue time) are not gated: they measure
+the load generator's host as much as the server. Checks that stopped passing without failing
+(now skipped, xfailed or not run) and scenarios run with other parameters are listed as notes;
+they do not fail the run, since a narrower selection is a choice, not a regression.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from . import FORMAT
+
+HIGHER_IS_BETTER = ("request_throughput", "output_throughput", "total_token_throughput", "request_goodput",
+                    "max_output_tokens_per_s")
+LOWER_IS_BETTER_EXTRA = ("failed",)
+_GATED_LATENCY = re.compile(r"^(mean|median|p\d+(?:\.\d+)?)_(ttft|tpot|itl|e2el)_ms$")
+# Run parameters that must match for two SLO runs to be comparable at all.
+SAME_RUN = ("num_prompts", "request_rate", "burstiness", "max_concurrency", "dataset", "seed", "max_tokens")
+FAILING = ("failed", "error")
+
+
+class BaselineError(ValueError):
+    """str() is one line, fit for pytest.UsageError."""
+
+
+def load(path: Path) -> dict[str, Any]:
+    where = f"--glmv-baseline {path}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise BaselineError(f"{where}: cannot read it ({e.__class__.__name__}: {e})") from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise BaselineError(f"{where}: not JSON ({e}); give the report.json an earlier --glmv-report run "
+                            "wrote") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("checks"), list):
+        raise BaselineError(f"{where}: not a pytest-glmv report.json (no \"format\": \"{FORMAT}\" with a "
+                            "checks list); give the report.json an earlier --glmv-report run wrote")
+    if not all(isinstance(c, dict) and "key" in c and "outcome" in c for c in data["checks"]):
+        raise BaselineError(f"{where}: a check entry lacks key/outcome; the file is damaged")
+    if not isinstance(data.get("slo") or [], list):
+        raise BaselineError(f"{where}: \"slo\" is not a list; the file is damaged")
+    return data
+
+
+def direction(key: str) -> str | None:
+    """'lower' or 'higher' is better for a gated metric; None when the metric is not gated."""
+    if key in HIGHER_IS_BETTER:
+        return "higher"
+    if key in LOWER_IS_BETTER_EXTRA or _GATED_LATENCY.match(key):
+        return "lower"
+    return None
+
+
+def worse(key: str, base: float, now: float, tolerance: float) -> bool:
+    way = direction(key)
+    if way == "higher":
+        return now < base * (1 - tolerance)
+    if base == 0 and key != "failed":
+        return False  # a latency of 0 means no samples (vLLM counts [] as 0): nothing to compare against
+    return now > base * (1 + tolerance)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _change(base: float, now: float) -> str:
+    if base == 0:
+        return "new" if now else "0"
+    return f"{100 * (now - base) / base:+.1f}%"
+
+
+def compare(baseline: Mapping[str, Any], checks: Iterable[Mapping[str, Any]], slo: Iterable[Mapping[str, Any]],
+            tolerance: float, path: str = "") -> dict[str, Any]:
+    """{'path', 'tolerance', 'regressions': [...], 'notes': [...], 'compared_checks', 'compared_metrics'}."""
+    regressions: list[dict[str, Any]] = []
+    notes: list[str] = []
+    now = {c["key"]: c for c in checks}
+    compared = 0
+    lost: list[str] = []
+    for b in baseline.get("checks", []):
+        if b.get("outcome") not in ("passed", "xpassed"):
+            continue
+        c = now.get(b["key"])
+        if c is None:
+            lost.append(b["key"])
+            continue
+        compared += 1
+        if c.get("outcome") in FAILING:
+            regressions.append({"kind": "check", "what": b["key"], "area": c.get("area"), "baseline": "passed",
+                                "now": c["outcome"], "change": None,
+                                "detail": headline(c.get("evidence") or "")})
+        elif c.get("outcome") != "passed":
+            notes.append(f"{b['key']}: passed in the baseline, {c.get('outcome')} now "
+                         f"({c.get('reason') or 'no reason given'})")
+    if lost:
+        notes.append(f"{len(lost)} check(s) that passed in the baseline did not run now, e.g. {lost[0]}")
+    metrics_compared = 0
+    base_runs = {r.get("scenario"): r for r in baseline.get("slo") or [] if isinstance(r, dict)}
+    for run in slo:
+        b = base_runs.get(run.get("scenario"))
+        if b is None:
+            notes.append(f"SLO scenario {run.get('scenario')}: not in the baseline, nothing to compare")
+            continue
+        differ = [k for k in SAME_RUN if (b.get("params") or {}).get(k) != (run.get("params") or {}).get(k)]
+        if differ:
+            notes.append(f"SLO scenario {run.get('scenario')}: not compared, run parameters differ ("
+                         + ", ".join(f"{k} {b['params'].get(k)} then, {run['params'].get(k)} now" for k in differ)
+                         + ")")
+            continue
+        for key, base_value in sorted((b.get("result") or {}).items()):
+            base_v, now_v = _number(base_value), _number((run.get("result") or {}).get(key))
+            if direction(key) is None or base_v is None or now_v is None:
+                continue
+            metrics_compared += 1
+            if worse(key, base_v, now_v, tolerance):
+                regressions.append({
+                    "kind": "slo", "what": f"{run.get('scenario')}: {key}", "area": "slo", "baseline": base_v,
+                    "now": now_v, "change": _change(base_v, now_v),
+                    "detail": f"{direction(key)} is better; tolerance {100 * tolerance:g}%"})
+    return {"path": path, "tolerance": tolerance, "regressions": regressions, "notes": notes,
+            "compared_checks": compared, "compared_metrics": metrics_compared}
+
+
+def headline(evidence: str) -> str:
+    """The assertion's first 'E ' line: what a reader needs in a table row."""
+    for line in evidence.splitlines():
+        if line.startswith("E "):
+            return line[1:].strip()[:200]
+    lines = [ln for ln in evidence.strip().splitlines() if ln.strip()]
+    return lines[-1].strip()[:200] if lines else ""

@@ -1,0 +1,172 @@
+"""report.html: one self-contained page (inline CSS, plots as PNG data URIs, no script, nothing fetched).
+
+Everything that comes from a run passes through esc(): failure texts carry model output and server
+answers, which may hold markup on purpose (the security suite sends it). The page is rendered from
+the report.json document alone, so an archived JSON can be turned into a page again.
+"""
+from __future__ import annotations
+
+import html
+from typing import Any, Iterable, Mapping, Sequence
+
+from . import plots
+from .baseline import headline
+from .model import AREAS
+from .terminal import COLUMNS, KIND_LABEL, cells, verdict
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#1b1b1b;max-width:1480px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd}
+h3{font-size:15px;margin:16px 0 6px;font-family:ui-monospace,monospace;word-break:break-all}
+table{border-collapse:collapse;margin:6px 0} th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}
+th{background:#f2f2f2} td.n{text-align:right;font-variant-numeric:tabular-nums}
+.ok{background:#dff3df} .FAIL{background:#f8d4d4} .none{color:#888} .muted{color:#666}
+.banner{padding:8px 12px;border-radius:4px;margin:10px 0;font-weight:600}
+.banner.pass{background:#dff3df} .banner.fail{background:#f8d4d4}
+pre{background:#f7f7f7;border:1px solid #e2e2e2;padding:8px;overflow-x:auto;white-space:pre-wrap;
+word-break:break-word;font-size:12px;max-height:480px;overflow-y:auto}
+figure{margin:8px 0} figcaption{color:#555;font-size:12px} img{max-width:100%;border:1px solid #eee}
+"""
+
+
+def esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return esc(value)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], attrs: str = "", numeric: Sequence[int] = ()) -> str:
+    """rows of cells; a cell given as (text, css_class) gets the class. Every text is escaped."""
+    head = "<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr></thead>" if headers else ""
+    out = [f"<table{attrs}>{head}<tbody>"]
+    for row in rows:
+        tds = []
+        for i, cell in enumerate(row):
+            text, cls = cell if isinstance(cell, tuple) else (cell, "")
+            cls = (cls + (" n" if i in numeric else "")).strip()
+            tds.append(f"<td class=\"{esc(cls)}\">{_num(text)}</td>" if cls else f"<td>{_num(text)}</td>")
+        out.append("<tr>" + "".join(tds) + "</tr>")
+    return "\n".join(out) + "</tbody></table>"
+
+
+def _matrix(rep: Mapping[str, Any]) -> str:
+    rows: list[list[Any]] = []
+    by_area: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rep["summary"]["matrix"]:
+        by_area.setdefault(r["area"], []).append(r)
+    for area in (*AREAS, *[a for a in by_area if a not in AREAS]):
+        if area not in by_area:
+            rows.append([area, ("-", "none"), *[("", "none")] * len(COLUMNS), ("not run", "none")])
+            continue
+        for r in by_area[area]:
+            c, v = cells(r), verdict(r)
+            rows.append([area, KIND_LABEL.get(r["kind"], r["kind"]), *[c[k] for k in COLUMNS],
+                         (v, v if v in ("ok", "FAIL") else "none")])
+    return table(["area", "checks", *COLUMNS, "verdict"], rows, ' id="glmv-matrix"', numeric=(2, 3, 4, 5))
+
+
+def _baseline(cmp: Mapping[str, Any] | None) -> str:
+    if not cmp:
+        return ""
+    regs = cmp["regressions"]
+    out = [f"<h2>Baseline</h2><p>Compared with <code>{esc(cmp['path'])}</code>: {cmp['compared_checks']} "
+           f"check(s), {cmp['compared_metrics']} SLO metric(s); tolerance {100 * cmp['tolerance']:g}%.</p>"]
+    if regs:
+        out.append(f'<div class="banner fail">{len(regs)} regression(s): the run fails</div>')
+        out.append(table(["kind", "what regressed", "baseline", "now", "change", "evidence"],
+                         [[r["kind"], r["what"], r["baseline"], r["now"], r["change"] or "", r["detail"]]
+                          for r in regs], ' id="glmv-regressions"', numeric=(2, 3, 4)))
+    else:
+        out.append('<div class="banner pass">No regressions against the baseline</div>')
+    if cmp["notes"]:
+        out.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in cmp["notes"]) + "</ul>")
+    return "\n".join(out)
+
+
+def _failures(checks: Sequence[Mapping[str, Any]], errors: Sequence[Mapping[str, Any]]) -> str:
+    bad = [c for c in checks if c.get("outcome") in ("failed", "error")]
+    if not bad and not errors:
+        return "<h2>Failures</h2><p>None.</p>"
+    out = [f"<h2>Failures ({len(bad) + len(errors)})</h2>"]
+    for c in bad:
+        kind = "behaviour" if c.get("behavior") else "server-level"
+        out.append(f"<h3>{esc(c['nodeid'])}</h3><p class=\"muted\">{esc(c['outcome'])} in {esc(c['phase'])}; "
+                   f"area {esc(c.get('area') or 'none')}, {kind}; {c.get('duration', 0):.2f} s</p>"
+                   f"<p><b>{esc(headline(c.get('evidence') or ''))}</b></p>"
+                   f"<pre>{esc(c.get('evidence') or 'no evidence recorded')}</pre>")
+        for title, body in (c.get("sections") or {}).items():
+            out.append(f"<details><summary>{esc(title)}</summary><pre>{esc(body)}</pre></details>")
+    for e in errors:
+        out.append(f"<h3>collection error: {esc(e['nodeid'])}</h3><pre>{esc(e['evidence'])}</pre>")
+    return "\n".join(out)
+
+
+def _slo(runs: Sequence[Mapping[str, Any]]) -> str:
+    if not runs:
+        return ""
+    out = ["<h2>SLO</h2>"]
+    for run in runs:
+        p, res = run.get("params") or {}, run.get("result") or {}
+        out.append(f"<h3>scenario {esc(run.get('scenario'))}</h3><p>{esc(p.get('num_prompts'))} prompts of "
+                   f"{esc(p.get('dataset'))}, rate {esc(p.get('request_rate'))} req/s, max concurrency "
+                   f"{esc(p.get('max_concurrency') or 'unlimited')}; completed {esc(res.get('completed'))}, "
+                   f"failed {esc(res.get('failed'))}, duration {_num(res.get('duration'))} s</p>")
+        rows = []
+        for t in run.get("thresholds") or []:
+            sign = "<=" if t.get("ceiling") else ">="
+            nominal = "" if t.get("nominal") == t.get("limit") else f" (nominal {_num(t.get('nominal'))})"
+            ok = "meets" if t.get("passed") else "MISSES"
+            rows.append([t.get("key"), t.get("measured"), f"{sign} {_num(t.get('limit'))}{nominal}",
+                         (ok, "ok" if t.get("passed") else "FAIL")])
+        out.append(table(["metric", "measured", "threshold", "verdict"], rows, ' class="slo"', numeric=(1,)))
+        stats = run.get("statistics") or {}
+        names = sorted({s for v in stats.values() for s in v}, key=lambda s: (s[0] == "p", s))
+        out.append(table(["metric (ms)", *names], [[m, *[v.get(s, "") for s in names]] for m, v in stats.items()],
+                         numeric=tuple(range(1, len(names) + 1))))
+        for line in (run.get("cross_check") or {}).get("lines") or []:
+            out.append(f"<p class=\"muted\">{esc(line)}</p>")
+        if run.get("errors"):
+            out.append("<pre>" + esc("\n".join(run["errors"])) + "</pre>")
+        for caption, uri in plots.slo_figures(run.get("distributions") or {}):
+            out.append(f'<figure><img alt="{esc(caption)}" src="{uri}"><figcaption>{esc(caption)}</figcaption>'
+                       "</figure>")
+    return "\n".join(out)
+
+
+def _all_checks(checks: Sequence[Mapping[str, Any]]) -> str:
+    rows = []
+    for c in checks:
+        props = "; ".join(f"{k}={v}" for k, v in (c.get("properties") or {}).items())
+        o = c.get("outcome") or "?"
+        rows.append([c["nodeid"], c.get("area") or "", "behaviour" if c.get("behavior") else "server-level",
+                     (o, "FAIL" if o in ("failed", "error") else "ok" if o == "passed" else ""),
+                     f"{c.get('duration', 0):.2f}", c.get("reason") or "", props])
+    return (f"<h2>All checks ({len(checks)})</h2><details><summary>show</summary>"
+            + table(["check", "area", "kind", "outcome", "s", "reason", "measured (properties)"], rows,
+                    ' id="glmv-checks"', numeric=(4,)) + "</details>")
+
+
+def render(rep: Mapping[str, Any]) -> str:
+    t, env, out = rep["target"], rep["environment"], rep["summary"]["outcomes"]
+    cmp = rep.get("baseline")
+    failing = rep["exitstatus"] != 0
+    status = (f"exit status {rep['exitstatus']}: " + ", ".join(f"{n} {k}" for k, n in out.items() if n)) or "no checks"
+    target_rows = [[k, ", ".join(map(str, v)) if isinstance(v, list) else v] for k, v in t.items()]
+    env_rows = [[k, " ".join(v) if isinstance(v, list) else v] for k, v in env.items()]
+    body = [
+        f"<h1>pytest-glmv conformance report</h1><p class=\"muted\">{esc(t.get('model'))} at "
+        f"{esc(t.get('base_url'))}, {esc(env.get('finished'))}</p>",
+        f'<div class="banner {"fail" if failing else "pass"}">{esc(status)}</div>',
+        "<h2>Conformance matrix</h2>", _matrix(rep),
+        f"<p class=\"muted\">{rep['summary'].get('deselected', 0)} check(s) deselected.</p>",
+        "<h2>Target</h2>", table([], target_rows, ' id="glmv-target"'),
+        _baseline(cmp), _failures(rep["checks"], rep.get("collection_errors") or []), _slo(rep.get("slo") or []),
+        _all_checks(rep["checks"]), "<h2>Environment</h2>", table([], env_rows),
+    ]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>pytest-glmv report: {esc(t.get('model'))}</title><style>{CSS}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
