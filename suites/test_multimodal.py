@@ -7,7 +7,6 @@ known answers.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 import uuid
 from pathlib import Path
@@ -207,10 +206,7 @@ def test_images_across_turns(mm: MM, glmv_profile: Any) -> None:
 
 
 def test_more_images_than_the_limit_is_a_400(mm: MM, glmv_target: Any, glmv_settings: Any) -> None:
-    limit = VLLM_DEFAULT_IMAGE_LIMIT
-    argv = list(getattr(glmv_target.plan, "argv", None) or [])
-    if "--limit-mm-per-prompt" in argv:
-        limit = json.loads(argv[argv.index("--limit-mm-per-prompt") + 1]).get("image", limit)
+    limit = v.image_limit(list(getattr(glmv_target.plan, "argv", None) or []), VLLM_DEFAULT_IMAGE_LIMIT)
     tiny = v.png_url(v.plain((1, 1)))
     ex = mm.ask([tiny] * (limit + 1))
     if ex.status == 200 and glmv_settings.target == "external":

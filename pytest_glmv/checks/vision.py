@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 import re
 from typing import Any, Sequence
@@ -61,6 +62,24 @@ def bounds_free(width: int, height: int, patch: int = 14, merge: int = 2) -> boo
     """True when the count is the same under the tightest known bounds and under no bounds at all."""
     return (image_tokens(width, height, SAFE_MIN_PIXELS, SAFE_MAX_PIXELS, patch, merge)
             == image_tokens(width, height, 1, 10 ** 12, patch, merge))
+
+
+def image_limit(argv: Sequence[str], default: int) -> int:
+    """The per-prompt image limit a `vllm serve` command line sets (--limit-mm-per-prompt), else `default`."""
+    for i, arg in enumerate(argv):
+        if arg == "--limit-mm-per-prompt" and i + 1 < len(argv):
+            raw = argv[i + 1]
+        elif arg.startswith("--limit-mm-per-prompt="):
+            raw = arg.split("=", 1)[1]
+        else:
+            continue
+        try:
+            value = json.loads(raw).get("image", default)
+        except (ValueError, AttributeError):
+            return default
+        # newer vLLM also takes {"image": {"count": N, ...}}
+        return int(value.get("count", default) if isinstance(value, dict) else value)
+    return default
 
 
 # -- images in every form a client sends -----------------------------------------------------
