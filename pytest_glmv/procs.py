@@ -72,23 +72,22 @@ def kill_tree(pgid: int | None, idents: set[Ident], grace: float, reap: subproce
 
     Returns the pids still alive afterwards (empty when the tree is gone).
     """
-    _signal_all(pgid, idents, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if reap is not None:
-            reap.poll()
-        if not alive(idents) and not _group_alive(pgid):
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        _signal_all(pgid, idents, sig)
+        if _wait_gone(pgid, idents, wait, reap):
             return []
-        time.sleep(0.05)
-    _signal_all(pgid, idents, signal.SIGKILL)
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        if reap is not None:
-            reap.poll()
-        if not alive(idents) and not _group_alive(pgid):
-            return []
-        time.sleep(0.05)
     return [p.pid for p in alive(idents)]
+
+
+def _wait_gone(pgid: int | None, idents: set[Ident], timeout: float, reap: subprocess.Popen | None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if reap is not None:
+            reap.poll()  # a zombie leader keeps its group "alive" until reaped
+        if not alive(idents) and not _group_alive(pgid):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _group_alive(pgid: int | None) -> bool:
