@@ -1,0 +1,88 @@
+"""Whole pytest sessions against the reference server with --glmv-report and --glmv-baseline, shared by the
+report tests: one correct run (the baseline), then three runs compared with it.
+
+    correct      reasoning + a small SLO run on the correct server          -> the baseline
+    fault        the same with --glmv-fault no-reasoning-parser             -> check regressions
+    slow         the SLO run only, --glmv-fault slow-first-token            -> SLO regressions alone
+    unchanged    the correct run again                                      -> no regressions
+
+The SLO spec is lax on purpose (TTFT up to a minute): every SLO check passes even with the slow
+first token, so in `slow` nothing but the baseline gate can fail the run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+REASONING = str(ROOT / "suites" / "test_reasoning.py")
+SLO = str(ROOT / "suites" / "test_slo.py")
+SPEC = """
+num_prompts = 8
+request_rate = "inf"
+max_concurrency = 4
+[slo]
+mean_ttft_ms = 60000
+output_throughput = 1
+"""
+# Wide enough that a loaded 2-core host never flags an unchanged rerun; slow-first-token adds 1500 ms
+# to a TTFT of tens of ms, far beyond it.
+TOLERANCE = "3"
+
+
+@dataclass
+class Run:
+    name: str
+    rc: int
+    output: str
+    report_dir: Path
+    junit: Path
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return json.loads((self.report_dir / "report.json").read_text(encoding="utf-8"))
+
+    def check(self, name: str) -> dict[str, Any]:
+        """The report's check whose nodeid ends with ::name."""
+        found = [c for c in self.report["checks"] if c["nodeid"].endswith("::" + name)]
+        assert len(found) == 1, f"{self.name}: {len(found)} checks named {name} in report.json"
+        return found[0]
+
+
+def session_run(args: list[str], cwd: Path, name: str, timeout: float = 300) -> Run:
+    """One pytest session in a subprocess (the plugin's hooks, servers and exit status all real)."""
+    report_dir = cwd / f"report-{name}"
+    junit = cwd / f"junit-{name}.xml"
+    argv = [sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider", "-m", "not behavior",
+            "--glmv-report", str(report_dir), f"--junitxml={junit}", "-o", "junit_family=xunit2"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GLMV_")}
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    return Run(name, proc.returncode, proc.stdout + proc.stderr, report_dir, junit)
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    cwd = tmp_path_factory.mktemp("glmv-report-runs")
+    spec = cwd / "small.toml"
+    spec.write_text(SPEC, encoding="utf-8")
+    common = ["--glmv-server", "reference", "--glmv-slo", str(spec)]
+    correct = session_run([REASONING, SLO, *common], cwd, "correct")
+    assert correct.rc == 0, f"the correct run must pass to serve as a baseline:\n{correct.output[-3000:]}"
+    gate = ["--glmv-baseline", str(correct.report_dir / "report.json"), "--glmv-baseline-tolerance", TOLERANCE]
+    plans = {
+        "fault": [REASONING, SLO, *common, "--glmv-fault", "no-reasoning-parser", *gate],
+        "slow": [SLO, *common, "--glmv-fault", "slow-first-token", *gate],
+        "unchanged": [REASONING, SLO, *common, *gate],
+    }
+    # Two at a time: each run mostly waits on its own reference server.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = dict(zip(plans, pool.map(lambda kv: session_run(kv[1], cwd, kv[0]), plans.items()), strict=True))
+    return {"correct": correct, **done}

@@ -1,0 +1,105 @@
+"""The report's pure parts, without a server: comparison rules, escaping, trimming, keys."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from pytest_glmv.report import FORMAT, baseline, html, model
+
+
+def _check(key: str, outcome: str, **kw: Any) -> dict[str, Any]:
+    return {"nodeid": key, "key": key, "outcome": outcome, "area": "tools", "behavior": False, "phase": "call",
+            "duration": 0.1, "reason": None, "evidence": None, "properties": {}, "sections": {}, **kw}
+
+
+def _slo(**result: Any) -> dict[str, Any]:
+    params = {"num_prompts": 8, "request_rate": "inf", "burstiness": 1.0, "max_concurrency": 4,
+              "dataset": "synthetic", "seed": 0, "max_tokens": 128}
+    return {"scenario": "s", "params": params, "result": result}
+
+
+@pytest.mark.parametrize("key, base, now, regressed", [
+    ("mean_ttft_ms", 100.0, 110.0, False),  # exactly at the tolerance: allowed
+    ("mean_ttft_ms", 100.0, 110.5, True),
+    ("p99_itl_ms", 10.0, 5.0, False),  # better
+    ("output_throughput", 1000.0, 900.0, False),
+    ("output_throughput", 1000.0, 899.0, True),  # higher is better
+    ("request_throughput", 10.0, 20.0, False),
+    ("failed", 0, 1, True),  # any failure where there was none
+    ("mean_tpot_ms", 0.0, 5.0, False),  # no samples in the baseline: nothing to compare
+])
+def test_direction_and_tolerance(key: str, base: float, now: float, regressed: bool) -> None:
+    cmp = baseline.compare({"checks": [], "slo": [_slo(**{key: base})]}, [], [_slo(**{key: now})], 0.10)
+    assert bool(cmp["regressions"]) is regressed, cmp
+
+
+def test_spread_and_client_side_metrics_are_not_gated() -> None:
+    keys = {"std_ttft_ms": 1.0, "mean_send_lag_ms": 1.0, "p99_client_queue_time_ms": 1.0, "completed": 8}
+    cmp = baseline.compare({"checks": [], "slo": [_slo(**keys)]}, [], [_slo(**{k: v * 100 for k, v in keys.items()})],
+                           0.1)
+    assert cmp["regressions"] == [] and cmp["compared_metrics"] == 0, cmp
+
+
+def test_runs_with_other_parameters_are_noted_not_compared() -> None:
+    now = _slo(mean_ttft_ms=1e6)
+    now["params"] = {**now["params"], "num_prompts": 200}
+    cmp = baseline.compare({"checks": [], "slo": [_slo(mean_ttft_ms=1.0)]}, [], [now], 0.1)
+    assert cmp["regressions"] == [] and "num_prompts 8 then, 200 now" in cmp["notes"][0], cmp
+
+
+def test_check_outcomes() -> None:
+    base = {"checks": [_check("a", "passed"), _check("b", "passed"), _check("c", "failed"), _check("d", "passed"),
+                       _check("e", "passed")], "slo": []}
+    now = [_check("a", "failed", evidence="x\nE       AssertionError: tool_calls missing\nmore"),
+           _check("b", "skipped", reason="no media host"), _check("c", "failed"), _check("e", "error")]
+    cmp = baseline.compare(base, now, [], 0.1)
+    regs = {r["what"]: r for r in cmp["regressions"]}
+    assert set(regs) == {"a", "e"}, regs  # c failed before too; b skipped and d not run are notes
+    assert regs["a"]["detail"] == "AssertionError: tool_calls missing"
+    assert any("b: passed in the baseline, skipped now (no media host)" in n for n in cmp["notes"]), cmp["notes"]
+    assert any("1 check(s) that passed in the baseline did not run now" in n for n in cmp["notes"]), cmp["notes"]
+
+
+def test_check_key_ignores_where_the_suites_sit() -> None:
+    assert model.check_key("../../site-packages/pytest_glmv/suites/test_x.py::t[a/b]") == "suites/test_x.py::t[a/b]"
+    assert model.check_key("suites/test_x.py::t") == "suites/test_x.py::t"
+    assert model.check_key("tests/test_y.py::t") == "tests/test_y.py::t"
+
+
+def test_trim_keeps_head_and_the_evidence_at_the_end() -> None:
+    text = "HEAD" + "x" * 10000 + "E   AssertionError: the end"
+    out = model.trim(text, 600)
+    assert out.startswith("HEAD") and out.endswith("the end") and "characters trimmed" in out and len(out) < 700
+
+
+def _report(evidence: str) -> dict[str, Any]:
+    checks = [_check("suites/test_tools.py::t", "failed", evidence=evidence, sections={"glmv log": "<b>x</b>"})]
+    return {"format": FORMAT, "version": 1, "exitstatus": 1, "collection_errors": [], "slo": [], "baseline": None,
+            "environment": {"python": "3.11", "args": ["--glmv-fault", "<x>"]},
+            "target": {"model": "<img src=x onerror=alert(1)>", "base_url": "http://h/v1", "faults": []},
+            "summary": {"outcomes": model.counts(checks), "deselected": 0, "matrix": model.matrix(checks)},
+            "checks": checks}
+
+
+def test_html_escapes_model_output_and_loads_nothing() -> None:
+    page = html.render(_report('answer: "<script>alert(1)</script>" & <think>'))
+    assert "<script" not in page and "<img src=x" not in page and "<b>x</b>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;think&gt;" in page
+    # Self-contained: no external stylesheet, script, font or image.
+    assert not re.search(r"<(link|script|iframe)\b", page) and not re.search(r"(src|href)=\"(?!data:)", page)
+    assert 'id="glmv-matrix"' in page and ">FAIL<" in page
+
+
+def test_html_renders_an_slo_run_with_plots() -> None:
+    rep = _report("E boom")
+    q = [float(i) for i in range(201)]
+    rep["slo"] = [{"scenario": "s", "params": {}, "result": {"completed": 3}, "statistics": {"ttft": {"mean": 1.0}},
+                   "thresholds": [{"key": "mean_ttft_ms", "measured": 1.0, "limit": 2.0, "nominal": 2.0,
+                                   "ceiling": True, "passed": True}],
+                   "distributions": {"cdf_ms": {"ttft": {"n": 3, "quantiles": q}, "itl": {"n": 0, "quantiles": []}},
+                                     "histogram_ms": {"ttft": {"edges": [0.0, 1.0, 2.0], "counts": [1, 2]}},
+                                     "timeline": {"output_tokens": [5.0, 3.0], "in_flight": [2, 1]}}}]
+    page = html.render(rep)
+    assert page.count('src="data:image/png;base64,') == 3, "CDFs, histograms, throughput over time"
