@@ -103,6 +103,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("baseline", "path", None, "report.json of an earlier run to compare against"),
     Opt("baseline_tolerance", "float", 0.10, "how much worse an SLO metric may be than in --glmv-baseline before "
         "the run fails (a fraction, 0.1 is a tenth; latencies may rise, throughputs fall, by this much)", minimum=0.0),
+    Opt("baseline_slack_ms", "float", 1.0, "a latency must also be this many ms worse than in --glmv-baseline to "
+        "count as a regression (sub-millisecond jitter of ITL/TPOT is not one)", minimum=0.0),
 )
 
 BY_NAME = {o.name: o for o in OPTIONS}
@@ -192,6 +194,7 @@ class Settings:
     report: Path | None = None
     baseline: Path | None = None
     baseline_tolerance: float = 0.10
+    baseline_slack_ms: float = 1.0
     # which source each value came from: cli, env, ini or default
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

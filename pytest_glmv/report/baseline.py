@@ -60,13 +60,16 @@ def direction(key: str) -> str | None:
     return None
 
 
-def worse(key: str, base: float, now: float, tolerance: float) -> bool:
+def worse(key: str, base: float, now: float, tolerance: float, slack_ms: float = 0.0) -> bool:
     way = direction(key)
     if way == "higher":
         return now < base * (1 - tolerance)
-    if base == 0 and key != "failed":
+    if key == "failed":
+        return now > base * (1 + tolerance)
+    if base == 0:
         return False  # a latency of 0 means no samples (vLLM counts [] as 0): nothing to compare against
-    return now > base * (1 + tolerance)
+    # Both: relative (the tolerance) and absolute (the slack), so 0.3 -> 0.6 ms of ITL jitter is no regression.
+    return now > base * (1 + tolerance) and now - base > slack_ms
 
 
 def _number(value: Any) -> float | None:
@@ -80,8 +83,8 @@ def _change(base: float, now: float) -> str:
 
 
 def compare(baseline: Mapping[str, Any], checks: Iterable[Mapping[str, Any]], slo: Iterable[Mapping[str, Any]],
-            tolerance: float, path: str = "") -> dict[str, Any]:
-    """{'path', 'tolerance', 'regressions': [...], 'notes': [...], 'compared_checks', 'compared_metrics'}."""
+            tolerance: float, path: str = "", slack_ms: float = 0.0) -> dict[str, Any]:
+    """{'path', 'tolerance', 'slack_ms', 'regressions', 'notes', 'compared_checks', 'compared_metrics'}."""
     regressions: list[dict[str, Any]] = []
     notes: list[str] = []
     now = {c["key"]: c for c in checks}
@@ -122,12 +125,13 @@ def compare(baseline: Mapping[str, Any], checks: Iterable[Mapping[str, Any]], sl
             if direction(key) is None or base_v is None or now_v is None:
                 continue
             metrics_compared += 1
-            if worse(key, base_v, now_v, tolerance):
+            if worse(key, base_v, now_v, tolerance, slack_ms):
                 regressions.append({
                     "kind": "slo", "what": f"{run.get('scenario')}: {key}", "area": "slo", "baseline": base_v,
                     "now": now_v, "change": _change(base_v, now_v),
-                    "detail": f"{direction(key)} is better; tolerance {100 * tolerance:g}%"})
-    return {"path": path, "tolerance": tolerance, "regressions": regressions, "notes": notes,
+                    "detail": f"{direction(key)} is better; tolerance {100 * tolerance:g}%"
+                              + (f" and {slack_ms:g} ms" if key.endswith("_ms") and slack_ms else "")})
+    return {"path": path, "tolerance": tolerance, "slack_ms": slack_ms, "regressions": regressions, "notes": notes,
             "compared_checks": compared, "compared_metrics": metrics_compared}
 
 

@@ -74,7 +74,8 @@ def _baseline(cmp: Mapping[str, Any] | None) -> str:
         return ""
     regs = cmp["regressions"]
     out = [f"<h2>Baseline</h2><p>Compared with <code>{esc(cmp['path'])}</code>: {cmp['compared_checks']} "
-           f"check(s), {cmp['compared_metrics']} SLO metric(s); tolerance {100 * cmp['tolerance']:g}%.</p>"]
+           f"check(s), {cmp['compared_metrics']} SLO metric(s); tolerance {100 * cmp['tolerance']:g}% (latencies also "
+           f"{cmp.get('slack_ms', 0):g} ms).</p>"]
     if regs:
         out.append(f'<div class="banner fail">{len(regs)} regression(s): the run fails</div>')
         out.append(table(["kind", "what regressed", "baseline", "now", "change", "evidence"],
@@ -154,7 +155,9 @@ def render(rep: Mapping[str, Any]) -> str:
     t, env, out = rep["target"], rep["environment"], rep["summary"]["outcomes"]
     cmp = rep.get("baseline")
     failing = rep["exitstatus"] != 0
-    status = (f"exit status {rep['exitstatus']}: " + ", ".join(f"{n} {k}" for k, n in out.items() if n)) or "no checks"
+    status = f"exit status {rep['exitstatus']}: " + (", ".join(f"{n} {k}" for k, n in out.items() if n) or "no checks")
+    if cmp and cmp["regressions"]:
+        status += f"; {len(cmp['regressions'])} regression(s) against the baseline"
     target_rows = [[k, ", ".join(map(str, v)) if isinstance(v, list) else v] for k, v in t.items()]
     env_rows = [[k, " ".join(v) if isinstance(v, list) else v] for k, v in env.items()]
     body = [

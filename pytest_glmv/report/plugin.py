@@ -128,7 +128,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int | pytest.ExitC
     if BASELINE_KEY in config.stash:
         earlier: dict[str, Any] = config.stash[BASELINE_KEY]
         cmp = base.compare(earlier, collector.checks.values(), collector.slo.values(),
-                           s.baseline_tolerance, str(s.baseline))
+                           s.baseline_tolerance, str(s.baseline), s.baseline_slack_ms)
         if cmp["regressions"] and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     env = model.environment(state["started"], time.time(), config.invocation_params.args)

@@ -61,7 +61,7 @@ def _fmt(value: Any) -> str:
 
 def regression_lines(cmp: Mapping[str, Any]) -> list[str]:
     regs = cmp["regressions"]
-    tol = f"tolerance {100 * cmp['tolerance']:g}% for SLO metrics"
+    tol = f"tolerance {100 * cmp['tolerance']:g}% for SLO metrics (latencies also {cmp.get('slack_ms', 0):g} ms)"
     head = (f"baseline {cmp['path']}: {cmp['compared_checks']} check(s) and {cmp['compared_metrics']} SLO "
             f"metric(s) compared; {tol}")
     if not regs:

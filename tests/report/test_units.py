@@ -29,9 +29,12 @@ def _slo(**result: Any) -> dict[str, Any]:
     ("request_throughput", 10.0, 20.0, False),
     ("failed", 0, 1, True),  # any failure where there was none
     ("mean_tpot_ms", 0.0, 5.0, False),  # no samples in the baseline: nothing to compare
+    ("p99_itl_ms", 0.3, 0.9, False),  # tripled, but by less than the 1 ms slack: jitter
+    ("p99_itl_ms", 0.3, 1.4, True),
 ])
 def test_direction_and_tolerance(key: str, base: float, now: float, regressed: bool) -> None:
-    cmp = baseline.compare({"checks": [], "slo": [_slo(**{key: base})]}, [], [_slo(**{key: now})], 0.10)
+    cmp = baseline.compare({"checks": [], "slo": [_slo(**{key: base})]}, [], [_slo(**{key: now})], 0.10,
+                           slack_ms=1.0)
     assert bool(cmp["regressions"]) is regressed, cmp
 
 
