@@ -98,6 +98,18 @@ def auto_pair(http: httpx.Client, ask: Callable[..., dict[str, Any]]) -> tuple[E
 
 
 @pytest.fixture(scope="module")
+def label_pair(http: httpx.Client, ask: Callable[..., dict[str, Any]]) -> tuple[Exchange, Exchange]:
+    body = ask(f"Label this note {LABELS[1]} please.", [LABEL], named("set_label"))
+    return evidence.chat(http, body), evidence.stream(http, body)
+
+
+def streamed_calls(sx: Exchange) -> list[dict[str, Any]]:
+    """Tool-call deltas reassembled into the non-streamed shape."""
+    return [{"id": c["id"], "type": c["type"], "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for c in evidence.streamed_tool_calls(sx.events)]
+
+
+@pytest.fixture(scope="module")
 def required(http: httpx.Client, ask: Callable[..., dict[str, Any]]) -> Exchange:
     return evidence.chat(http, ask("What is the weather in Paris?", [WEATHER], "required"))
 
@@ -114,7 +126,9 @@ def test_required_returns_valid_calls(required: Exchange) -> None:
     calls = valid(required, [WEATHER])
     finish = required.choice.get("finish_reason")
     assert calls, f"tool_choice required returned no tool call (finish_reason {finish})\n{required.evidence()}"
-    assert finish == "tool_calls", f"a required call must end with finish_reason tool_calls\n{required.evidence()}"
+    # vLLM says tool_calls when the engine stopped on its own; a turn cut by max_tokens stays "length" (real
+    # vLLM 0.32 with random weights: a call with "{}" and "length").
+    assert finish in ("tool_calls", "length"), f"a required call must end with tool_calls\n{required.evidence()}"
 
 
 def test_named_choice_calls_only_that_function(http: httpx.Client, ask: Callable[..., dict[str, Any]]) -> None:
@@ -123,8 +137,8 @@ def test_named_choice_calls_only_that_function(http: httpx.Client, ask: Callable
     assert calls, f"a named tool_choice returned no call\n{ex.evidence()}"
     names = {c["function"]["name"] for c in calls}
     assert names == {"get_stock_price"}, f"named get_stock_price, got calls to {names}\n{ex.evidence()}"
-    # vLLM, like the OpenAI API, ends a forced named call with "stop", not "tool_calls".
-    assert ex.choice.get("finish_reason") == "stop", f"a named call should end with stop\n{ex.evidence()}"
+    # vLLM, like the OpenAI API, ends a forced named call with "stop", not "tool_calls" ("length" if cut).
+    assert ex.choice.get("finish_reason") in ("stop", "length"), f"a named call ends with stop\n{ex.evidence()}"
 
 
 def test_none_choice_returns_no_calls(http: httpx.Client, ask: Callable[..., dict[str, Any]]) -> None:
@@ -150,17 +164,22 @@ def test_zero_argument_tools(http: httpx.Client, ask: Callable[..., dict[str, An
     assert all(a == {} for a in got), f"a tool without arguments must be called with {{}}: {got}\n{ex.evidence()}"
 
 
-def test_unicode_and_whitespace_survive(http: httpx.Client, ask: Callable[..., dict[str, Any]]) -> None:
+def test_unicode_and_whitespace_survive(label_pair: tuple[Exchange, Exchange]) -> None:
     # The enum pins the exact text: any label that comes back must be one of them, tab and double space kept.
-    body = ask(f"Label this note {LABELS[1]} please.", [LABEL], named("set_label"))
-    ex, sx = evidence.chat(http, body), evidence.stream(http, body)
-    calls = valid(ex, [LABEL])
-    streamed = [{"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
-                for c in evidence.streamed_tool_calls(sx.events)]
-    problems = call_problems(streamed, [LABEL])
-    assert not problems, f"streamed: {problems}\n{sx.evidence()}"
-    got = [arguments(c) for c in calls]
-    assert got == [arguments(c) for c in streamed], f"streamed {streamed} != {calls}\n{ex.evidence()}"
+    ex, sx = label_pair
+    valid(ex, [LABEL])
+    problems = call_problems(streamed_calls(sx), [LABEL])
+    assert not problems, "streamed calls are malformed:\n  " + "\n  ".join(problems) + f"\n{sx.evidence(4000)}"
+
+
+def test_streamed_forced_call_matches_non_streamed(label_pair: tuple[Exchange, Exchange]) -> None:
+    ex, sx = label_pair
+    leaked = markup_in(evidence.joined(sx.events, "content"))
+    assert not leaked, f"streamed forced call sent its markup {leaked} as content\n{sx.evidence(2000)}"
+    plain = [(c["function"]["name"], arguments(c)) for c in valid(ex, [LABEL])]
+    joined = [(c["function"]["name"], arguments(c)) for c in streamed_calls(sx)]
+    assert joined == plain, f"streamed calls {joined} differ from the non-streamed {plain}\n" \
+                            f"non-streamed {ex.evidence()}\nstreamed {sx.evidence(2000)}"
 
 
 def test_streamed_calls_reassemble_to_the_answer(auto_pair: tuple[Exchange, Exchange]) -> None:
