@@ -106,3 +106,18 @@ def test_html_renders_an_slo_run_with_plots() -> None:
                                      "timeline": {"output_tokens": [5.0, 3.0], "in_flight": [2, 1]}}}]
     page = html.render(rep)
     assert page.count('src="data:image/png;base64,') == 3, "CDFs, histograms, throughput over time"
+
+
+def test_the_ci_example_uses_only_options_that_exist() -> None:
+    yaml = pytest.importorskip("yaml")
+    from pathlib import Path
+
+    from pytest_glmv.config import OPTIONS
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "github-actions-gate.yml"
+    text = path.read_text(encoding="utf-8")
+    steps = yaml.safe_load(text)["jobs"]["gate"]["steps"]
+    assert any("upload-artifact" in s.get("uses", "") for s in steps), "the report must be uploaded"
+    used = set(re.findall(r"--glmv-[a-z-]+", text))
+    unknown = used - {o.flag for o in OPTIONS}
+    assert not unknown and {"--glmv-base-url", "--glmv-report", "--glmv-baseline"} <= used, unknown
