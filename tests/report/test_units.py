@@ -1,6 +1,7 @@
 """The report's pure parts, without a server: comparison rules, escaping, trimming, keys."""
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -121,3 +122,41 @@ def test_the_ci_example_uses_only_options_that_exist() -> None:
     used = set(re.findall(r"--glmv-[a-z-]+", text))
     unknown = used - {o.flag for o in OPTIONS}
     assert not unknown and {"--glmv-base-url", "--glmv-report", "--glmv-baseline"} <= used, unknown
+
+
+def test_any_test_with_an_area_marker_is_in_the_matrix(pytester: pytest.Pytester) -> None:
+    """A user's own checks outside suites/ count by their markers; a run of unmarked tests gets no matrix."""
+    pytester.makepyfile(test_mine="""
+        import pytest
+
+        @pytest.mark.tools
+        def test_a(record_property):
+            record_property("calls", 3)
+
+        @pytest.mark.security
+        @pytest.mark.behavior
+        def test_b():
+            assert "<b>" == "", "model said <b>"
+
+        @pytest.mark.security
+        @pytest.mark.xfail(reason="waived", strict=True)
+        def test_c():
+            assert False
+
+        def test_unmarked():
+            pass
+    """)
+    result = pytester.runpytest_subprocess("--glmv-report", "out", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.re_match_lines([r"multimodal +- +not run",
+                                  r"tools +server-level +1 +0 +0 +0 +ok",
+                                  r"security +server-level +0 +0 +0 +1 +ok",
+                                  r" +behaviour +0 +1 +0 +0 +FAIL"])
+    rep = json.loads((pytester.path / "out" / "report.json").read_text())
+    by_name = {c["nodeid"].split("::")[1]: c for c in rep["checks"]}
+    assert by_name["test_a"]["properties"] == {"calls": 3} and by_name["test_unmarked"]["area"] is None
+    assert by_name["test_b"]["behavior"] and "model said <b>" in by_name["test_b"]["evidence"]
+    assert by_name["test_c"]["outcome"] == "xfailed" and by_name["test_c"]["reason"] == "waived"
+    assert "&lt;b&gt;" in (pytester.path / "out" / "report.html").read_text()
+    plain = pytester.runpytest_subprocess("-k", "unmarked", "-p", "no:cacheprovider")
+    assert "glmv conformance matrix" not in plain.stdout.str()
