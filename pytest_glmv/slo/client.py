@@ -8,6 +8,11 @@ the usage chunk nor [DONE] extends it; output tokens come from the usage chunk
 (stream_options.include_usage). A request fails on a non-200 status, an exception, or a
 stream without any choices event. Deviation: a stream that carries an `error` object fails
 the request (vLLM's client ignores such events); failures must never pass silently.
+The request bytes are vLLM's too: its payload keys in its order, encoded by aiohttp's default
+json.dumps (ASCII escapes, ", " and ": " separators), so a server sees the same bodies from
+either tool. vllm bench serve 0.32 sends no test request by default (its ready check is off
+unless --ready-check-timeout-sec is given), so neither do we unless asked (probe=True): a
+probe would hand the first timed request a warm connection vLLM's does not get.
 
 Cost: bodies are serialised before the clock starts; each network read takes one
 perf_counter(); token events are recognised by a byte search, and only the few events
@@ -119,7 +124,7 @@ async def run(
     max_concurrency: int | None = None,
     api_key: str | None = None,
     timeout: float = 600.0,
-    probe: bool = True,
+    probe: bool = False,
     metrics_url: str | None = None,
 ) -> RunOutput:
     """Release bodies[i] at schedule[i] seconds after the start, at most max_concurrency in flight."""
@@ -131,7 +136,7 @@ async def run(
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
         first: Record | None = None
         if probe:
-            # Like vLLM's initial single-prompt test run: proves the endpoint and opens a connection.
+            # Like vLLM's ready check (off by default there too): proves the endpoint, opens a connection.
             first = Record(-1)
             await send(session, url, bodies[0], headers, first)
         before = await _scrape(session, metrics_url, headers)
@@ -177,7 +182,8 @@ async def _scrape(session: aiohttp.ClientSession, url: str | None, headers: dict
 
 
 def body(model: str, text: str, image_url: str | None, max_tokens: int, extra: dict | None = None) -> bytes:
-    """A chat request shaped like vllm bench serve's openai-chat one (text first, image after)."""
+    """The bytes vllm bench serve's openai-chat request function posts (text first, image after;
+    extra keys last, as its extra_body is merged), encoded as aiohttp's json= encodes them."""
     content: list[dict] = [{"type": "text", "text": text}]
     if image_url:
         content.append({"type": "image_url", "image_url": {"url": image_url}})
@@ -189,4 +195,4 @@ def body(model: str, text: str, image_url: str | None, max_tokens: int, extra: d
         "stream_options": {"include_usage": True},
         **(extra or {}),
     }
-    return json.dumps(payload, ensure_ascii=False).encode()
+    return json.dumps(payload).encode()

@@ -1,6 +1,6 @@
 """Cross-check the client's numbers against the server's own /metrics (Prometheus text).
 
-Scraped right before the timed run (after the probe request) and right after it; the deltas of
+Scraped right before the timed run (after the probe request, if any) and right after it; the deltas of
 counters and of histogram _sum/_count pairs belong to the run alone, provided nothing else used
 the server meanwhile. What must hold:
 - requests the server counts as successful == requests the client completed;

@@ -128,3 +128,46 @@ def test_requests_leave_on_schedule() -> None:
         assert r.dispatched - t0 >= r.scheduled - 1e-6
         assert 0 <= r.send_lag < 0.05, f"request {r.index} left {r.send_lag * 1000:.1f} ms late"
     assert out.duration >= 0.12
+
+
+def test_by_default_only_the_scheduled_requests_are_sent() -> None:
+    # vllm bench serve 0.32 skips its test request unless --ready-check-timeout-sec is given, so the
+    # server sees exactly the N timed requests, the first on a fresh connection, as from vLLM.
+    seen: list[bytes] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        seen.append(await request.read())
+        return await streamer([(0, chunk("a")), (0, USAGE)])(request)
+
+    async def main() -> client.RunOutput:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            return await client.run(f"http://127.0.0.1:{port}/v1/chat/completions", [b'{"i":0}', b'{"i":1}'],
+                                    [0.0, 0.0], max_concurrency=1)
+        finally:
+            await runner.cleanup()
+    out = asyncio.run(main())
+    assert out.probe is None and all(r.ok for r in out.records)
+    assert seen == [b'{"i":0}', b'{"i":1}']
+
+
+def test_body_is_byte_for_byte_what_vllm_bench_serve_posts() -> None:
+    # vLLM 0.32's openai-chat request function: model, messages (text part, then the image part),
+    # max_completion_tokens, stream, stream_options, then extra_body keys; aiohttp's json= encodes
+    # it with json.dumps' defaults (ASCII escapes, ", " and ": ").
+    got = client.body("m", "Qu'est-ce que c'est ? 图片", "data:image/png;base64,AAAA", 128, {"temperature": 0.0})
+    expected = (
+        '{"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": '
+        '"Qu\'est-ce que c\'est ? \\u56fe\\u7247"}, {"type": "image_url", "image_url": '
+        '{"url": "data:image/png;base64,AAAA"}}]}], "max_completion_tokens": 128, "stream": true, '
+        '"stream_options": {"include_usage": true}, "temperature": 0.0}'
+    ).encode()
+    assert got == expected
+    no_image = json.loads(client.body("m", "hi", None, 5))
+    assert no_image["messages"][0]["content"] == [{"type": "text", "text": "hi"}]
