@@ -10,6 +10,11 @@ Facts held against /work/shared/vllm-wire (chat_forced_*):
   closing of the latest value is held back until the next value opens or the call
   closes, so `{"city": "`, `Paris`..., `", "days": `, `3}` is the chunking.
 - whitespace between `</think>`, and around tool calls, never reaches content.
+Held against real vLLM by tests/vllm/test_differential.py (same forced text through both):
+- reasoning loses its trailing whitespace (a stream never sends it);
+- with calls, non-streaming content is the text before the first call, stripped (streams send it as is);
+- a name is complete at its first `<arg_key>` or at `</tool_call>` (`<tool_call>get_time</tool_call>`
+  is a zero-argument call); a zero-argument call streams its name and `{}` in one delta.
 """
 from __future__ import annotations
 
@@ -41,10 +46,12 @@ def split_reasoning(text: str, mode: Mode) -> tuple[str | None, str | None]:
         return None, text
     if text.startswith(THINK):
         text = text[len(THINK):]
+    # vLLM's glm45 (glm47_moe engine) strips trailing whitespace off reasoning; a stream holds it back
+    # until more reasoning follows, and drops it at </think> or the end
     if END_THINK not in text:
-        return text, None
+        return text.rstrip(), None
     reasoning, _, content = text.partition(END_THINK)
-    return reasoning, content or None
+    return reasoning.rstrip(), content or None
 
 
 def _schema_type(tools: Sequence[dict[str, Any]] | None, name: str, key: str) -> Any:
@@ -70,11 +77,14 @@ def typed_value(raw: str, tool: str, key: str, mode: Mode) -> Any:
         return text
 
 
-def _name(inner: str) -> str | None:
-    cuts = [i for i in (inner.find("\n"), inner.find("<arg_key>")) if i != -1]
-    if not cuts:
-        return None
-    return inner[:min(cuts)].strip() or None
+def _name(inner: str, complete: bool = True) -> str | None:
+    """The name ends at the first <arg_key>, or at </tool_call> (a zero-argument call, with or
+    without a newline); vLLM streams it only then, so a zero-argument call's name and its `{}`
+    come in one delta."""
+    cut = inner.find("<arg_key>")
+    if cut == -1:
+        return (inner.strip() or None) if complete else None
+    return inner[:cut].strip() or None
 
 
 def _regions(text: str) -> list[tuple[str, bool]]:
@@ -143,8 +153,9 @@ def parse(text: str, mode: Mode) -> Parsed:
             calls.append((name, arguments(name, inner, True, mode)))
     if not calls:
         return Parsed(reasoning, content, [])
-    before = content[:content.find(CALL)]
-    return Parsed(reasoning, before if before.strip() else None, calls)
+    # vLLM (non-streaming): the text before the first call, stripped; the stream sends it unstripped
+    before = content[:content.find(CALL)].strip()
+    return Parsed(reasoning, before or None, calls)
 
 
 @dataclass
@@ -209,15 +220,21 @@ class Streamer:
     def _tool_deltas(self, content: str) -> list[dict[str, Any]]:
         deltas: list[dict[str, Any]] = []
         for i, (inner, complete) in enumerate(_regions(content)):
-            name = _name(inner) or (inner.strip() if complete else None)
+            name = _name(inner, complete)
             if not name:
                 break
+            head: dict[str, Any] | None = None
             if i >= self.names_sent:
-                deltas.append({"id": tool_call_id(), "type": "function", "index": i, "function": {"name": name}})
+                head = {"id": tool_call_id(), "type": "function", "index": i, "function": {"name": name}}
+                deltas.append(head)
                 self.names_sent = i + 1
                 self.sent_args.append("")
             args = arguments(name, inner, complete, self.mode)
             if len(args) > len(self.sent_args[i]) and args.startswith(self.sent_args[i]):
-                deltas.append({"index": i, "function": {"arguments": args[len(self.sent_args[i]):]}})
+                new = args[len(self.sent_args[i]):]
+                if head is not None:  # name and arguments in the same step: one delta, as vLLM
+                    head["function"]["arguments"] = new
+                else:
+                    deltas.append({"index": i, "function": {"arguments": new}})
                 self.sent_args[i] = args
         return deltas
