@@ -31,12 +31,16 @@ What is NOT compared, and why:
 - token COUNTS in `usage` (prompt_tokens, completion_tokens, total_tokens, reasoning_tokens): the two
   servers tokenize differently (the tiny model's 894-token BPE vs the reference's GLM-sized
   stand-in), so only the usage object's shape and `total = prompt + completion` are compared;
-- `stop_reason` by VALUE: it is a token id, and the ids differ between the tokenizers; it is compared
-  by token NAME (None for the tokenizer's EOS, as vLLM reports it);
-- where a stream is cut into chunks: both servers send one delta per detokenized step, and the steps
-  follow their tokenizers. The stream's SHAPE is compared instead: the sequence of chunk kinds
-  (keys of the chunk, of the choice and of the delta; tool-call delta keys per index), with runs of
-  identical kinds collapsed, plus the reassembled reasoning, content and per-call arguments.
+- which stop token `stop_reason` names: a structural tag cannot force a stop token (xgrammar
+  refuses it: 500), so the tiny model's random weights pick one of its EOS list once the tag is
+  done (<|observation|> after a plain answer, say, which a real GLM would not emit). Both servers
+  must still answer None (EOS) or the id of <|user|>/<|observation|> in their own tokenizer;
+- where a stream is cut into chunks: both servers send one delta per detokenized step, the steps
+  follow their tokenizers, and vLLM coalesces steps when its client side lags. The stream's SHAPE
+  is compared instead: the sequence of delta events (role chunk by value, reasoning, content, a
+  call's head with its keys in order, argument text, finish with finish_reason), runs collapsed;
+  the chunk/choice key layouts of the first, middle, finish and usage chunks; and the reassembled
+  reasoning, content and per-call arguments (one id per call).
 Everything else must be equal: message fields and whether each is null or absent, reasoning,
 content, tool call names and arguments (the raw string and its parsed JSON), finish_reason,
 the first (role) chunk, the finish chunk, the usage chunk with empty choices, and `data: [DONE]`.
