@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from pytest_glmv import media
@@ -21,7 +21,10 @@ from pytest_glmv.evidence import Exchange
 
 pytestmark = [pytest.mark.multimodal, pytest.mark.behavior]
 
+# No shrink phase: each shrinking step is another paid request, and the first failing example already carries
+# its evidence (what was sent, the status, the answer's start).
 FEW = settings(max_examples=4, deadline=None, derandomize=True, database=None,
+               phases=[Phase.explicit, Phase.reuse, Phase.generate],
                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 # Colours a model names unambiguously (black and purple/orange drift into "dark"/"violet"/"amber").
 CLEAR = ("red", "green", "blue", "yellow")
