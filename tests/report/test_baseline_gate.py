@@ -35,7 +35,7 @@ def test_an_slo_regression_alone_fails_the_run(runs: dict[str, Run]) -> None:
     assert "small: mean_ttft_ms" in regs and regs["small: mean_ttft_ms"]["now"] > 1500, regs
     assert all(r["kind"] == "slo" for r in regs.values()), regs
     table = _table(run)
-    row = r"^slo +small: mean_ttft_ms +\d+\.\d\d +1\d{3}\.\d\d +\+\d+\.\d% +lower is better; tolerance 300% and 1 ms$"
+    row = r"^slo +small: mean_ttft_ms +\d+\.\d\d +1\d{3}\.\d\d +\+\d+\.\d% +lower is better; tolerance 300% and 250 ms$"
     assert re.search(row, table, re.M), table
     # The reasoning checks were not run this time: a note, not a regression.
     assert "did not run now" in table, table

@@ -21,7 +21,7 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session, like `runs`, so it is resolved first and a skip costs no run
 def chromium() -> str:
     exe = next((p for p in map(shutil.which, NAMES) if p), None)
     if exe is None:
