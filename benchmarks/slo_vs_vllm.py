@@ -118,7 +118,7 @@ class Bench:
                 "--disable-shuffle", "--custom-output-len", "128", "--num-prompts", str(n),
                 "--request-rate", str(rate), "--seed", str(self.a.seed), "--save-result", "--save-detailed",
                 "--result-dir", str(self.work), "--result-filename", name, "--disable-tqdm",
-                "--percentile-metrics", "ttft,tpot,itl,e2el", "--temperature", "0"]
+                "--percentile-metrics", "ttft,tpot,itl,e2el", "--temperature", "0", "--ignore-eos"]
         if concurrency:
             argv += ["--max-concurrency", str(concurrency)]
         cpu_file = self.work / f"vllm-{self.k}.cpu.json"
@@ -180,9 +180,11 @@ def wait_quiet(max_load: float, wait: float) -> str:
 
 
 def vllm_body(model: str, r: workload.Request) -> bytes:
-    """The exact bytes vllm bench serve (openai-chat, custom_image, --temperature 0) posts: its
-    payload keys in its order, temperature from extra_body last, aiohttp's json.dumps defaults."""
-    return client.body(model, r.text, r.image_url, r.max_tokens, {"temperature": 0.0})
+    """The exact bytes vllm bench serve (openai-chat, custom_image, --ignore-eos, --temperature 0)
+    posts: its payload keys in its order, ignore_eos after stream_options, temperature from
+    extra_body last, aiohttp's json.dumps defaults. ignore_eos makes every answer the workload's
+    128 output tokens (the reference server's natural answers are ~43)."""
+    return client.body(model, r.text, r.image_url, r.max_tokens, {"ignore_eos": True, "temperature": 0.0})
 
 
 def main() -> None:

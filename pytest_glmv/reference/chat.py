@@ -126,7 +126,8 @@ class ChatHandler:
             # a reasoning parser that misses the end of thinking before a call: all of it is reasoning
             raw = raw.replace("</think>", "", 1) + "</think>"
         return generate.build(raw, max_tokens, req.stops, reasoning=mode.reasoning,
-                              strip_boxes=cfg.faults.on("box-tokens-stripped"), top_logprobs=req.top_logprobs)
+                              strip_boxes=cfg.faults.on("box-tokens-stripped"), top_logprobs=req.top_logprobs,
+                              ignore_eos=req.ignore_eos)
 
     # ---------------------------------------------------------------- latency
 

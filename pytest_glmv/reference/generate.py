@@ -15,6 +15,7 @@ from . import tokenizer as tok
 
 _STOP_TOKENS = ("<|observation|>", "<|user|>", "<|endoftext|>")
 _BOXES = ("<|begin_of_box|>", "<|end_of_box|>")
+_PAST_EOS = " and so on"
 
 
 @dataclass
@@ -33,14 +34,20 @@ class Generation:
 
 
 def build(raw: str, max_tokens: int, stops: Sequence[str] = (), reasoning: bool = True,
-          strip_boxes: bool = False, top_logprobs: int | None = None) -> Generation:
-    """top_logprobs None: no logprobs; 0 or more: that many alternatives per token."""
+          strip_boxes: bool = False, top_logprobs: int | None = None, ignore_eos: bool = False) -> Generation:
+    """top_logprobs None: no logprobs; 0 or more: that many alternatives per token.
+    ignore_eos (vLLM's sampling flag): no stop token ends the run (vLLM then drops the generation
+    config's extra EOS ids from the stop ids too), so the answer goes on to max_tokens ("length");
+    stop strings still cut it. The text past the answer is a fixed filler, one token a delta."""
     stop_id = tok.OBSERVATION if "<tool_call>" in raw else tok.EOS
     for name in _STOP_TOKENS:
         if raw.endswith(name):
             raw, stop_id = raw[: -len(name)], tok.SPECIAL[name]
             break
     ids = tok.encode(raw)
+    if ignore_eos and len(ids) < max_tokens:
+        filler = tok.encode(_PAST_EOS)
+        ids = ids + filler * ((max_tokens - len(ids)) // len(filler) + 2)
     pieces: list[tuple[list[int], str]] = []
     used, text = 0, ""
     finish, stop_reason = "stop", None if stop_id == tok.EOS else stop_id

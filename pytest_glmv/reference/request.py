@@ -27,6 +27,7 @@ class ChatRequest:
     thinking: bool
     top_logprobs: int | None  # None: no logprobs
     raw_output: str | None
+    ignore_eos: bool = False  # vLLM's extra sampling flag: generate to max_tokens
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
@@ -127,7 +128,8 @@ def chat_request(body: dict[str, Any], cfg: Settings) -> ChatRequest:
         raise invalid("glmv_raw_output must be a string.", "glmv_raw_output")
     opts = body.get("stream_options") or {}
     return ChatRequest(body, messages, stream, bool(isinstance(opts, dict) and opts.get("include_usage")), n,
-                       max_tokens, temperature, seed, stops, tools, tool_choice, thinking, top_logprobs, raw)
+                       max_tokens, temperature, seed, stops, tools, tool_choice, thinking, top_logprobs, raw,
+                       ignore_eos=bool(body.get("ignore_eos")))
 
 
 def _logprobs(body: dict[str, Any]) -> int | None:

@@ -125,6 +125,24 @@ def test_max_tokens_n_seed_temperature(client: openai.OpenAI) -> None:
     assert len({c.message.content for c in a.choices}) > 1
 
 
+def test_ignore_eos_generates_to_max_tokens(client: openai.OpenAI) -> None:
+    """vLLM's ignore_eos: no stop token ends the answer, it runs to max_tokens; stop strings still cut."""
+    short = ask(client, "What is 2 + 3?", max_tokens=128)
+    assert short.choices[0].finish_reason == "stop" and short.usage.completion_tokens < 128
+    r = ask(client, "What is 2 + 3?", max_tokens=128, extra_body={"ignore_eos": True})
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 128
+    assert (r.choices[0].message.content or "").startswith(short.choices[0].message.content or "")
+    stream = client.chat.completions.create(
+        model="glmv-reference", messages=[{"role": "user", "content": "What is 2 + 3?"}], temperature=0,
+        max_completion_tokens=128, stream=True, stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True})
+    events = list(stream)
+    assert events[-1].usage.completion_tokens == 128
+    assert sum(1 for e in events if e.choices) >= 100  # about one delta a token
+    cut = ask(client, "What is 2 + 3?", max_tokens=128, stop=["so on"], extra_body={"ignore_eos": True})
+    assert cut.choices[0].finish_reason == "stop" and cut.usage.completion_tokens < 128
+
+
 def test_stop_strings(client: openai.OpenAI) -> None:
     r = ask(client, "What is 2 + 3?", stop=["="], extra_body={"chat_template_kwargs": {"enable_thinking": False}})
     assert r.choices[0].message.content == "2 + 3 " and r.choices[0].finish_reason == "stop"
