@@ -163,6 +163,10 @@ def build(cfg: Settings) -> web.Application:
     app.router.add_get("/metrics", metrics)
     if cfg.faults.on("open-invocations"):
         app.router.add_post("/invocations", ChatHandler(app).handle)  # outside /v1: no key asked
+    if cfg.faults.on("open-admin-endpoints"):  # outside /v1: no key asked; they answer without acting
+        for route in ("/pause", "/resume", "/start_profile", "/stop_profile"):
+            app.router.add_post(route, health)
+        app.router.add_get("/server_info", version)
     if cfg.faults.on("sigterm-drops-requests") or cfg.faults.on("orphan-worker"):
         app.on_startup.append(_unclean_shutdown)
     return app

@@ -56,6 +56,18 @@ FAULTS: dict[str, str] = {
     "tool-call-in-reasoning": "a tool call made right after thinking is swallowed into the reasoning text: no tool_calls",
     "reasoning-streamed-as-content": "streamed answers carry the reasoning text as content deltas; non-streamed answers are right",
     "parallel-calls-collapsed": "parallel tool calls are collapsed to the first one, streaming and not",
+    "media-url-confusion": "the media allowlist looks for an allowed host anywhere in the URL's authority text, while "
+                           "the fetcher parses it the WHATWG way ('\\' ends the authority, '#' starts the fragment, "
+                           "the host follows '@'): backslash, '@' and '#' URLs reach any host (CVE-2026-24779)",
+    "open-admin-endpoints": "/pause, /resume, /server_info and the profiler routes are served without the API key "
+                            "(VLLM_SERVER_DEV_MODE / VLLM_TORCH_PROFILER_DIR on a public port)",
+    "mode-500": "images in modes other than RGB, RGBA, L or LA (CMYK, 16-bit, palette/animated) are never converted "
+                "to RGB and crash the processor: a 500",
+    "tiny-500": "images under 28 px on a side are not upscaled first: the processor's ValueError escapes as a 500",
+    "batch-poisoned": "images are decoded in shared batches: one undecodable image fails the whole batch, so "
+                      "concurrent good requests answer 500",
+    "bomb-decoded": "a decompression bomb is decoded before the pixel check (the double decodes 384 MiB of it) and "
+                    "the pixels stay in the processor cache: a 400, but the server's memory grows",
 }
 
 SLOW_FIRST_TOKEN_MS = 1500.0

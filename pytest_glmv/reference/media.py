@@ -66,10 +66,17 @@ async def load(kind: str, url: str, cfg: Settings) -> Media:
     data, media_type = await fetch(url, cfg)
     if kind == "image" and cfg.faults.on("bomb-500"):
         _bomb_500(data)
+    if kind == "image" and cfg.faults.on("bomb-decoded"):
+        await asyncio.to_thread(_bomb_decoded, data)
     try:
         if kind == "image":
-            img = vision.open_image(data)
+            img = await _batched_open(data) if cfg.faults.on("batch-poisoned") else vision.open_image(data)
             frames = [img]
+            if cfg.faults.on("mode-500") and img.mode not in ("RGB", "RGBA", "L", "LA"):
+                raise ApiError(f"Unsupported image mode {img.mode}: cannot reshape to (h, w, 3)", 500, None)
+            if cfg.faults.on("tiny-500") and min(img.size) < vision.FACTOR:
+                raise ApiError(f"height:{img.size[1]} or width:{img.size[0]} must be larger than factor:"
+                               f"{vision.FACTOR}", 500, None)
             if cfg.faults.on("rgba-500") and (img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info):
                 raise ApiError("Cannot handle this data type: (1, 1, 4), |u1", 500, None)
         else:
@@ -111,6 +118,61 @@ def _bomb_500(data: bytes) -> None:
                        f"{2 * vision.MAX_DECLARED_PIXELS} pixels, could be decompression bomb DOS attack.", 500)
 
 
+_BOMB_CACHE: list[Any] = []  # bomb-decoded: the processor cache that keeps the decoded pixels (one entry)
+BOMB_DECODED_BYTES = 384 << 20
+
+
+def _bomb_decoded(data: bytes) -> None:
+    """bomb-decoded: the pixels are materialised before the size check. The double stands in for the decode
+    with a bounded buffer (one byte a pixel, at most 384 MiB, every page written), kept like a cache entry."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+    except Image.DecompressionBombError:
+        w, h = BOMB_DECODED_BYTES, 1  # PIL would not even open it: as many pixels as the bound allows
+    except Exception:  # noqa: BLE001 (undecodable: the normal path answers it)
+        return
+    if w * h > vision.MAX_DECLARED_PIXELS:
+        _BOMB_CACHE[:] = [np.ones(min(w * h, BOMB_DECODED_BYTES), dtype=np.uint8)]  # every page touched
+
+
+_BATCH: list[tuple[bytes, "asyncio.Future[Any]"]] = []
+BATCH_WINDOW = 0.05
+
+
+async def _batched_open(data: bytes) -> Any:
+    """batch-poisoned: images arriving within 50 ms are decoded as one batch, which fails as one."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+    _BATCH.append((data, fut))
+    if len(_BATCH) == 1:
+        loop.call_later(BATCH_WINDOW, _decode_batch)
+    return await fut
+
+
+def _decode_batch() -> None:
+    batch, _BATCH[:] = list(_BATCH), []
+    out: list[Any] = []
+    for raw, _ in batch:
+        try:
+            out.append(vision.open_image(raw))
+        except MediaError as e:
+            out.append(e)
+    bad = next((o for o in out if isinstance(o, MediaError)), None)
+    for (_, fut), o in zip(batch, out, strict=True):
+        if fut.done():
+            continue
+        if isinstance(o, MediaError):
+            fut.set_exception(o)
+        elif bad is not None:
+            fut.set_exception(ApiError(f"Failed to process the image batch: {bad}", 500, None))
+        else:
+            fut.set_result(o)
+
+
 def _video_frames(data: bytes, media_type: str, limit: int | None = MAX_VIDEO_FRAMES) -> list[Any]:
     if data.startswith(b"FRAMES:"):
         # vLLM's `data:video/jpeg;base64,<frame>,<frame>,...` form: each frame its own image. Like vLLM since
@@ -128,6 +190,8 @@ async def fetch(url: str, cfg: Settings) -> tuple[bytes, str]:
     scheme = split.scheme.lower()
     if scheme in ("http", "https"):
         host = split.hostname or ""
+        if cfg.faults.on("media-url-confusion"):
+            return await _confused_fetch(url, cfg), ""
         if cfg.allowed_media_domains and host not in cfg.allowed_media_domains and not cfg.faults.on("ssrf-open"):
             raise ApiError(f"The URL must be from one of the allowed domains: {list(cfg.allowed_media_domains)}. "
                            f"Input URL domain: {host}", 400, None)
@@ -167,6 +231,17 @@ def _file(raw_path: str, cfg: Settings) -> bytes:
         return path.read_bytes()
     except OSError as e:
         raise ApiError(f"Failed to load media file {path}: {e.strerror or e}", 400, None) from None
+
+
+async def _confused_fetch(url: str, cfg: Settings) -> bytes:
+    """media-url-confusion: a hand-rolled allowlist test on the raw text, then the WHATWG parse fetches."""
+    authority = url.split("://", 1)[1].split("/", 1)[0]
+    if cfg.allowed_media_domains and not any(d in authority for d in cfg.allowed_media_domains):
+        raise ApiError(f"The URL must be from one of the allowed domains: {list(cfg.allowed_media_domains)}. "
+                       f"Input URL domain: {authority}", 400, None)
+    scheme, rest = url.split("://", 1)
+    head, sep, tail = rest.partition("?")
+    return await _http(f"{scheme}://{head.replace(chr(92), '/')}{sep}{tail}", cfg)  # WHATWG: '\' is '/'
 
 
 async def _http(url: str, cfg: Settings) -> bytes:

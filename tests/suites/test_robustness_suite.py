@@ -31,15 +31,23 @@ CAUGHT: dict[str, set[str]] = {
     "no-fetch-timeout": {"test_slow_or_huge_media_url_fails_in_time[trickle]"},
     "sigterm-drops-requests": {"test_sigterm_under_load_is_clean"},
     "orphan-worker": {"test_sigterm_under_load_is_clean"},
+    "aspect-500": {"test_odd_image_never_a_5xx[1x10000]"},  # the multimodal suite's fault, caught here too
+    "rgba-500": {"test_odd_image_never_a_5xx[rgba]"},  # likewise
+    "mode-500": {"test_odd_image_never_a_5xx[cmyk]", "test_odd_image_never_a_5xx[16-bit]",
+                 "test_odd_image_never_a_5xx[animated]"},
+    "tiny-500": {"test_odd_image_never_a_5xx[1x1]", "test_odd_image_never_a_5xx[1x10000]"},
+    "batch-poisoned": {"test_concurrent_images_with_malformed_ones"},
+    "bomb-decoded": {"test_decompression_bomb_is_refused_quickly"},
 }
 # The machine is small: faults whose checks never meet share a run. Within a run each selected check is
 # targeted by exactly one of its faults, and every one of these checks passes on the correct server.
 RUNS: list[tuple[str, ...]] = [
     ("bad-image-500",),  # wedges the server: alone
     ("engine-dead-after-bad-image", "orphan-worker"),  # orphan-worker only touches the SIGTERM check's own server
-    ("bomb-500", "no-image-limit", "video-frames-unbounded", "header-unbounded", "tool-schema-500"),
+    ("bomb-500", "no-image-limit", "video-frames-unbounded", "header-unbounded", "tool-schema-500",
+     "aspect-500", "rgba-500", "mode-500"),
     ("n-unbounded", "streams-never-freed", "no-fetch-timeout"),  # the slow ones: seconds of waiting each
-    ("validation-500", "sigterm-drops-requests"),
+    ("validation-500", "sigterm-drops-requests", "tiny-500", "batch-poisoned", "bomb-decoded"),
 ]
 assert sorted(f for run in RUNS for f in run) == sorted(CAUGHT)
 
@@ -78,6 +86,31 @@ def test_fault_is_caught(fault: str, runs: dict[str | None, SuiteRun]) -> None:
     missed = CAUGHT[fault] - run.failed
     assert not missed, (f"fault {fault} was not caught by {sorted(missed)}; failed: {sorted(run.failed)}\n"
                         f"{run.output[-3000:]}")
+
+
+ODD = "test_odd_image_never_a_5xx"
+# fault -> checks its run selects that it must NOT break (sibling cases above all): a fault that fails
+# everything would otherwise pass for caught
+_OTHER_ODD = {f"{ODD}[{k}]" for k in ("rgba", "cmyk", "16-bit", "animated")}
+SPARED: dict[str, set[str]] = {
+    "aspect-500": {f"{ODD}[1x1]"}, "rgba-500": {f"{ODD}[1x1]"}, "mode-500": {f"{ODD}[1x1]"},
+    "tiny-500": _OTHER_ODD,
+    "batch-poisoned": _OTHER_ODD,  # one image at a time is still served
+    "bomb-decoded": _OTHER_ODD,
+}
+
+
+@pytest.mark.parametrize("fault", sorted(SPARED))
+def test_a_fault_spares_the_checks_it_does_not_target(fault: str, runs: dict[str | None, SuiteRun]) -> None:
+    run = runs[fault]
+    broken = SPARED[fault] - run.passed
+    assert not broken, f"fault {fault} also broke {sorted(broken)}: {run.outcomes}"
+
+
+def test_bomb_decoded_is_caught_by_the_memory_not_the_status(runs: dict[str | None, SuiteRun]) -> None:
+    """bomb-decoded still answers a 4xx: only the server's RSS growth tells (the reference is a launched child)."""
+    msg = runs["bomb-decoded"].messages.get("test_decompression_bomb_is_refused_quickly", "")
+    assert "memory grew" in msg, msg[-2000:]
 
 
 def test_engine_dead_is_caught_by_the_canary_not_the_status(runs: dict[str | None, SuiteRun]) -> None:

@@ -22,10 +22,15 @@ CAUGHT: dict[str, set[str]] = {
     "ssrf-open": {"test_media_is_fetched_only_from_allowed_hosts"},
     "ssrf-redirect": {"test_media_allowlist_cannot_be_bypassed[redirect]"},
     "file-anywhere": {"test_local_files_outside_the_media_path_are_refused"},
+    "media-url-confusion": {f"test_media_allowlist_cannot_be_bypassed[{v}]"
+                            for v in ("backslash", "at-sign", "fragment")},
+    "open-admin-endpoints": {f"test_endpoints_outside_v1_ask_for_the_key[open-endpoint-{e}]"
+                             for e in ("pause", "dev", "profiler")},
 }
 # Faults whose checks never meet share a run (the machine is small); each check has one culprit per run.
 RUNS: list[tuple[str, ...]] = [("api-key-ignored", "ssrf-redirect", "file-anywhere"),
-                               ("open-invocations", "traceback-in-errors"), ("address-leak", "ssrf-open")]
+                               ("open-invocations", "traceback-in-errors", "media-url-confusion"),
+                               ("address-leak", "ssrf-open", "open-admin-endpoints")]
 assert sorted(f for run in RUNS for f in run) == sorted(CAUGHT)
 
 
@@ -69,6 +74,23 @@ def test_fault_is_caught(fault: str, runs: dict[object, SuiteRun]) -> None:
     missed = CAUGHT[fault] - run.failed
     assert not missed, (f"fault {fault} was not caught by {sorted(missed)}; failed: {sorted(run.failed)}\n"
                         f"{run.output[-3000:]}")
+
+
+# fault -> checks it must NOT break: a fault that fails everything would otherwise pass for caught
+SPARED: dict[str, set[str]] = {
+    # a bypass, not an open fetcher: the direct probe and the redirect are still refused
+    "media-url-confusion": {"test_media_is_fetched_only_from_allowed_hosts",
+                            "test_media_allowlist_cannot_be_bypassed[redirect]"},
+    "open-admin-endpoints": {"test_endpoints_outside_v1_ask_for_the_key[open-endpoint-invocations]",
+                             "test_v1_refuses_requests_without_the_key[none]"},
+}
+
+
+@pytest.mark.parametrize("fault", sorted(SPARED))
+def test_a_fault_spares_the_checks_it_does_not_target(fault: str, runs: dict[object, SuiteRun]) -> None:
+    run = next(runs[r] for r in RUNS if fault in r)
+    broken = SPARED[fault] - run.passed
+    assert not broken, f"fault {fault} also broke {sorted(broken)}: {run.outcomes}"
 
 
 def test_a_waived_finding_is_an_xfail_with_its_reason(runs: dict[object, SuiteRun]) -> None:
