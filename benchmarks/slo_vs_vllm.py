@@ -8,13 +8,15 @@ Prints one table:
   request received); TPOT error = |client TPOT - server TPOT| / server TPOT, per request;
 - parity with vllm bench serve on the same seeded Poisson schedule, with byte-identical request
   bodies (vLLM's JSON encoding, temperature 0 on both so the reference server's answers, and so
-  the token counts, are the same), run in the order ours, vllm, vllm, ours so that a drift in host
+  the token counts, are the same; ignore_eos on both, so every answer is the workload's 128
+  tokens), run in the order ours, vllm, vllm, ours so that a drift in host
   load shows as a difference between a tool's two runs; next to the client-side means, what the
   server recorded for the same requests, so a slower server is never mistaken for a client error;
 - client CPU seconds per 1000 streamed chunks, from the difference between two run sizes (so
   imports and start-up cancel), for both tools;
 - the highest Poisson rate our client sustains with p99 send lag <= 2 ms.
-Every client runs in its own process; the server is a separate process too. The host's load
+Every client runs in its own process; the server is a separate process too, pinned to one CPU with
+the clients on the others (--no-pin to turn off). The host's load
 average is printed before and after: latency numbers from an overloaded host mean little, and
 --max-load waits (up to --wait seconds) for a quiet moment before starting.
 """
