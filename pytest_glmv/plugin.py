@@ -27,7 +27,7 @@ AREAS = {
 }
 MARKERS = {**AREAS, "behavior": "needs real weights (a random-weight model answers nonsense)"}
 FIXTURES = {"glmv_target", "glmv_server", "glmv_profile", "glmv_client", "glmv_async_client", "glmv_http",
-            "glmv_media", "glmv_media_dir"}
+            "glmv_media", "glmv_media_dir", "glmv_http_shared"}
 # pytest.exit code when the target cannot be started or reached mid-run
 EXIT_SERVER = 3
 
@@ -252,11 +252,22 @@ def glmv_async_client(glmv_server: Any, glmv_settings: cfg.Settings) -> "openai.
                               max_retries=0, timeout=glmv_settings.request_timeout)
 
 
+def _raw_client(server: Any, settings: cfg.Settings) -> "httpx.Client":
+    import httpx
+
+    headers = {"Authorization": f"Bearer {server.api_key}"} if server.api_key else {}
+    return httpx.Client(base_url=server.root_url, headers=headers, timeout=settings.request_timeout)
+
+
 @pytest.fixture
 def glmv_http(glmv_server: Any, glmv_settings: cfg.Settings) -> Iterator["httpx.Client"]:
     """Raw HTTP at the server's root, for what the SDK lacks (/health, /tokenize, /metrics, /version)."""
-    import httpx
+    with _raw_client(glmv_server, glmv_settings) as c:
+        yield c
 
-    headers = {"Authorization": f"Bearer {glmv_server.api_key}"} if glmv_server.api_key else {}
-    with httpx.Client(base_url=glmv_server.root_url, headers=headers, timeout=glmv_settings.request_timeout) as c:
+
+@pytest.fixture(scope="session")
+def glmv_http_shared(glmv_server: Any, glmv_settings: cfg.Settings) -> Iterator["httpx.Client"]:
+    """The same, one for the session: for module-scoped fixtures that send a request once and share it."""
+    with _raw_client(glmv_server, glmv_settings) as c:
         yield c

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import httpx
 import pytest
@@ -49,10 +49,8 @@ class LegacyReasoningField(UserWarning):
 
 # -- shared answers: each request is sent once per module and judged by several checks ----------------
 @pytest.fixture(scope="module")
-def http(glmv_server: Any, glmv_settings: Any) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {glmv_server.api_key}"} if glmv_server.api_key else {}
-    with httpx.Client(base_url=glmv_server.root_url, headers=headers, timeout=glmv_settings.request_timeout) as c:
-        yield c
+def http(glmv_http_shared: httpx.Client) -> httpx.Client:
+    return glmv_http_shared
 
 
 @pytest.fixture(scope="module")

@@ -160,10 +160,8 @@ def reaches_any_host(glmv_http_module: httpx.Client, glmv_server: Any, canary_li
 
 
 @pytest.fixture(scope="module")
-def glmv_http_module(glmv_server: Any, glmv_settings: Any) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {glmv_server.api_key}"} if glmv_server.api_key else {}
-    with httpx.Client(base_url=glmv_server.root_url, headers=headers, timeout=glmv_settings.request_timeout) as c:
-        yield c
+def glmv_http_module(glmv_http_shared: httpx.Client) -> httpx.Client:
+    return glmv_http_shared
 
 
 def test_media_is_fetched_only_from_allowed_hosts(reaches_any_host: Exchange | None, glmv_settings: Any) -> None:

@@ -9,7 +9,7 @@ behaviour check (`behavior`).
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import httpx
 import openai
@@ -47,10 +47,8 @@ HISTORY_RESULT = '{"temperature_c": 17, "condition": "light rain"}'
 
 
 @pytest.fixture(scope="module")
-def http(glmv_server: Any, glmv_settings: Any) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {glmv_server.api_key}"} if glmv_server.api_key else {}
-    with httpx.Client(base_url=glmv_server.root_url, headers=headers, timeout=glmv_settings.request_timeout) as c:
-        yield c
+def http(glmv_http_shared: httpx.Client) -> httpx.Client:
+    return glmv_http_shared
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import httpx
 import pytest
@@ -123,8 +123,6 @@ class MM:
 
 
 @pytest.fixture(scope="module", name="mm")
-def mm_fixture(glmv_server: Any, glmv_settings: Any, glmv_profile: Any) -> Iterator[MM]:
+def mm_fixture(glmv_server: Any, glmv_http_shared: httpx.Client, glmv_profile: Any) -> MM:
     """Module-scoped (hypothesis-friendly) client at the server root, with the API key if any."""
-    headers = {"Authorization": f"Bearer {glmv_server.api_key}"} if glmv_server.api_key else {}
-    with httpx.Client(base_url=glmv_server.root_url, headers=headers, timeout=glmv_settings.request_timeout) as c:
-        yield MM(c, glmv_server.model, glmv_profile.thinking, glmv_profile.max_model_len)
+    return MM(glmv_http_shared, glmv_server.model, glmv_profile.thinking, glmv_profile.max_model_len)
