@@ -227,6 +227,8 @@ def main() -> None:
     p.add_argument("--max-load", type=float, default=None,
                    help="before starting, wait until the 1-minute load average is below this")
     p.add_argument("--wait", type=float, default=600.0, help="longest wait for --max-load, seconds")
+    p.add_argument("--parity-rate", type=float, default=10.0,
+                   help="Poisson rate of the parity runs (req/s); a server saturated by it drifts between runs")
     p.add_argument("--no-pin", action="store_true",
                    help="do not pin the server to one CPU and the clients to the others")
     a = p.parse_args()
@@ -238,7 +240,7 @@ def main() -> None:
         from pytest_glmv.tiny import prepare
 
         a.tokenizer = str(prepare().path)
-    small, big, par_n, par_rate = (10, 40, 40, 10.0) if a.quick else (20, 80, 100, 10.0)
+    small, big, par_n, par_rate = (10, 40, 40, a.parity_rate) if a.quick else (20, 80, 100, a.parity_rate)
     work = Path(tempfile.mkdtemp(prefix="glmv-bench-"))
     reqs = workload.synthetic(max(big, par_n, 600), seed=a.seed)
     with open(work / "vllm.jsonl", "w", encoding="utf-8") as f:
