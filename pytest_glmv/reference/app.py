@@ -18,9 +18,9 @@ from . import tokenizer
 from .chat import ChatHandler, build_prompt, dumps
 from .errors import ApiError, invalid
 from .ids import perm_id
+from .keys import CFG, METRICS, STATE, TRACER, State
 from .metrics import Metrics
 from .request import check_model, parse_json
-from .keys import CFG, METRICS, STATE, TRACER, State
 from .settings import VLLM_VERSION, Settings
 from .trace import Tracer
 

@@ -13,8 +13,8 @@ from aiohttp import web
 from . import generate, media, model, parsers, tokenizer
 from .errors import ApiError, context_overflow, invalid, max_tokens_over_window
 from .ids import completion_id, tool_call_id
-from .request import ChatRequest, chat_request, parse_json
 from .keys import CFG, METRICS, STATE, TRACER
+from .request import ChatRequest, chat_request, parse_json
 from .settings import Settings
 from .vision import Media
 
@@ -102,7 +102,7 @@ class ChatHandler:
         e2e = time.monotonic() - started
         chunks = rec.data["chunks"]
         ttft = (chunks[0] - started) if chunks else e2e
-        gaps = [b - a for a, b in zip(chunks, chunks[1:])]
+        gaps = [b - a for a, b in zip(chunks, chunks[1:], strict=False)]
         completion = sum(g.completion_tokens for g in gens)
         metrics.finished(gens[0].finish_reason, len(prompt), completion, ttft, e2e, gaps)
         rec.finish(200, prompt_tokens=len(prompt), completion_tokens=completion,

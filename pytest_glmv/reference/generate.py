@@ -50,7 +50,8 @@ def build(raw: str, max_tokens: int, stops: Sequence[str] = (), reasoning: bool 
         ids = ids + filler * ((max_tokens - len(ids)) // len(filler) + 2)
     pieces: list[tuple[list[int], str]] = []
     used, text = 0, ""
-    finish, stop_reason = "stop", None if stop_id == tok.EOS else stop_id
+    finish = "stop"
+    stop_reason: int | str | None = None if stop_id == tok.EOS else stop_id
     for piece_ids, piece_text in tok.stream_pieces(ids):
         if used + len(piece_ids) > max_tokens:
             # The engine produced max_tokens tokens; a character split across the cut never shows.
@@ -124,7 +125,8 @@ def _logprob(tid: int, position: int, top: int) -> dict[str, Any]:
 
 
 def _alternatives(tid: int, count: int) -> list[int]:
-    out, step = [], 1
+    out: list[int] = []
+    step = 1
     while len(out) < count:
         cand = (tid + step * 7919) % 80000 + 256
         if cand != tid and tok.token_bytes(cand):

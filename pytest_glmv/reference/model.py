@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .vision import _PALETTE as _COLOUR_NAMES, Media
+from .vision import _PALETTE as _COLOUR_NAMES
+from .vision import Media
 
 BOX, END_BOX = "<|begin_of_box|>", "<|end_of_box|>"
 _STOP = set("""get set the a an for of to and with from current tool function call data info information value
@@ -276,7 +277,7 @@ def _arguments(fn: dict[str, Any], question: str, entity: str | None) -> dict[st
     return args
 
 
-def _clamp(n: int, schema: dict[str, Any], kind: str) -> int | float:
+def _clamp(n: int | float, schema: dict[str, Any], kind: str) -> int | float:
     lo, hi = schema.get("minimum"), schema.get("maximum")
     n = max(n, lo) if isinstance(lo, (int, float)) else n
     n = min(n, hi) if isinstance(hi, (int, float)) else n

@@ -80,8 +80,8 @@ _PALETTE: tuple[tuple[str, tuple[int, int, int]], ...] = (
 )
 
 
-def colour_name(rgb: tuple[int, int, int]) -> str:
-    return min(_PALETTE, key=lambda p: sum((a - b) ** 2 for a, b in zip(rgb, p[1])))[0]
+def colour_name(rgb: tuple[int, ...]) -> str:
+    return min(_PALETTE, key=lambda p: sum((a - b) ** 2 for a, b in zip(rgb, p[1], strict=False)))[0]
 
 
 def open_image(data: bytes) -> Any:
@@ -147,7 +147,7 @@ def _components(mask: Any, a: Any, min_area: int) -> tuple[int, list[str]]:
     todo = mask.copy()
     count = 0
     names: list[str] = []
-    for y0, x0 in zip(*todo.nonzero()):
+    for y0, x0 in zip(*todo.nonzero(), strict=False):
         if not todo[y0, x0]:
             continue
         stack, area, first = [(int(y0), int(x0))], 0, a[y0, x0]

@@ -60,7 +60,8 @@ async def test_several_images_and_the_limit(make_client) -> None:
 async def test_video_frames_counted_with_temporal_patch(make_client) -> None:
     c = await make_client()
     frame = base64.b64encode(png(56, 56, "green")).decode()
-    video = lambda n: {"type": "video_url", "video_url": {"url": "data:video/jpeg;base64," + ",".join([frame] * n)}}
+    def video(n):
+        return {"type": "video_url", "video_url": {"url": "data:video/jpeg;base64," + ",".join([frame] * n)}}
     counts = []
     for n in (2, 4):
         status, body = await chat(c, temperature=0, messages=[{"role": "user", "content": [
@@ -78,7 +79,8 @@ async def test_bad_image_and_bomb_are_quick_400s(make_client) -> None:
     import struct
     import zlib
     ihdr = struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
-    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
     status, body = await answer(c, "x", data_url(bomb))
     assert status == 400 and "decompression bomb" in body["error"]["message"]
