@@ -257,6 +257,13 @@ def validate(s: Settings) -> None:
         raise pytest.UsageError(f"--glmv-base-url {s.base_url!r} must start with http:// or https://")
     if s.fault and s.target != "reference":
         raise pytest.UsageError("--glmv-fault injects faults into the reference server only")
+    if s.fault:
+        from .reference.faults import FAULTS
+
+        unknown = [f for f in s.fault if f not in FAULTS]
+        if unknown:
+            raise pytest.UsageError(f"--glmv-fault: unknown fault {unknown[0]!r}; list them with "
+                                    f"`python -m pytest_glmv.reference --list-faults`")
     if s.print_command and s.target != "vllm":
         raise pytest.UsageError("--glmv-print-command needs --glmv-model (it prints the vllm serve command)")
     for name in ("log_dir", "report"):

@@ -54,6 +54,7 @@ def test_targets() -> None:
     ({"cli": {"base_url": "host:8000"}}, "must start with http:// or https://"),
     ({"cli": {"fault": ["x"], "base_url": "http://h/v1"}}, "--glmv-fault injects faults into the reference"),
     ({"cli": {"print_command": "true"}}, "--glmv-print-command needs --glmv-model"),
+    ({"cli": {"fault": ["nope"]}}, "--glmv-fault: unknown fault 'nope'; list them with"),
     ({"cli": {"baseline": "/nonexistent/report.json"}}, "--glmv-baseline /nonexistent/report.json: not a readable"),
 ])
 def test_usage_errors(kw: dict, message: str) -> None:
