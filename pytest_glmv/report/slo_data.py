@@ -7,7 +7,6 @@ over the run (output tokens, completions, requests in flight), bucketed as vLLM 
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import asdict
 from typing import Any, Mapping, Sequence
@@ -66,30 +65,11 @@ def distributions(records: Sequence[Record]) -> dict[str, Any]:
 
 def timeline(records: Sequence[Record]) -> dict[str, Any]:
     """One-second buckets from the first successful start, as vLLM's peak metrics bucket them."""
-    ok = [r for r in records if r.ok]
-    if not ok:
+    b = metrics.buckets(records)
+    if b is None:
         return {"bucket_s": 1.0, "output_tokens": [], "completed": [], "in_flight": []}
-    t0 = min(r.start for r in ok)
-    n = int(math.ceil(max(r.start + r.latency for r in ok) - t0)) + 1
-    tokens = np.zeros(n, dtype=float)
-    done = np.zeros(n, dtype=int)
-    flight = np.zeros(n, dtype=int)
-    for r in ok:
-        t = r.start + r.ttft
-        stamps = [t]
-        for gap in r.itl:
-            t += gap
-            stamps.append(t)
-        # Token events are chunks; a chunk may carry several tokens, so spread usage's count over them.
-        per = r.output_len() / len(stamps) if stamps else 0.0
-        for s in stamps:
-            b = int(s - t0)
-            if 0 <= b < n:
-                tokens[b] += per
-        done[min(n - 1, int(r.start + r.latency - t0))] += 1
-        flight[int(r.start - t0): int(r.start + r.latency - t0) + 1] += 1
-    return {"bucket_s": 1.0, "output_tokens": [round(float(x), 2) for x in tokens], "completed": done.tolist(),
-            "in_flight": flight.tolist()}
+    return {"bucket_s": 1.0, "output_tokens": [round(float(x), 2) for x in b.tokens],
+            "completed": b.completed.tolist(), "in_flight": b.in_flight.tolist()}
 
 
 def summarize(outcome: Any, key: str) -> dict[str, Any]:

@@ -66,28 +66,45 @@ def pword(p: float) -> str:
     return "p" + (str(int(p)) if int(p) == p else str(p))
 
 
-def peaks(records: Sequence[Record]) -> tuple[float, int]:
-    """(peak output chunks per second, peak concurrent requests) the way vLLM buckets them."""
+@dataclass(frozen=True)
+class Buckets:
+    """One-second buckets from the first successful start, the way vLLM's peak metrics bucket time."""
+
+    chunks: np.ndarray  # token chunks received in each second
+    tokens: np.ndarray  # usage's output tokens spread over each request's chunks
+    completed: np.ndarray  # requests that ended in each second
+    in_flight: np.ndarray  # requests running during each second
+
+
+def buckets(records: Sequence[Record]) -> Buckets | None:
     ok = [r for r in records if r.ok]
     if not ok:
-        return 0.0, 0
+        return None
     t0 = min(r.start for r in ok)
-    end = max(r.start + r.latency for r in ok)
-    n = int(math.ceil(end - t0)) + 1
-    tokens = np.zeros(n)
-    conc = np.zeros(n)
+    n = int(math.ceil(max(r.start + r.latency for r in ok) - t0)) + 1
+    chunks, tokens = np.zeros(n), np.zeros(n)
+    done, flight = np.zeros(n, dtype=int), np.zeros(n, dtype=int)
     for r in ok:
         t = r.start + r.ttft
-        times = [t]
-        for gap in r.itl:
+        stamps = [t]
+        for gap in r.itl:  # accumulated in arrival order, exactly as vLLM does
             t += gap
-            times.append(t)
-        for tt in times:
-            b = int(tt - t0)
-            if 0 <= b < n:
-                tokens[b] += 1
-        conc[int(r.start - t0): int(r.start + r.latency - t0) + 1] += 1
-    return float(tokens.max()), int(conc.max())
+            stamps.append(t)
+        per = r.output_len() / len(stamps)  # a chunk may carry several tokens: spread usage's count
+        for stamp in stamps:
+            at = int(stamp - t0)
+            if 0 <= at < n:
+                chunks[at] += 1
+                tokens[at] += per
+        done[min(n - 1, int(r.start + r.latency - t0))] += 1
+        flight[int(r.start - t0): int(r.start + r.latency - t0) + 1] += 1
+    return Buckets(chunks, tokens, done, flight)
+
+
+def peaks(records: Sequence[Record]) -> tuple[float, int]:
+    """(peak output chunks per second, peak concurrent requests) the way vLLM buckets them."""
+    b = buckets(records)
+    return (0.0, 0) if b is None else (float(b.chunks.max()), int(b.in_flight.max()))
 
 
 def compute(
