@@ -8,26 +8,17 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 from typing import Any, Callable, Mapping, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
+
+from ..slo.plot import nice_ticks
 
 W, H = 360, 260
 PAD_L, PAD_R, PAD_T, PAD_B = 58, 16, 30, 40
 COLOURS = {"ttft": (31, 119, 180), "tpot": (255, 127, 14), "itl": (44, 160, 44), "e2el": (148, 103, 189),
            "output_tokens": (31, 119, 180), "in_flight": (214, 39, 40)}
 Font = ImageFont.ImageFont | ImageFont.FreeTypeFont
-
-
-def _nice_ticks(hi: float, n: int = 5) -> list[float]:
-    """Ticks at 1/2/2.5/5 x 10^k up to hi (as slo/plot.py; kept here so neither depends on the other's privates)."""
-    if hi <= 0:
-        return [0.0]
-    raw = hi / n
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    return [i * step for i in range(int(hi // step) + 1)]
 
 
 def _font() -> Font:
@@ -44,10 +35,10 @@ class Axes:
         self.x0, self.y0, self.x1, self.y1 = PAD_L, PAD_T, W - PAD_R, H - PAD_B
         self.xmax, self.ymax = xmax or 1.0, ymax or 1.0
         self.d.text((self.x0, 8), title, fill="black", font=self.font)
-        for t in _nice_ticks(self.xmax):
+        for t in nice_ticks(self.xmax):
             self.d.line((self.px(t), self.y1, self.px(t), self.y1 + 4), fill="black")
             self.d.text((self.px(t) - 10, self.y1 + 6), f"{t:g}", fill="black", font=self.font)
-        for t in _nice_ticks(self.ymax, 4):
+        for t in nice_ticks(self.ymax, 4):
             self.d.line((self.x0, self.py(t), self.x1, self.py(t)), fill=(232, 232, 232))
             self.d.text((4, self.py(t) - 6), yfmt.format(t), fill="black", font=self.font)
         self.d.text(((self.x0 + self.x1) // 2 - 3 * len(xlabel), H - 16), xlabel, fill="black", font=self.font)

@@ -28,7 +28,8 @@ def series(records: Sequence[Record]) -> dict[str, np.ndarray]:
     }
 
 
-def _nice_ticks(hi: float, n: int = 5) -> list[float]:
+def nice_ticks(hi: float, n: int = 5) -> list[float]:
+    """Axis ticks at 1/2/2.5/5 x 10^k up to hi."""
     if hi <= 0:
         return [0.0]
     raw = hi / n
@@ -49,7 +50,7 @@ def _panel(name: str, values: np.ndarray, font: ImageFont.ImageFont | ImageFont.
     hi = float(values[-1]) * 1.05 or 1.0
     px = lambda v: x0 + (x1 - x0) * v / hi  # noqa: E731
     py = lambda f: y1 - (y1 - y0) * f  # noqa: E731
-    for t in _nice_ticks(hi):
+    for t in nice_ticks(hi):
         d.line((px(t), y1, px(t), y1 + 4), fill="black")
         d.text((px(t) - 10, y1 + 6), f"{t:g}", fill="black", font=font)
     for f in (0.0, 0.25, 0.5, 0.75, 1.0):
