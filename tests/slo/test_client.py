@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from typing import Any, Awaitable, Callable
 
@@ -37,7 +38,10 @@ def streamer(events: list[tuple[float, bytes]], sep: bytes = b"\n\n", status: in
     return handle
 
 
-def run(handler: Handler, n: int = 1, schedule: list[float] | None = None, **kw: Any) -> client.RunOutput:
+def run(handler: Handler, n: int = 1, schedule: list[float] | None = None, bodies: list[bytes] | None = None,
+        **kw: Any) -> client.RunOutput:
+    """client.run against an in-process server; probe off unless the test says otherwise."""
+    kw.setdefault("probe", False)
     async def main() -> client.RunOutput:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", handler)
@@ -47,8 +51,8 @@ def run(handler: Handler, n: int = 1, schedule: list[float] | None = None, **kw:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         try:
-            return await client.run(f"http://127.0.0.1:{port}/v1/chat/completions", [b"{}"] * n,
-                                    schedule or [0.0] * n, probe=False, **kw)
+            return await client.run(f"http://127.0.0.1:{port}/v1/chat/completions", bodies or [b"{}"] * n,
+                                    schedule or [0.0] * n, **kw)
         finally:
             await runner.cleanup()
     return asyncio.run(main())
@@ -165,20 +169,8 @@ def test_by_default_only_the_scheduled_requests_are_sent() -> None:
         seen.append(await request.read())
         return await streamer([(0, chunk("a")), (0, USAGE)])(request)
 
-    async def main() -> client.RunOutput:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
-            return await client.run(f"http://127.0.0.1:{port}/v1/chat/completions", [b'{"i":0}', b'{"i":1}'],
-                                    [0.0, 0.0], max_concurrency=1)
-        finally:
-            await runner.cleanup()
-    out = asyncio.run(main())
+    assert inspect.signature(client.run).parameters["probe"].default is False
+    out = run(handle, 2, bodies=[b'{"i":0}', b'{"i":1}'], max_concurrency=1)
     assert out.probe is None and all(r.ok for r in out.records)
     assert seen == [b'{"i":0}', b'{"i":1}']
 
