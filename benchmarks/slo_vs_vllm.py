@@ -5,7 +5,8 @@
 Prints one table:
 - accuracy at concurrency 1 against the truth the server recorded in its --trace (CLOCK_MONOTONIC,
   the clock time.perf_counter() reads on Linux): TTFT bias = client TTFT - (first chunk written -
-  request received); TPOT error = |client TPOT - server TPOT| / server TPOT, per request;
+  request's first bytes read; the handler's start, after aiohttp parsed it, is shown too);
+  TPOT error = |client TPOT - server TPOT| / server TPOT, per request;
 - parity with vllm bench serve on the same seeded Poisson schedule, with byte-identical request
   bodies (vLLM's JSON encoding, temperature 0 on both so the reference server's answers, and so
   the token counts, are the same; ignore_eos on both, so every answer is the workload's 128
@@ -144,10 +145,11 @@ class Bench:
                     data["output_lens"], strict=True))]
         return {"result": data, "records": recs, **json.loads(cpu_file.read_text())}, cpu
 
-    def accuracy(self, records: list[metrics.Record]) -> tuple[float, float, float]:
-        """(mean TTFT bias ms, max TTFT bias ms, mean |TPOT error| %) against the server's trace."""
+    def accuracy(self, records: list[metrics.Record]) -> tuple[float, float, float, float]:
+        """(mean TTFT bias ms, max TTFT bias ms, mean |TPOT error| %, mean TTFT bias ms against the
+        handler's start instead of the request's arrival) against the server's trace."""
         trace = [json.loads(line) for line in self.trace.read_text().splitlines()]
-        bias, err = [], []
+        bias, err, late = [], [], []
         for r in records:
             if not r.ok:
                 continue
@@ -155,12 +157,13 @@ class Bench:
             if t is None or len(t["chunks"]) < 3:
                 continue
             choices = t["chunks"][:-2]  # the last two writes are the usage chunk and [DONE]
-            bias.append((r.ttft - (choices[0] - t["received"])) * 1000)
+            bias.append((r.ttft - (choices[0] - t["arrived"])) * 1000)
+            late.append((r.ttft - (choices[0] - t["received"])) * 1000)
             n = int(t["completion_tokens"])
             if n > 1:
                 truth = (choices[-1] - choices[0]) / (n - 1)
                 err.append(abs((r.latency - r.ttft) / (r.output_len() - 1) - truth) / truth * 100)
-        return float(np.mean(bias)), float(np.max(bias)), float(np.mean(err))
+        return float(np.mean(bias)), float(np.max(bias)), float(np.mean(err)), float(np.mean(late))
 
     def server_view(self, records: list[metrics.Record]) -> dict[str, float]:
         """What the server recorded for one run's requests (runs never overlap in time): count, mean
@@ -169,7 +172,7 @@ class Bench:
         lo, hi = min(r.start for r in ok), max(r.start + r.latency for r in ok)
         trace = [json.loads(line) for line in self.trace.read_text().splitlines()]
         mine = [t for t in trace if lo <= t["received"] <= hi and t.get("status") == 200 and len(t["chunks"]) >= 3]
-        ttft = [(t["chunks"][0] - t["received"]) * 1000 for t in mine]
+        ttft = [(t["chunks"][0] - t["arrived"]) * 1000 for t in mine]
         tpot = [(t["chunks"][-3] - t["chunks"][0]) / (t["completion_tokens"] - 1) * 1000
                 for t in mine if t["completion_tokens"] > 1]
         return {"n": len(mine), "ttft": float(np.mean(ttft)), "tpot": float(np.mean(tpot))}
@@ -262,10 +265,12 @@ def main() -> None:
         o_big, o_cpu_big = b.ours(big, math.inf, 1)
         v_small, v_cpu_small = b.vllm(small, math.inf, 1)
         v_big, v_cpu_big = b.vllm(big, math.inf, 1)
-        ob, omax, oerr = b.accuracy(o_big["records"])
-        vb, vmax, verr = b.accuracy(v_big["records"])
+        ob, omax, oerr, olate = b.accuracy(o_big["records"])
+        vb, vmax, verr, vlate = b.accuracy(v_big["records"])
         rows += [("TTFT bias vs server trace, mean (max) ms", f"{ob:.3f} ({omax:.3f})", f"{vb:.3f} ({vmax:.3f})",
-                  "<= 0.7 ms"),
+                  "<= 0.7 ms; truth from the request's first bytes read"),
+                 ("  same, truth from the handler's start", f"{olate:.3f}", f"{vlate:.3f}",
+                  "after the server parsed the request"),
                  ("TPOT error vs server trace, mean %", f"{oerr:.4f}", f"{verr:.4f}", "<= 0.05 %")]
         o_cpu = (o_cpu_big - o_cpu_small) / max(1, chunks(o_big) - chunks(o_small)) * 1000
         v_cpu = (v_cpu_big - v_cpu_small) / max(1, chunks(v_big) - chunks(v_small)) * 1000

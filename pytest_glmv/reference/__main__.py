@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     from aiohttp import web
 
     from .app import build
+    from .trace import stamp_arrivals
+
+    if cfg.trace is not None:
+        stamp_arrivals()  # the trace's `arrived`: when a request's first bytes were read
 
     active = ", ".join(cfg.faults) or "none"
     print(f"glmv reference server (a deterministic double of vLLM serving {cfg.root}, not a model) on "

@@ -22,7 +22,7 @@ from .keys import CFG, METRICS, STATE, TRACER, State
 from .metrics import Metrics
 from .request import check_model, parse_json
 from .settings import VLLM_VERSION, Settings
-from .trace import Tracer
+from .trace import Tracer, arrivals
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -148,7 +148,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 def build(cfg: Settings) -> web.Application:
     leaks = [leak_traceback] if cfg.faults.on("traceback-in-errors") else []
-    app = web.Application(middlewares=[*leaks, guard], client_max_size=256 * 1024 * 1024)
+    stamps = [arrivals] if cfg.trace is not None else []
+    app = web.Application(middlewares=[*stamps, *leaks, guard], client_max_size=256 * 1024 * 1024)
     app[CFG] = cfg
     app[METRICS] = Metrics(cfg.served_model_name)
     app[TRACER] = Tracer(cfg.trace)

@@ -16,6 +16,7 @@ from .ids import completion_id, tool_call_id
 from .keys import CFG, METRICS, STATE, TRACER
 from .request import ChatRequest, chat_request, parse_json
 from .settings import Settings
+from .trace import ARRIVED
 from .vision import Media
 
 
@@ -50,6 +51,22 @@ def _window(req: ChatRequest, prompt: list[int], cfg: Settings) -> tuple[list[in
     return prompt, min(req.max_tokens or left, left)
 
 
+class _Pacer:
+    """Token pacing on absolute deadlines, as an engine's steps keep their rhythm: a wake-up that comes
+    late (asyncio.sleep overshoots by ~0.1-1 ms, more on a loaded host) is not added to every later
+    token, so a configured TPOT is what the stream shows. A pacer that has fallen a whole step behind
+    starts again from now rather than sending a burst to catch up."""
+
+    def __init__(self) -> None:
+        self.due = time.monotonic()
+
+    async def wait(self, seconds: float) -> None:
+        now = time.monotonic()
+        self.due = max(self.due + seconds, now)
+        if self.due > now:
+            await asyncio.sleep(self.due - now)
+
+
 class ChatHandler:
     def __init__(self, app: web.Application) -> None:
         self.app = app
@@ -58,7 +75,7 @@ class ChatHandler:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         cfg, metrics = self.cfg, self.app[METRICS]
         cid = completion_id()
-        rec = self.app[TRACER].start(cid, stream=False)
+        rec = self.app[TRACER].start(cid, stream=False, arrived=request.get(ARRIVED))
         try:
             if self.app[STATE].engine_dead:
                 raise ApiError("EngineCore encountered an issue. See stack trace (above) for the root cause.", 500)
@@ -205,7 +222,8 @@ class ChatHandler:
             await resp.write(f"data: {payload}\n\n".encode())
             rec.chunk()
 
-        await asyncio.sleep(self._delay(ttft, rng))
+        pace = _Pacer()
+        await pace.wait(self._delay(ttft, rng))
         for i in range(len(gens)):
             await send(dumps({**head, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
                                                    "logprobs": None, "finish_reason": None}],
@@ -218,7 +236,7 @@ class ChatHandler:
             finish_sent = False
             for k, (_, text) in enumerate(gen.pieces):
                 if k:
-                    await asyncio.sleep(self._delay(tpot, rng))
+                    await pace.wait(self._delay(tpot, rng))
                 delta = self._rename(streamer.feed(text))
                 delta = self._tool_deltas(delta, streamer, req)
                 lp = {"content": gen.piece_logprobs[k]} if gen.piece_logprobs else None

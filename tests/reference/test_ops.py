@@ -67,6 +67,54 @@ async def test_latency_model_and_trace(make_client, tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_tokens_paced_on_deadlines_so_late_wakeups_do_not_add_up(make_client, tmp_path: Path) -> None:
+    # 2 ms steps: each asyncio.sleep wakes ~0.1-1 ms late; sleeping step by step put 3.06 ms between
+    # tokens on a loaded host. Paced on deadlines, only the last wake-up's lateness shows, spread over ~80 gaps.
+    trace = tmp_path / "trace.jsonl"
+    c = await make_client(tpot_ms=2, trace=trace)
+    status, _ = await chat(c, messages=[{"role": "user", "content": "hi"}], stream=True, max_tokens=80,
+                           ignore_eos=True, stream_options={"include_usage": True})
+    (record,) = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert status == 200 and record["completion_tokens"] == 80
+    tokens = record["chunks"][1:-2]  # after the role chunk; before the usage chunk and [DONE]
+    mean_ms = (tokens[-1] - tokens[0]) / (len(tokens) - 1) * 1000
+    assert 1.9 <= mean_ms <= 2.15, f"mean gap {mean_ms:.3f} ms over {len(tokens) - 1} gaps, configured 2 ms"
+
+
+def test_trace_arrival_is_the_requests_first_bytes(tmp_path: Path) -> None:
+    """`arrived` (first bytes read) comes before `received` (handler start), and a keep-alive
+    connection's earlier request (here a GET /health 0.3 s before) never lends it its stamp."""
+    import asyncio
+
+    import aiohttp
+
+    trace = tmp_path / "trace.jsonl"
+
+    async def go(url: str) -> list[float]:
+        sent = []
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as s:
+            for _ in range(3):
+                async with s.get(url + "/health") as r:
+                    await r.read()
+                await asyncio.sleep(0.3)
+                sent.append(time.monotonic())
+                async with s.post(url + "/v1/chat/completions", json={
+                        "model": "glmv-reference", "messages": [{"role": "user", "content": "hi"}],
+                        "max_tokens": 2}) as r:
+                    assert r.status == 200, await r.text()
+                    await r.read()
+        return sent
+
+    with ReferenceServer(trace=trace, log_dir=tmp_path) as srv:
+        sent = asyncio.run(go(srv.root_url))
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert len(records) == 3
+    for t0, rec in zip(sent, records, strict=True):
+        assert t0 <= rec["arrived"] <= rec["received"], (t0, rec)
+        assert rec["arrived"] - t0 < 0.1, f"arrival {rec['arrived'] - t0:.3f} s after the send"
+
+
+@pytest.mark.asyncio
 async def test_slowdown_with_concurrency(make_client) -> None:
     import asyncio
 
