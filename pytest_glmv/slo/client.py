@@ -1,22 +1,24 @@
-"""The load generator: one aiohttp session, requests released on an absolute schedule.
+"""The load generator: requests released on an absolute schedule over lean keep-alive connections.
 
 Timing facts carried over from `vllm bench serve` (vLLM 0.32, lib/endpoint_request_func.py,
-async_request_openai_chat_completions): the start time is taken right before the POST; the
+async_request_openai_chat_completions): the start time is taken right before the request is
+sent (connecting, when no idle connection is left, is inside it, as in aiohttp's post); the
 first SSE event whose `choices` is non-empty (the role chunk counts) gives TTFT; each later
 such event adds one ITL gap; the request's latency ends at the last such event, so neither
 the usage chunk nor [DONE] extends it; output tokens come from the usage chunk
 (stream_options.include_usage). A request fails on a non-200 status, an exception, or a
 stream without any choices event. Deviation: a stream that carries an `error` object fails
 the request (vLLM's client ignores such events); failures must never pass silently.
-The request bytes are vLLM's too: its payload keys in its order, encoded by aiohttp's default
-json.dumps (ASCII escapes, ", " and ": " separators), so a server sees the same bodies from
-either tool. vllm bench serve 0.32 sends no test request by default (its ready check is off
-unless --ready-check-timeout-sec is given), so neither do we unless asked (probe=True): a
-probe would hand the first timed request a warm connection vLLM's does not get.
+The request bytes are vLLM's too: its payload keys in its order, encoded as aiohttp's default
+json.dumps encodes them (ASCII escapes, ", " and ": " separators), so a server sees the same
+bodies from either tool. vllm bench serve 0.32 sends no test request by default (its ready
+check is off unless --ready-check-timeout-sec is given), so neither do we unless asked
+(probe=True): a probe would hand the first timed request a warm connection vLLM's does not get.
 
-Cost: bodies are serialised before the clock starts; each network read takes one
-perf_counter(); token events are recognised by a byte search, and only the few events
-without the compact `"choices":[{` marker (usage, errors, other servers' spacing) are parsed.
+Cost and accuracy (wire.py): each request is one pre-encoded write; each network read is
+stamped where it is received, in the protocol, and parsed there; token events are recognised
+by a byte search, and only the few events without the compact `"choices":[{` marker (usage,
+errors, other servers' spacing) are parsed as JSON.
 
 Release timing (send lag): asyncio.sleep wakes ~0.5-1 ms late even on an idle loop (the
 selector's timeout is rounded up to whole milliseconds and the timer slack adds to it), so the
@@ -36,6 +38,7 @@ from typing import Sequence
 
 import aiohttp
 
+from . import wire
 from .metrics import Record
 
 _TOKEN_MARK = b'"choices":[{'
@@ -75,50 +78,58 @@ def _handle_json(payload: bytes, rec: Record) -> bool:
     return False
 
 
-async def send(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str], rec: Record) -> None:
-    """Send one streaming chat request and fill rec with its timings."""
-    itl = rec.itl
-    chunks = 0
+class _Events:
+    """SSE parsing for one stream: fed de-framed body bytes with the time of the read that carried them."""
+
+    __slots__ = ("rec", "buf", "sep", "chunks", "last")
+
+    def __init__(self, rec: Record) -> None:
+        self.rec, self.buf, self.sep, self.chunks, self.last = rec, b"", b"\n\n", 0, rec.start
+
+    def __call__(self, data: bytes, now: float) -> None:
+        buf = self.buf + data if self.buf else data
+        if b"\r" in data:
+            self.sep = b"\r\n\r\n"
+        sep = self.sep
+        while True:
+            cut = buf.find(sep)
+            if cut < 0:
+                break
+            event = buf[:cut]
+            buf = buf[cut + len(sep):]
+            if not event.startswith(b"data:"):
+                continue  # comments (pings), blank keep-alives, event: lines
+            payload = event[5:].strip()
+            if _TOKEN_MARK in payload or (payload != b"[DONE]" and _handle_json(payload, self.rec)):
+                if self.chunks:
+                    self.rec.itl.append(now - self.last)
+                else:
+                    self.rec.ttft = now - self.rec.start
+                self.chunks += 1
+                self.last = now
+        self.buf = buf
+
+
+async def send(pool: wire.Pool, request: bytes, rec: Record, timeout: float | None = None) -> None:
+    """Send one streaming chat request (bytes from pool.request) and fill rec with its timings."""
+    events = _Events(rec)
     st = perf_counter()
-    rec.start = st
-    last = st
+    rec.start = events.last = st
     try:
-        async with session.post(url, data=body, headers=headers) as resp:
-            if resp.status != 200:
-                text = (await resp.text())[:300].replace("\n", " ")
-                rec.error = f"HTTP {resp.status} {resp.reason}: {text}"
-                return
-            buf = b""
-            sep = b"\n\n"
-            async for data in resp.content.iter_any():
-                now = perf_counter()
-                buf = buf + data if buf else data
-                if b"\r" in data:
-                    sep = b"\r\n\r\n"
-                while True:
-                    cut = buf.find(sep)
-                    if cut < 0:
-                        break
-                    event = buf[:cut]
-                    buf = buf[cut + len(sep):]
-                    if not event.startswith(b"data:"):
-                        continue  # comments (pings), blank keep-alives, event: lines
-                    payload = event[5:].strip()
-                    if _TOKEN_MARK in payload or (payload != b"[DONE]" and _handle_json(payload, rec)):
-                        if chunks:
-                            itl.append(now - last)
-                        else:
-                            rec.ttft = now - st
-                        chunks += 1
-                        last = now
-    except Exception as e:  # every failure is recorded, none escapes the run
-        rec.error = f"{type(e).__name__}: {e}"
+        resp = await pool.exchange(request, events, timeout)
+    except wire.WireError as e:  # every failure is recorded, none escapes the run
+        rec.error = str(e)
+        rec.chunks, rec.latency = events.chunks, events.last - st
         return
-    rec.chunks = chunks
-    rec.latency = last - st
+    rec.chunks = events.chunks
+    rec.latency = events.last - st
+    if resp.status != 200:
+        text = resp.error_body.decode("utf-8", "replace")[:300].replace("\n", " ")
+        rec.error = f"HTTP {resp.status} {resp.reason}: {text}"
+        return
     if rec.error:
         return
-    if not chunks:
+    if not events.chunks:
         rec.error = "no streamed chunk carried choices, so there is no first token"
         return
     rec.ok = True
@@ -141,49 +152,53 @@ async def run(
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    connector = aiohttp.TCPConnector(limit=max_concurrency or 0, keepalive_timeout=60)
+    pool = wire.Pool(url, headers)
+    requests = [pool.request(b) for b in bodies]  # before the clock starts
     loop = asyncio.get_running_loop()
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-        first: Record | None = None
-        if probe:
-            # Like vLLM's ready check (off by default there too): proves the endpoint, opens a connection.
-            first = Record(-1)
-            await send(session, url, bodies[0], headers, first)
-        before = await _scrape(session, metrics_url, headers)
-        sem = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            first: Record | None = None
+            if probe:
+                # Like vLLM's ready check (off by default there too): proves the endpoint, opens a connection.
+                first = Record(-1)
+                await send(pool, requests[0], first, timeout)
+            before = await _scrape(session, metrics_url, headers)
+            sem = asyncio.Semaphore(max_concurrency) if max_concurrency else None
 
-        async def limited(body: bytes, rec: Record) -> None:
-            if sem is None:
-                await send(session, url, body, headers, rec)
-            else:
-                async with sem:
-                    await send(session, url, body, headers, rec)
-            rec.queue_time = rec.start - rec.dispatched
+            async def limited(request: bytes, rec: Record) -> None:
+                if sem is None:
+                    await send(pool, request, rec, timeout)
+                else:
+                    async with sem:
+                        await send(pool, request, rec, timeout)
+                rec.queue_time = rec.start - rec.dispatched
 
-        records = [Record(i, scheduled=due) for i, due in enumerate(schedule)]
-        tasks = []
-        gc.collect()
-        gc.freeze()
-        try:
-            cpu0 = time.process_time()
-            t0 = perf_counter()
-            for rec, body in zip(records, bodies, strict=True):
-                target = t0 + rec.scheduled
-                delay = target - perf_counter() - spin
-                if delay > 0:  # sleep to the absolute target, so lateness never accumulates
-                    await asyncio.sleep(delay)
-                while perf_counter() < target:  # the last `spin` seconds: poll, letting I/O callbacks run
-                    await asyncio.sleep(0)
-                now = perf_counter()
-                rec.dispatched = now
-                rec.send_lag = max(0.0, now - target)
-                tasks.append(loop.create_task(limited(body, rec)))
-            await asyncio.gather(*tasks)
-            duration = perf_counter() - t0
-            cpu = time.process_time() - cpu0
-        finally:
-            gc.unfreeze()
-        after = await _scrape(session, metrics_url, headers)
+            records = [Record(i, scheduled=due) for i, due in enumerate(schedule)]
+            tasks = []
+            gc.collect()
+            gc.freeze()
+            try:
+                cpu0 = time.process_time()
+                t0 = perf_counter()
+                for rec, request in zip(records, requests, strict=True):
+                    target = t0 + rec.scheduled
+                    delay = target - perf_counter() - spin
+                    if delay > 0:  # sleep to the absolute target, so lateness never accumulates
+                        await asyncio.sleep(delay)
+                    while perf_counter() < target:  # the last `spin` seconds: poll, letting I/O callbacks run
+                        await asyncio.sleep(0)
+                    now = perf_counter()
+                    rec.dispatched = now
+                    rec.send_lag = max(0.0, now - target)
+                    tasks.append(loop.create_task(limited(request, rec)))
+                await asyncio.gather(*tasks)
+                duration = perf_counter() - t0
+                cpu = time.process_time() - cpu0
+            finally:
+                gc.unfreeze()
+            after = await _scrape(session, metrics_url, headers)
+    finally:
+        pool.close()
     return RunOutput(records, duration, cpu, first, before, after)
 
 

@@ -1,0 +1,264 @@
+"""A lean HTTP/1.1 client for the load generator's streamed POSTs.
+
+Why not aiohttp (which vllm bench serve uses): between a chunk's arrival and the code that stamps it,
+aiohttp puts a stream reader, a future and a task switch, and before a request leaves it builds a
+request object, headers and a payload. Both cost time that lands inside TTFT (~0.3 ms here) and CPU
+per chunk. Here one pre-encoded write sends each request, and a response is parsed and each read
+stamped in the protocol's data_received, where the bytes come in.
+
+Scope, on purpose: POST with a body, HTTP/1.1 keep-alive (one request at a time per connection, no
+pipelining), http and https, responses framed by chunked transfer-encoding, Content-Length or the
+connection's end. No redirects, proxies, compression or cookies: an OpenAI-compatible endpoint needs
+none of them, and vLLM's client does not follow or send them either.
+"""
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from typing import Callable
+from urllib.parse import urlsplit
+
+perf_counter = time.perf_counter
+# called with (decoded body bytes, time the read that carried them returned)
+Sink = Callable[[bytes, float], None]
+MAX_HEAD = 64 * 1024
+MAX_ERROR_BODY = 4096
+
+
+class WireError(Exception):
+    """The exchange failed below HTTP: refused, reset, closed mid-response, malformed."""
+
+
+class Response:
+    """One exchange's state: the head, then the body bytes as they are de-framed."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.status = 0
+        self.reason = ""
+        self.keep_alive = True
+        self.error_body = b""
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._buf = b""
+        self._state = "head"  # head -> size/data/crlf/trailer (chunked) | length | close -> end
+        self._left = 0
+
+    def feed(self, data: bytes, now: float) -> None:
+        if self.done.done():
+            return
+        buf = self._buf + data if self._buf else data
+        self._buf = b""
+        try:
+            self._parse(buf, now)
+        except WireError as e:
+            self.fail(e)
+
+    def _parse(self, buf: bytes, now: float) -> None:
+        pos, n = 0, len(buf)
+        while pos < n or self._state == "end":
+            state = self._state
+            if state == "end":
+                if not self.done.done():
+                    self.done.set_result(None)
+                return
+            if state == "head":
+                cut = buf.find(b"\r\n\r\n", pos)
+                if cut < 0:
+                    if n - pos > MAX_HEAD:
+                        raise WireError(f"response head over {MAX_HEAD} bytes")
+                    break
+                self._head(buf[pos:cut])
+                pos = cut + 4
+            elif state == "size":
+                cut = buf.find(b"\r\n", pos)
+                if cut < 0:
+                    break
+                text = buf[pos:cut].split(b";", 1)[0].strip()
+                try:
+                    self._left = int(text, 16)
+                except ValueError:
+                    raise WireError(f"bad chunk size {text[:20]!r}") from None
+                self._state = "data" if self._left else "trailer"
+                pos = cut + 2
+            elif state in ("data", "length"):
+                take = min(self._left, n - pos)
+                self._body(buf[pos:pos + take], now)
+                self._left -= take
+                pos += take
+                if not self._left:
+                    self._state = "crlf" if state == "data" else "end"
+            elif state == "crlf":
+                if n - pos < 2:
+                    break
+                if buf[pos:pos + 2] != b"\r\n":
+                    raise WireError("chunk not followed by CRLF")
+                pos += 2
+                self._state = "size"
+            elif state == "trailer":
+                cut = buf.find(b"\r\n", pos)
+                if cut < 0:
+                    break
+                self._state = "end" if cut == pos else "trailer"  # an empty line ends the trailers
+                pos = cut + 2
+            else:  # "close": everything until the connection ends is body
+                self._body(buf[pos:], now)
+                pos = n
+        self._buf = buf[pos:]
+
+    def _head(self, head: bytes) -> None:
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+            raise WireError(f"not an HTTP/1.x response: {lines[0][:80]!r}")
+        status = int(parts[1])
+        if 100 <= status < 200:  # an interim answer (e.g. 103): the real head follows
+            return
+        self.status, self.reason = status, parts[2] if len(parts) > 2 else ""
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        conn = headers.get("connection", "").lower()
+        self.keep_alive = parts[0] == "HTTP/1.1" and "close" not in conn
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            self._state = "size"
+        elif "content-length" in headers:
+            try:
+                self._left = int(headers["content-length"])
+            except ValueError:
+                raise WireError(f"bad Content-Length {headers['content-length'][:20]!r}") from None
+            self._state = "length" if self._left else "end"
+        else:
+            self._state, self.keep_alive = "close", False
+
+    def _body(self, data: bytes, now: float) -> None:
+        if not data:
+            return
+        if self.status == 200:
+            self.sink(data, now)
+        elif len(self.error_body) < MAX_ERROR_BODY:
+            self.error_body += data[: MAX_ERROR_BODY - len(self.error_body)]
+
+    def ended(self) -> None:
+        """The server closed the connection (EOF): the end of a body framed by it, else a failure."""
+        if self._state == "close":
+            self._state = "end"
+            if not self.done.done():
+                self.done.set_result(None)
+        elif self._state != "end":
+            self.fail(WireError("connection closed before the response was complete"))
+
+    def fail(self, exc: BaseException) -> None:
+        self.keep_alive = False
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+
+class _Conn(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.response: Response | None = None
+        self.open = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        now = perf_counter()
+        if self.response is None:  # bytes nobody asked for: this connection cannot be trusted again
+            self.open = False
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self.response.feed(data, now)
+
+    def eof_received(self) -> bool | None:
+        self.open = False
+        if self.response is not None:
+            self.response.ended()
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        if self.response is not None:
+            self.response.ended() if exc is None else self.response.fail(
+                WireError(f"connection lost: {type(exc).__name__}: {exc}"))
+
+
+class Pool:
+    """Keep-alive connections to one endpoint; a connection serves one exchange at a time."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
+        u = urlsplit(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"{url!r}: only http:// and https:// URLs are supported")
+        self.host = u.hostname
+        self.port = u.port or (443 if u.scheme == "https" else 80)
+        self.ssl = ssl.create_default_context() if u.scheme == "https" else None
+        target = (u.path or "/") + (f"?{u.query}" if u.query else "")
+        default_port = self.port == (443 if u.scheme == "https" else 80)
+        authority = u.hostname if default_port else f"{u.hostname}:{self.port}"
+        if ":" in u.hostname and not default_port:
+            authority = f"[{u.hostname}]:{self.port}"
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items()
+                        if k.lower() not in ("host", "content-length"))
+        self._head = (f"POST {target} HTTP/1.1\r\nHost: {authority}\r\nAccept: */*\r\n"
+                      f"User-Agent: pytest-glmv\r\n{extra}Content-Length: ").encode("latin-1")
+        self._idle: list[_Conn] = []
+        self._all: set[_Conn] = set()
+
+    def request(self, body: bytes) -> bytes:
+        """The bytes of one request, built before the clock starts."""
+        return self._head + str(len(body)).encode() + b"\r\n\r\n" + body
+
+    async def _connect(self) -> _Conn:
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await loop.create_connection(_Conn, self.host, self.port, ssl=self.ssl,
+                                                   server_hostname=self.host if self.ssl else None)
+        except OSError as e:
+            raise WireError(f"cannot connect to {self.host}:{self.port}: {type(e).__name__}: {e}") from None
+        self._all.add(conn)
+        return conn
+
+    async def exchange(self, wire: bytes, sink: Sink, timeout: float | None = None) -> Response:
+        """Send one request (from request()) and feed its body to sink until the response ends, within
+        timeout seconds. Raises WireError; a status other than 200 is returned, its body in error_body."""
+        conn = None
+        while self._idle:
+            c = self._idle.pop()
+            if c.open:
+                conn = c
+                break
+        if conn is None:
+            conn = await self._connect()
+        resp = Response(sink)
+        conn.response = resp
+        timer = None if timeout is None else asyncio.get_running_loop().call_later(
+            timeout, resp.fail, WireError(f"no complete answer within {timeout:g} s"))
+        try:
+            assert conn.transport is not None
+            conn.transport.write(wire)
+            await resp.done
+        finally:
+            if timer is not None:
+                timer.cancel()
+            conn.response = None
+            if resp.keep_alive and conn.open and resp.done.done() and not resp.done.cancelled() \
+                    and resp.done.exception() is None:
+                self._idle.append(conn)
+            else:
+                self._drop(conn)
+        return resp
+
+    def _drop(self, conn: _Conn) -> None:
+        conn.open = False
+        self._all.discard(conn)
+        if conn.transport is not None:
+            conn.transport.close()
+
+    def close(self) -> None:
+        for conn in list(self._all):
+            self._drop(conn)
+        self._idle.clear()

@@ -1,0 +1,154 @@
+"""wire.py: HTTP/1.1 response framing fed in every possible split, and connection handling."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from pytest_glmv.slo import wire
+
+SSE = b"data: {\"choices\":[{\"delta\":{}}]}\n\n"
+CHUNKED = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+           + f"{len(SSE):x}\r\n".encode() + SSE + b"\r\n"
+           + f"{len(SSE):X};ext=1\r\n".encode() + SSE + b"\r\n"
+           + b"0\r\nx-trailer: 1\r\n\r\n")
+
+
+def parse(raw: bytes, splits: list[int], *, eof: bool = False) -> tuple[wire.Response, bytes, list[float]]:
+    """Feed raw cut at the given offsets (each piece stamped with its index); return the response,
+    the body the sink saw and the stamps it was given."""
+    got: list[bytes] = []
+    stamps: list[float] = []
+
+    async def main() -> wire.Response:
+        resp = wire.Response(lambda data, now: (got.append(data), stamps.append(now)))
+        cuts = [0, *splits, len(raw)]
+        for i, (a, b) in enumerate(zip(cuts, cuts[1:], strict=False)):
+            resp.feed(raw[a:b], float(i))
+        if eof:
+            resp.ended()
+        return resp
+
+    return asyncio.run(main()), b"".join(got), stamps
+
+
+@pytest.mark.parametrize("cut", range(1, len(CHUNKED)))
+def test_chunked_body_survives_any_split(cut: int) -> None:
+    resp, body, _ = parse(CHUNKED, [cut])
+    assert resp.done.done() and resp.done.exception() is None, cut
+    assert (resp.status, resp.keep_alive, body) == (200, True, SSE + SSE)
+
+
+def test_byte_by_byte_and_each_piece_keeps_its_read_time() -> None:
+    resp, body, stamps = parse(CHUNKED, list(range(1, len(CHUNKED))))
+    assert resp.done.result() is None and body == SSE + SSE
+    head = CHUNKED.index(b"\r\n\r\n") + 4
+    first_data = head + len(f"{len(SSE):x}\r\n")
+    assert stamps[0] == float(first_data)  # the piece that carried the first body byte, not a later one
+
+
+def test_content_length_interim_head_and_error_body() -> None:
+    raw = (b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+           b"HTTP/1.1 400 Bad Request\r\nContent-Length: 11\r\n\r\nbad request")
+    resp, body, _ = parse(raw, [5, 60])
+    assert resp.done.result() is None and resp.status == 400 and resp.reason == "Bad Request"
+    assert resp.error_body == b"bad request" and body == b""  # only a 200's body goes to the sink
+
+
+def test_body_framed_by_the_connection_end_and_http10_close() -> None:
+    resp, body, _ = parse(b"HTTP/1.0 200 OK\r\n\r\n" + SSE, [20], eof=True)
+    assert resp.done.result() is None and body == SSE and not resp.keep_alive
+
+
+def test_connection_close_header_is_not_kept() -> None:
+    raw = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+    resp, body, _ = parse(raw, [])
+    assert resp.done.result() is None and body == b"ok" and not resp.keep_alive
+
+
+@pytest.mark.parametrize("raw, eof, error", [
+    (CHUNKED[:-20], True, "connection closed before the response was complete"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", False, "bad chunk size"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokXX", False, "chunk not followed by CRLF"),
+    (b"SSH-2.0-OpenSSH\r\n\r\n", False, "not an HTTP/1.x response"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n", False, "bad Content-Length"),
+])
+def test_malformed_or_cut_responses_fail_the_exchange(raw: bytes, eof: bool, error: str) -> None:
+    resp, _, _ = parse(raw, [], eof=eof)
+    assert resp.done.done() and error in str(resp.done.exception())
+    assert not resp.keep_alive
+
+
+def serve(answer: bytes, *, close: bool = False) -> Any:
+    """A raw TCP server answering every request (read up to its body) with `answer`; counts connections."""
+    state: dict[str, Any] = {"connections": 0, "requests": []}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state["connections"] += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                state["requests"].append(head + await reader.readexactly(length))
+                writer.write(answer)
+                await writer.drain()
+                if close:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    return handle, state
+
+
+def exchange_n(answer: bytes, n: int, timeout: float = 5.0, **kw: Any) -> tuple[list[Any], dict[str, Any]]:
+    handle, state = serve(answer, **kw)
+
+    async def main() -> list[Any]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = wire.Pool(f"http://127.0.0.1:{port}/v1/chat/completions", {"Authorization": "Bearer k"})
+        out = []
+        try:
+            for i in range(n):
+                try:
+                    out.append(await pool.exchange(pool.request(b'{"i":%d}' % i), lambda d, t: None, timeout))
+                except wire.WireError as e:
+                    out.append(e)
+                await asyncio.sleep(0.01)
+        finally:
+            pool.close()
+            server.close()
+        return out
+
+    return asyncio.run(main()), state
+
+
+def test_keep_alive_reuses_one_connection_and_sends_the_exact_request() -> None:
+    out, state = exchange_n(CHUNKED, 3)
+    assert [r.status for r in out] == [200, 200, 200] and state["connections"] == 1
+    first = state["requests"][0]
+    assert first.startswith(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b"\r\nAuthorization: Bearer k\r\n" in first and b"\r\nContent-Length: 7\r\n" in first
+    assert first.endswith(b'\r\n\r\n{"i":0}')
+
+
+def test_a_closed_connection_is_replaced_not_reused() -> None:
+    out, state = exchange_n(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 3, close=True)
+    assert [r.status for r in out] == [200, 200, 200] and state["connections"] == 3
+
+
+def test_refused_and_timed_out_exchanges_raise_wire_errors() -> None:
+    async def refused() -> None:
+        await wire.Pool("http://127.0.0.1:9/x").exchange(b"", lambda d, t: None)
+    with pytest.raises(wire.WireError, match="cannot connect to 127.0.0.1:9"):
+        asyncio.run(refused())
+    out, _ = exchange_n(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok", 1, timeout=0.3)  # 3 bytes never come
+    assert isinstance(out[0], wire.WireError) and "within 0.3 s" in str(out[0])
+
+
+@pytest.mark.parametrize("url", ["ftp://h/x", "http:///x", "localhost:8000/v1"])
+def test_unsupported_urls_are_refused_up_front(url: str) -> None:
+    with pytest.raises(ValueError, match="only http:// and https://"):
+        wire.Pool(url)
