@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import ssl
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -102,13 +106,15 @@ def serve(answer: bytes, *, close: bool = False) -> Any:
     return handle, state
 
 
-def exchange_n(answer: bytes, n: int, timeout: float = 5.0, **kw: Any) -> tuple[list[Any], dict[str, Any]]:
+def exchange_n(answer: bytes, n: int, timeout: float = 5.0, tls: ssl.SSLContext | None = None,
+               **kw: Any) -> tuple[list[Any], dict[str, Any]]:
     handle, state = serve(answer, **kw)
 
     async def main() -> list[Any]:
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=tls)
         port = server.sockets[0].getsockname()[1]
-        pool = wire.Pool(f"http://127.0.0.1:{port}/v1/chat/completions", {"Authorization": "Bearer k"})
+        scheme = "https" if tls else "http"
+        pool = wire.Pool(f"{scheme}://127.0.0.1:{port}/v1/chat/completions", {"Authorization": "Bearer k"})
         out = []
         try:
             for i in range(n):
@@ -152,3 +158,20 @@ def test_refused_and_timed_out_exchanges_raise_wire_errors() -> None:
 def test_unsupported_urls_are_refused_up_front(url: str) -> None:
     with pytest.raises(ValueError, match="only http:// and https://"):
         wire.Pool(url)
+
+
+def test_https_verifies_the_server_and_streams_when_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl executable to make a certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert), "-days", "1"],
+                   check=True, capture_output=True, timeout=60)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    out, _ = exchange_n(CHUNKED, 1, tls=tls)  # a self-signed certificate nobody trusts: refused
+    assert isinstance(out[0], wire.WireError) and "SSLCertVerificationError" in str(out[0]), out[0]
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # OpenSSL's default trust store, as for any client
+    out, state = exchange_n(CHUNKED, 2, tls=tls)
+    assert [r.status for r in out] == [200, 200] and state["connections"] == 1
