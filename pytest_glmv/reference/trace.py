@@ -21,7 +21,8 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ARRIVED = "glmv_arrived"
+# typed request storage where aiohttp has it (3.13+), a plain key before
+ARRIVED: Any = web.RequestKey("glmv_arrived", float) if hasattr(web, "RequestKey") else "glmv_arrived"
 
 
 # first-bytes time of the request now in progress, per connection (aiohttp's protocol has __slots__)
