@@ -141,8 +141,9 @@ def parity_rows(b: Bench, n: int, rate: float, blocks: int, view: View) -> list[
         apart = abs(float(np.mean(diff_o)) - float(np.mean(diff_v)))
         rows.append((f"{tag}: client minus server mean {name} ms", " / ".join(f"{x:.3f}" for x in diff_o),
                      " / ".join(f"{x:.3f}" for x in diff_v),
-                     f"net of server speed: means {np.mean(diff_o):.3f} vs {np.mean(diff_v):.3f}, "
-                     f"{'within' if apart <= tol else 'OUTSIDE'} {tol:.3f} ms"))
+                     f"net of server speed: means {np.mean(diff_o):.3f} vs {np.mean(diff_v):.3f}, ours - vllm "
+                     f"{np.mean(diff_o) - np.mean(diff_v):+.3f}: {'within' if apart <= tol else 'OUTSIDE'} "
+                     f"{tol:.3f} ms"))
     counts = {views[id(d)]["n"] for d in ours + theirs} | {d["result"]["completed"] for d in ours + theirs}
     rows.append((f"{tag}: requests the server counted per run", joined(ours, lambda d: views[id(d)]["n"], "{:.0f}"),
                  joined(theirs, lambda d: views[id(d)]["n"], "{:.0f}"),

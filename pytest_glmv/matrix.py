@@ -14,6 +14,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 
 @dataclass
@@ -34,6 +35,17 @@ class SuiteRun:
     @property
     def passed(self) -> set[str]:
         return self.named("passed")
+
+    def unproven(self, fault: str, must_fail: Iterable[str], must_pass: Iterable[str] = ()) -> str:
+        """Why this run does not prove that the fault is caught ('' when it does): a check that should
+        catch it passed, or a check that has nothing to do with it failed. With the run's output tail."""
+        missed, spared = set(must_fail) - self.failed, set(must_pass) - self.passed
+        why = []
+        if missed:
+            why.append(f"fault {fault} was not caught by {sorted(missed)}; failed: {sorted(self.failed)}")
+        if spared:
+            why.append(f"fault {fault} also failed unrelated checks {sorted(spared)}")
+        return "\n".join([*why, self.output[-3000:]]) if why else ""
 
 
 def _parse_junit(path: Path) -> tuple[dict[str, str], dict[str, str]]:
