@@ -181,9 +181,12 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
-        if self.response is not None:
-            self.response.ended() if exc is None else self.response.fail(
-                WireError(f"connection lost: {type(exc).__name__}: {exc}"))
+        if self.response is None:
+            return
+        if exc is None:
+            self.response.ended()
+        else:
+            self.response.fail(WireError(f"connection lost: {type(exc).__name__}: {exc}"))
 
 
 class Pool:
@@ -245,8 +248,8 @@ class Pool:
             if timer is not None:
                 timer.cancel()
             conn.response = None
-            if resp.keep_alive and conn.open and resp.done.done() and not resp.done.cancelled() \
-                    and resp.done.exception() is None:
+            # fail() clears keep_alive; a cancelled wait (the caller gave up) leaves the answer half read
+            if resp.keep_alive and conn.open and resp.done.done() and not resp.done.cancelled():
                 self._idle.append(conn)
             else:
                 self._drop(conn)

@@ -175,3 +175,21 @@ def test_https_verifies_the_server_and_streams_when_trusted(tmp_path: Path, monk
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # OpenSSL's default trust store, as for any client
     out, state = exchange_n(CHUNKED, 2, tls=tls)
     assert [r.status for r in out] == [200, 200] and state["connections"] == 1
+
+
+def test_a_cancelled_exchange_never_hands_its_half_read_connection_on() -> None:
+    handle, state = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok")  # 3 bytes never come
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        pool = wire.Pool(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/x")
+        task = asyncio.ensure_future(pool.exchange(pool.request(b"{}"), lambda d, t: None))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert pool._idle == [] and pool._all == set()
+        pool.close()
+        server.close()
+
+    asyncio.run(main())
