@@ -115,14 +115,14 @@ async def send(pool: wire.Pool, request: bytes, rec: Record, timeout: float | No
     events = _Events(rec)
     st = perf_counter()
     rec.start = events.last = st
+    resp = None
     try:
         resp = await pool.exchange(request, events, timeout)
-    except wire.WireError as e:  # every failure is recorded, none escapes the run
-        rec.error = str(e)
-        rec.chunks, rec.latency = events.chunks, events.last - st
+    except Exception as e:  # every failure is recorded, none escapes the run (and loses the others)
+        rec.error = str(e) if isinstance(e, wire.WireError) else f"{type(e).__name__}: {e}"
+    rec.chunks, rec.latency = events.chunks, events.last - st
+    if resp is None:
         return
-    rec.chunks = events.chunks
-    rec.latency = events.last - st
     if resp.status != 200:
         text = resp.error_body.decode("utf-8", "replace")[:300].replace("\n", " ")
         rec.error = f"HTTP {resp.status} {resp.reason}: {text}"

@@ -189,3 +189,19 @@ def test_body_is_byte_for_byte_what_vllm_bench_serve_posts() -> None:
     assert got == expected
     no_image = json.loads(client.body("m", "hi", None, 5))
     assert no_image["messages"][0]["content"] == [{"type": "text", "text": "hi"}]
+
+
+def test_an_unexpected_error_fails_its_request_and_spares_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_glmv.slo import wire
+
+    real = wire.Pool.exchange
+
+    async def exchange(self: wire.Pool, request: bytes, sink: Any, timeout: float | None = None) -> Any:
+        if request.endswith(b'{"i":1}'):
+            raise RuntimeError("a bug below the client")
+        return await real(self, request, sink, timeout)
+
+    monkeypatch.setattr(wire.Pool, "exchange", exchange)
+    out = run(streamer([(0, chunk("a")), (0, USAGE)]), 3, bodies=[b'{"i":0}', b'{"i":1}', b'{"i":2}'])
+    assert [r.ok for r in out.records] == [True, False, True]
+    assert out.records[1].error == "RuntimeError: a bug below the client"
