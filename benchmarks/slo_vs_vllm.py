@@ -46,7 +46,7 @@ from typing import Any, Callable
 import numpy as np
 from slo_clients import ROOT, Bench, chunks, loadavg, pin_tree, wait_quiet, write_workload
 
-from pytest_glmv.server import ServerError
+from pytest_glmv.lifecycle.server import ServerError
 from pytest_glmv.slo import metrics, workload
 
 Row = tuple[str, str, str, str]
@@ -216,8 +216,8 @@ def on_reference(a: argparse.Namespace, work: Path, rows: list[Row]) -> str:
 
 
 def on_tiny(a: argparse.Namespace, work: Path, rows: list[Row]) -> str:
-    from pytest_glmv import profiles
-    from pytest_glmv.server import VllmServer, free_port
+    from pytest_glmv.lifecycle import profiles
+    from pytest_glmv.lifecycle.server import VllmServer, free_port
     from pytest_glmv.tiny import prepare, vllm_executable
 
     exe, tiny = vllm_executable(), prepare()

@@ -25,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pytest_glmv import profiles  # noqa: E402
-from pytest_glmv.server import VllmServer, free_port  # noqa: E402
+from pytest_glmv.lifecycle.server import VllmServer, free_port  # noqa: E402
 from pytest_glmv.tiny import TinyModel, prepare, vllm_executable  # noqa: E402
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",

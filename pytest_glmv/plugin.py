@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any, Generator, Iterator
 
 import pytest
 
-from . import config as cfg
-from .server import ServerError
-from .target import Target, is_launched
+from .lifecycle import config as cfg
+from .lifecycle.server import ServerError
+from .lifecycle.target import Target, is_launched
 
 if TYPE_CHECKING:
     import httpx
@@ -213,7 +213,7 @@ def glmv_profile(glmv_target: Target) -> Any:
 @pytest.fixture(scope="session")
 def glmv_media(glmv_target: Target) -> Iterator[Any]:
     """A loopback media server (None when the server is remote and no --glmv-media-host was given)."""
-    from .media import MediaServer
+    from .kit.media import MediaServer
 
     s = glmv_target.settings
     if glmv_target.is_local:

@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import pytest
 
-from pytest_glmv import media
-from pytest_glmv.checks.context import (
+from pytest_glmv.kit import media
+from pytest_glmv.kit.context import (
     FILLER_SENTENCES,
     Messages,
     Prompt,
@@ -28,7 +28,7 @@ from pytest_glmv.checks.context import (
     stated_window,
     usage,
 )
-from pytest_glmv.evidence import Exchange, chat, request
+from pytest_glmv.kit.evidence import Exchange, chat, request
 
 pytestmark = pytest.mark.context
 

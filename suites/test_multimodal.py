@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from pytest_glmv import media
-from pytest_glmv.checks import vision as v
-from pytest_glmv.checks.multimodal import MM, mm_fixture, prompt_tokens, reasoning_of, user, video_part  # noqa: F401 (mm_fixture: the `mm` fixture)
-from pytest_glmv.evidence import chat, finish_reasons, joined, stream
+from pytest_glmv.kit import media
+from pytest_glmv.kit import vision as v
+from pytest_glmv.kit.evidence import chat, finish_reasons, joined, stream
+from pytest_glmv.kit.multimodal import MM, mm_fixture, prompt_tokens, reasoning_of, user, video_part  # noqa: F401 (mm_fixture: the `mm` fixture)
 
 pytestmark = pytest.mark.multimodal
 

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from pytest_glmv import media
-from pytest_glmv.checks import vision as v
-from pytest_glmv.checks.multimodal import MM, mm_fixture, ordinal, reasoning_of, user  # noqa: F401 (mm_fixture: the `mm` fixture)
-from pytest_glmv.evidence import Exchange
+from pytest_glmv.kit import media
+from pytest_glmv.kit import vision as v
+from pytest_glmv.kit.evidence import Exchange
+from pytest_glmv.kit.multimodal import MM, mm_fixture, ordinal, reasoning_of, user  # noqa: F401 (mm_fixture: the `mm` fixture)
 
 pytestmark = [pytest.mark.multimodal, pytest.mark.behavior]
 

@@ -17,8 +17,10 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from pytest_glmv import evidence
-from pytest_glmv.checks.reasoning import (
+from pytest_glmv.kit import evidence
+from pytest_glmv.kit.evidence import Exchange
+from pytest_glmv.kit.media import image_part, png_url, square
+from pytest_glmv.kit.reasoning import (
     BOX_TOKENS,
     CALL_MARKUP,
     FIELDS,
@@ -30,8 +32,6 @@ from pytest_glmv.checks.reasoning import (
     stream_view,
     texts,
 )
-from pytest_glmv.evidence import Exchange
-from pytest_glmv.media import image_part, png_url, square
 
 pytestmark = pytest.mark.reasoning
 

@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from pytest_glmv.checks.hardening import (
+from pytest_glmv.kit.evidence import CHAT, chat, request
+from pytest_glmv.kit.hardening import (
     body,
     bomb_png,
     canary,
@@ -28,8 +29,7 @@ from pytest_glmv.checks.hardening import (
     tree_rss,
     undecodable_images,
 )
-from pytest_glmv.evidence import CHAT, chat, request
-from pytest_glmv.media import data_url
+from pytest_glmv.kit.media import data_url
 
 pytestmark = pytest.mark.robustness
 
@@ -195,7 +195,7 @@ def test_malformed_body_is_refused(glmv_http: httpx.Client, glmv_server: Any, ki
 
 # -- load-shaped probes -------------------------------------------------------------------------------
 def test_streams_left_midway_are_freed(glmv_http: httpx.Client, glmv_server: Any, glmv_profile: Any) -> None:
-    from pytest_glmv.checks.robustness import leave_streams, running, wait_for_running
+    from pytest_glmv.kit.robustness import leave_streams, running, wait_for_running
 
     before = running(glmv_http)
     if before is None:
@@ -212,7 +212,7 @@ def test_streams_left_midway_are_freed(glmv_http: httpx.Client, glmv_server: Any
 
 
 def test_concurrent_images_with_malformed_ones(glmv_http: httpx.Client, glmv_server: Any) -> None:
-    from pytest_glmv.checks.robustness import burst
+    from pytest_glmv.kit.robustness import burst
 
     bad = undecodable_images()["garbage"][0]
     bodies = [body(glmv_server.model, image_message(data_url(bad) if i % 5 == 0 else tiny_png_url(i)))
@@ -261,10 +261,10 @@ def test_sigterm_under_load_is_clean(request: pytest.FixtureRequest, glmv_server
     vLLM cannot be doubled (its GPUs are taken), so the session's own one is stopped, and only when
     this is the session's last check; otherwise run it alone: `pytest --glmv-model ... -k sigterm`.
     """
-    from pytest_glmv import procs
-    from pytest_glmv.checks.robustness import sigterm_under_load, summary
+    from pytest_glmv.kit.robustness import sigterm_under_load, summary
+    from pytest_glmv.lifecycle import procs
+    from pytest_glmv.lifecycle.server import VllmServer
     from pytest_glmv.reference.launcher import ReferenceServer
-    from pytest_glmv.server import VllmServer
 
     if isinstance(glmv_server, ReferenceServer):
         shm_before = procs.shm_segments()

@@ -1,6 +1,6 @@
 """Security: the API key, what error answers give away, what media the server will fetch or read.
 
-Problems are findings with stable ids (see pytest_glmv.checks.hardening): each fails
+Problems are findings with stable ids (see pytest_glmv.kit.hardening): each fails
 the check with its remedy unless waived (`--glmv-waive ID`), then it is an xfail.
 Findings of the recommended launch itself fail too (`--allowed-local-media-path /`;
 no `--allowed-media-domains`): users deserve to know. Probes only ever reach the
@@ -21,7 +21,8 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from pytest_glmv.checks.hardening import (
+from pytest_glmv.kit.evidence import CHAT, Exchange, chat, request
+from pytest_glmv.kit.hardening import (
     Finding,
     body,
     image_message,
@@ -31,8 +32,7 @@ from pytest_glmv.checks.hardening import (
     report,
     undecodable_images,
 )
-from pytest_glmv.evidence import CHAT, Exchange, chat, request
-from pytest_glmv.media import MediaServer, data_url, encode, square
+from pytest_glmv.kit.media import MediaServer, data_url, encode, square
 
 pytestmark = pytest.mark.security
 

@@ -17,8 +17,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from pytest_glmv import evidence
-from pytest_glmv.checks.tools import (
+from pytest_glmv.kit import evidence
+from pytest_glmv.kit.evidence import Exchange
+from pytest_glmv.kit.media import image_part, png_url, square
+from pytest_glmv.kit.tools import (
     AUTO_HINT,
     BOOKING,
     BOOKING_QUESTION,
@@ -37,8 +39,6 @@ from pytest_glmv.checks.tools import (
     named,
     tool_requests,
 )
-from pytest_glmv.evidence import Exchange
-from pytest_glmv.media import image_part, png_url, square
 
 pytestmark = pytest.mark.tools
 

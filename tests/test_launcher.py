@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pytest_glmv.server import ServerExited, ServerTimeout, VllmServer, free_port
+from pytest_glmv.lifecycle.server import ServerExited, ServerTimeout, VllmServer, free_port
 
 MODEL = "zai-org/GLM-4.5V-FP8"
 
@@ -107,7 +107,7 @@ def test_grandchildren_ignoring_sigterm_are_killed(fake_vllm: Path, monkeypatch:
 
 SESSION_KILLED = textwrap.dedent("""
     import os, sys, time
-    from pytest_glmv.server import VllmServer, free_port
+    from pytest_glmv.lifecycle.server import VllmServer, free_port
     port = free_port()
     srv = VllmServer(["vllm", "serve", "m", "--port", str(port)], model="m", port=port,
                      log_dir=sys.argv[1], startup_timeout=30)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from pytest_glmv import evidence, media
+from pytest_glmv.kit import evidence, media
 
 
 def test_scene_renders_what_it_claims() -> None:

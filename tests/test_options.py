@@ -5,7 +5,7 @@ import shlex
 
 import pytest
 
-from pytest_glmv import config as cfg
+from pytest_glmv.lifecycle import config as cfg
 
 RECOMMENDED = ("--tensor-parallel-size 4 --tool-call-parser glm45 --reasoning-parser glm45 --enable-auto-tool-choice "
                "--enable-expert-parallel --allowed-local-media-path / --mm-encoder-tp-mode data "

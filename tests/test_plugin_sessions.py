@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glmv.server import free_port
+from pytest_glmv.lifecycle.server import free_port
 
 from .test_launcher import gone, read_pids
 
@@ -72,7 +72,7 @@ def running_fake(fake_vllm: Path, tmp_path: Path):
     port = free_port()
     proc = subprocess.Popen(["vllm", "serve", "zai-org/GLM-4.6V", "--port", str(port), "--max-model-len",
                              "131072", "--api-key", "sekret"], stdout=subprocess.DEVNULL)
-    from pytest_glmv.server import http_json
+    from pytest_glmv.lifecycle.server import http_json
 
     deadline = time.monotonic() + 20
     while http_json(f"http://127.0.0.1:{port}/health")[0] != 200:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import faults
-from .settings import DEFAULT_ROOT, DEFAULT_SERVED_NAME, Settings
+from .settings import DEFAULT_ROOT, DEFAULT_SERVED_NAME, ReferenceSettings
 
 
 def _non_negative(text: str) -> float:
@@ -68,7 +68,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def settings_from(argv: list[str]) -> Settings:
+def settings_from(argv: list[str]) -> ReferenceSettings:
     p = parser()
     a = p.parse_args(argv)
     if a.list_faults:
@@ -86,7 +86,7 @@ def settings_from(argv: list[str]) -> Settings:
     if a.limit_images < 0:
         p.error("--limit-images must be >= 0")
     domains = tuple(d.strip() for d in a.allowed_media_domains.split(",") if d.strip())
-    return Settings(host=a.host, port=a.port, served_model_name=a.model, root=a.root,
+    return ReferenceSettings(host=a.host, port=a.port, served_model_name=a.model, root=a.root,
                     max_model_len=a.max_model_len, api_key=a.api_key, allowed_local_media_path=path,
                     allowed_media_domains=domains, limit_images=a.limit_images, reasoning_field=a.reasoning_field,
                     ttft_ms=a.ttft_ms, tpot_ms=a.tpot_ms, jitter=a.jitter,

@@ -21,7 +21,7 @@ from .ids import perm_id
 from .keys import CFG, METRICS, STATE, TRACER, State
 from .metrics import Metrics
 from .request import check_model, parse_json
-from .settings import VLLM_VERSION, Settings
+from .settings import VLLM_VERSION, ReferenceSettings
 from .trace import Tracer, arrivals
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -37,7 +37,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if app[STATE].wedged:
         # bad-image-500: the engine died under the API server, which now never answers.
         await asyncio.Event().wait()
-    cfg: Settings = app[CFG]
+    cfg: ReferenceSettings = app[CFG]
     # vLLM checks the key on /v1/* only; /health, /metrics, /tokenize stay open.
     if cfg.api_key and request.path.startswith("/v1") and request.method != "OPTIONS" \
             and not cfg.faults.on("api-key-ignored"):
@@ -95,7 +95,7 @@ async def version(request: web.Request) -> web.Response:
 
 
 async def models(request: web.Request) -> web.Response:
-    cfg: Settings = request.app[CFG]
+    cfg: ReferenceSettings = request.app[CFG]
     created = int(time.time())
     perm = {"id": perm_id(), "object": "model_permission", "created": created, "allow_create_engine": False,
             "allow_sampling": True, "allow_logprobs": True, "allow_search_indices": False, "allow_view": True,
@@ -106,7 +106,7 @@ async def models(request: web.Request) -> web.Response:
 
 
 async def tokenize(request: web.Request) -> web.Response:
-    cfg: Settings = request.app[CFG]
+    cfg: ReferenceSettings = request.app[CFG]
     body = parse_json(await request.read())
     check_model(body, cfg)
     if "messages" in body:
@@ -128,7 +128,7 @@ async def tokenize(request: web.Request) -> web.Response:
 
 
 async def detokenize(request: web.Request) -> web.Response:
-    cfg: Settings = request.app[CFG]
+    cfg: ReferenceSettings = request.app[CFG]
     body = parse_json(await request.read())
     check_model(body, cfg)
     ids = body.get("tokens")
@@ -146,7 +146,7 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
-def build(cfg: Settings) -> web.Application:
+def build(cfg: ReferenceSettings) -> web.Application:
     leaks = [leak_traceback] if cfg.faults.on("traceback-in-errors") else []
     stamps = [arrivals] if cfg.trace is not None else []
     app = web.Application(middlewares=[*stamps, *leaks, guard], client_max_size=256 * 1024 * 1024)

@@ -10,12 +10,12 @@ from typing import Any
 
 from aiohttp import web
 
-from . import generate, media, model, parsers, tokenizer
+from . import answers, generate, media, parsers, tokenizer
 from .errors import ApiError, context_overflow, invalid, max_tokens_over_window
 from .ids import completion_id, tool_call_id
 from .keys import CFG, METRICS, STATE, TRACER
 from .request import ChatRequest, chat_request, parse_json
-from .settings import Settings
+from .settings import ReferenceSettings
 from .trace import ARRIVED
 from .vision import Media
 
@@ -24,14 +24,14 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-async def build_prompt(messages: list[dict[str, Any]], tools: Any, thinking: bool, cfg: Settings,
+async def build_prompt(messages: list[dict[str, Any]], tools: Any, thinking: bool, cfg: ReferenceSettings,
                        add_generation_prompt: bool = True, continue_final: bool = False) -> tuple[list[int], list[Media]]:
     loaded: list[Media] = [] if cfg.faults.on("images-ignored") else await media.load_all(messages, cfg)
     text, _ = tokenizer.render(messages, tools, add_generation_prompt, thinking, continue_final)
     return media.prompt_ids(text, loaded), loaded
 
 
-def _window(req: ChatRequest, prompt: list[int], cfg: Settings) -> tuple[list[int], int]:
+def _window(req: ChatRequest, prompt: list[int], cfg: ReferenceSettings) -> tuple[list[int], int]:
     """vLLM's checks: a prompt over the window is a 400; an oversized max_tokens is clamped to what is left."""
     window = cfg.engine_window
     if req.max_tokens is not None and req.max_tokens > window:
@@ -70,7 +70,7 @@ class _Pacer:
 class ChatHandler:
     def __init__(self, app: web.Application) -> None:
         self.app = app
-        self.cfg: Settings = app[CFG]
+        self.cfg: ReferenceSettings = app[CFG]
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         cfg, metrics = self.cfg, self.app[METRICS]
@@ -136,9 +136,9 @@ class ChatHandler:
             if req.temperature > 0:
                 variant = random.Random(f"{req.seed}:{index}").randrange(4) if req.seed is not None else \
                     random.randrange(4)
-            ctx = model.Context(req.messages, items, req.tools, req.tool_choice, req.thinking, variant,
+            ctx = answers.Context(req.messages, items, req.tools, req.tool_choice, req.thinking, variant,
                                 leak_boxes=cfg.faults.on("box-tokens-leak"))
-            raw = model.respond(ctx)
+            raw = answers.respond(ctx)
         if cfg.faults.on("tool-call-in-reasoning") and "</think>\n<tool_call>" in raw:
             # a reasoning parser that misses the end of thinking before a call: all of it is reasoning
             raw = raw.replace("</think>", "", 1) + "</think>"

@@ -4,10 +4,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from .metrics import Metrics
-from .settings import Settings
+from .settings import ReferenceSettings
 from .trace import Tracer
 
-CFG = web.AppKey("cfg", Settings)
+CFG = web.AppKey("cfg", ReferenceSettings)
 METRICS = web.AppKey("metrics", Metrics)
 TRACER = web.AppKey("tracer", Tracer)
 

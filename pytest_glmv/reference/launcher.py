@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ..server import LaunchedServer, free_port
+from ..lifecycle.server import LaunchedServer, free_port
 from .settings import DEFAULT_ROOT, DEFAULT_SERVED_NAME
 
 

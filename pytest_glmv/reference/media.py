@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from . import tokenizer, vision
 from .errors import ApiError, too_many
-from .settings import Settings
+from .settings import ReferenceSettings
 from .vision import Media, MediaError
 
 MAX_VIDEO_FRAMES = 32
@@ -48,7 +48,7 @@ def parts(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return out
 
 
-async def load_all(messages: list[dict[str, Any]], cfg: Settings) -> list[Media]:
+async def load_all(messages: list[dict[str, Any]], cfg: ReferenceSettings) -> list[Media]:
     found = parts(messages)
     images = sum(1 for k, _ in found if k == "image")
     videos = len(found) - images
@@ -62,7 +62,7 @@ async def load_all(messages: list[dict[str, Any]], cfg: Settings) -> list[Media]
     return list(await asyncio.gather(*(load(kind, url, cfg) for kind, url in found)))
 
 
-async def load(kind: str, url: str, cfg: Settings) -> Media:
+async def load(kind: str, url: str, cfg: ReferenceSettings) -> Media:
     data, media_type = await fetch(url, cfg)
     if kind == "image" and cfg.faults.on("bomb-500"):
         _bomb_500(data)
@@ -183,7 +183,7 @@ def _video_frames(data: bytes, media_type: str, limit: int | None = MAX_VIDEO_FR
     return vision.frames_of(img, MAX_VIDEO_FRAMES)
 
 
-async def fetch(url: str, cfg: Settings) -> tuple[bytes, str]:
+async def fetch(url: str, cfg: ReferenceSettings) -> tuple[bytes, str]:
     if url[:5].lower() == "data:":
         return _data_url(url)
     split = urlsplit(url)
@@ -217,7 +217,7 @@ def _data_url(url: str) -> tuple[bytes, str]:
         raise BadMedia(f"Failed to load image: {e}", 400, None) from None
 
 
-def _file(raw_path: str, cfg: Settings) -> bytes:
+def _file(raw_path: str, cfg: ReferenceSettings) -> bytes:
     path = Path(raw_path)
     allowed = cfg.allowed_local_media_path
     if not cfg.faults.on("file-anywhere"):
@@ -233,7 +233,7 @@ def _file(raw_path: str, cfg: Settings) -> bytes:
         raise ApiError(f"Failed to load media file {path}: {e.strerror or e}", 400, None) from None
 
 
-async def _confused_fetch(url: str, cfg: Settings) -> bytes:
+async def _confused_fetch(url: str, cfg: ReferenceSettings) -> bytes:
     """media-url-confusion: a hand-rolled allowlist test on the raw text, then the WHATWG parse fetches."""
     authority = url.split("://", 1)[1].split("/", 1)[0]
     if cfg.allowed_media_domains and not any(d in authority for d in cfg.allowed_media_domains):
@@ -244,7 +244,7 @@ async def _confused_fetch(url: str, cfg: Settings) -> bytes:
     return await _http(f"{scheme}://{head.replace(chr(92), '/')}{sep}{tail}", cfg)  # WHATWG: '\' is '/'
 
 
-async def _http(url: str, cfg: Settings) -> bytes:
+async def _http(url: str, cfg: ReferenceSettings) -> bytes:
     import aiohttp
 
     timeout = aiohttp.ClientTimeout(total=None if cfg.faults.on("no-fetch-timeout") else cfg.media_fetch_timeout)

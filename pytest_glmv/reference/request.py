@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import AUTO_TOOL_CHOICE, ApiError, invalid, unknown_model
-from .settings import Settings
+from .settings import ReferenceSettings
 
 
 @dataclass
@@ -74,13 +74,13 @@ def _float(body: dict[str, Any], key: str, default: float) -> float:
 MAX_N_SEQUENCES = 16384  # vLLM's VLLM_MAX_N_SEQUENCES default (the CVE-2026-34756 fix)
 
 
-def check_model(body: dict[str, Any], cfg: Settings) -> None:
+def check_model(body: dict[str, Any], cfg: ReferenceSettings) -> None:
     name = body.get("model")
     if name is not None and name != cfg.served_model_name:
         raise unknown_model(name, cfg.served_model_name)
 
 
-def chat_request(body: dict[str, Any], cfg: Settings) -> ChatRequest:
+def chat_request(body: dict[str, Any], cfg: ReferenceSettings) -> ChatRequest:
     check_model(body, cfg)
     messages = body.get("messages")
     if messages is None:
@@ -149,7 +149,7 @@ def _logprobs(body: dict[str, Any]) -> int | None:
     return (top or 0) if wants else None
 
 
-def _tools(body: dict[str, Any], cfg: Settings) -> tuple[list[dict[str, Any]] | None, Any]:
+def _tools(body: dict[str, Any], cfg: ReferenceSettings) -> tuple[list[dict[str, Any]] | None, Any]:
     tools = body.get("tools")
     if tools is not None and (not isinstance(tools, list) or not all(
             isinstance(t, dict) and isinstance(t.get("function"), dict) and t["function"].get("name")

@@ -5,7 +5,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import profiles
+from ..lifecycle import profiles
 from .faults import SMALL_WINDOW, Faults
 
 VLLM_VERSION = "0.32.0"
@@ -14,7 +14,7 @@ DEFAULT_ROOT = "zai-org/GLM-4.5V-FP8"
 
 
 @dataclass
-class Settings:
+class ReferenceSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     served_model_name: str = DEFAULT_SERVED_NAME

@@ -1,6 +1,6 @@
 """Reports of a conformance run: the terminal matrix, report.json, report.html and the baseline gate.
 
-    model.py     what a run did, as one JSON-able dict (checks, target, environment, SLO runs)
+    collect.py   what a run did, as one JSON-able dict (checks, target, environment, SLO runs)
     slo_data.py  an SLO run (slo.runner.Outcome) condensed to results, verdicts and distributions
     terminal.py  the conformance matrix and the regression table as text
     baseline.py  report.json of an earlier run: load it, compare, list regressions

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from . import plots
 from .baseline import headline
-from .model import AREAS
+from .collect import AREAS
 from .terminal import COLUMNS, KIND_LABEL, cells, verdict
 
 CSS = """

@@ -16,9 +16,9 @@ from typing import Any, Generator
 import pytest
 
 from . import baseline as base
-from . import html, model, slo_data, terminal
+from . import collect, html, slo_data, terminal
 
-COLLECTOR_KEY = pytest.StashKey[model.Collector]()
+COLLECTOR_KEY = pytest.StashKey[collect.Collector]()
 BASELINE_KEY = pytest.StashKey[dict[str, Any]]()
 RESULT_KEY = pytest.StashKey[dict[str, Any]]()  # the built report, for the terminal summary
 STATE_KEY = pytest.StashKey[dict[str, Any]]()  # per-process: what was already stamped, when the session started
@@ -35,7 +35,7 @@ def _is_worker(config: pytest.Config) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[COLLECTOR_KEY] = model.Collector()
+    config.stash[COLLECTOR_KEY] = collect.Collector()
     config.stash[STATE_KEY] = {"started": time.time(), "slo": set(), "target": None, "deselected": 0}
     s = _settings(config)
     if s.baseline is not None and not _is_worker(config):
@@ -50,7 +50,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
     # Plain attributes survive xdist's report serialisation; the controller reads them back.
-    report.glmv_area = model.area_of(m.name for m in item.iter_markers())
+    report.glmv_area = collect.area_of(m.name for m in item.iter_markers())
     report.glmv_behavior = item.get_closest_marker("behavior") is not None
     state = item.config.stash[STATE_KEY]
     info = _target_info(item.config)
@@ -69,7 +69,7 @@ def _target_info(config: pytest.Config) -> dict[str, Any] | None:
     target = config.stash.get(TARGET_KEY, None)
     if target is None or not target.started:
         return None
-    return model.jsonable(target.info())
+    return collect.jsonable(target.info())
 
 
 def _new_slo_runs(config: pytest.Config, done: set[str]) -> list[dict[str, Any]]:
@@ -121,7 +121,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int | pytest.ExitC
     from ..plugin import TARGET_KEY
 
     target = config.stash.get(TARGET_KEY, None)
-    info: dict[str, Any] = model.jsonable(target.info()) if target is not None else {}
+    info: dict[str, Any] = collect.jsonable(target.info()) if target is not None else {}
     if not info.get("base_url") and s.base_url:
         info["base_url"] = s.base_url
     cmp = None
@@ -131,8 +131,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int | pytest.ExitC
                            s.baseline_tolerance, str(s.baseline), s.baseline_slack_ms)
         if cmp["regressions"] and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    env = model.environment(state["started"], time.time(), config.invocation_params.args)
-    rep = model.build(collector, info, env, exitstatus=int(session.exitstatus), deselected=state["deselected"],
+    env = collect.environment(state["started"], time.time(), config.invocation_params.args)
+    rep = collect.build(collector, info, env, exitstatus=int(session.exitstatus), deselected=state["deselected"],
                       baseline=cmp)
     written: list[str] = []
     if s.report is not None:

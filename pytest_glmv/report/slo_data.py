@@ -15,7 +15,7 @@ import numpy as np
 
 from ..slo import metrics
 from ..slo.metrics import Record
-from .model import jsonable
+from .collect import jsonable
 
 LATENCIES = ("ttft", "tpot", "itl", "e2el")
 HISTOGRAMS = ("ttft", "tpot")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from .model import AREAS
+from .collect import AREAS
 
 KIND_LABEL = {"server": "server-level", "behavior": "behaviour"}
 COLUMNS = ("passed", "failed", "skipped", "xfailed")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from . import model
+from . import files
 
 __all__ = ["TinyModel", "prepare", "vllm_executable", "default_cache_dir", "MAX_MODEL_LEN"]
 
@@ -39,7 +39,7 @@ _NAMES: dict[str, tuple[str, str]] = {
 class TinyModel:
     path: Path  # the model directory, passed to `vllm serve`
     served_name: str
-    profile: str  # name in pytest_glmv.profiles
+    profile: str  # name in pytest_glmv.lifecycle.profiles
     max_model_len: int
     extra_args: tuple[str, ...]  # `vllm serve` arguments the tiny model needs on top of the profile's
     env: Mapping[str, str] = field(default_factory=dict)  # added to the server's environment
@@ -87,7 +87,7 @@ def prepare(cache_dir: Path | None = None, arch: str = "moe") -> TinyModel:
     if arch not in _NAMES:
         raise ValueError(f"unknown tiny architecture {arch!r}; valid: {', '.join(_NAMES)}")
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    contents, ids = model.files(arch)
+    contents, ids = files.files(arch)
     digest = hashlib.sha256()
     for name in sorted(contents):
         digest.update(name.encode() + b"\0" + contents[name] + b"\0")

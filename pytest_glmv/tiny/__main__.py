@@ -6,7 +6,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from .. import profiles
+from ..lifecycle import profiles
 from . import prepare, vllm_executable
 
 

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from pytest_glmv.reference.app import build
 from pytest_glmv.reference.faults import Faults
-from pytest_glmv.reference.settings import Settings
+from pytest_glmv.reference.settings import ReferenceSettings
 
 # CI keeps shared/ beside the clone: <clone>/../shared/vllm-wire.
 WIRE = Path(__file__).resolve().parents[2] / "../shared/vllm-wire"
@@ -30,11 +30,11 @@ def wire(name: str) -> dict[str, Any]:
 
 @pytest_asyncio.fixture
 async def make_client() -> AsyncIterator[Client]:
-    """make_client(faults=[...], **Settings fields) -> an aiohttp test client on a fresh app."""
+    """make_client(faults=[...], **ReferenceSettings fields) -> an aiohttp test client on a fresh app."""
     clients: list[TestClient] = []
 
     async def make(faults: list[str] | tuple[str, ...] = (), **kw: Any) -> TestClient:
-        client = TestClient(TestServer(build(Settings(faults=Faults(faults), **kw))))
+        client = TestClient(TestServer(build(ReferenceSettings(faults=Faults(faults), **kw))))
         await client.start_server()
         clients.append(client)
         return client

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_glmv.lifecycle.server import http_json
 from pytest_glmv.reference.launcher import ReferenceServer
-from pytest_glmv.server import http_json
 
 from .conftest import chat, chunks
 

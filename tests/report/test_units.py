@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pytest_glmv.report import FORMAT, baseline, html, model
+from pytest_glmv.report import FORMAT, baseline, collect, html
 
 
 def _check(key: str, outcome: str, **kw: Any) -> dict[str, Any]:
@@ -67,14 +67,14 @@ def test_check_outcomes() -> None:
 
 
 def test_check_key_ignores_where_the_suites_sit() -> None:
-    assert model.check_key("../../site-packages/pytest_glmv/suites/test_x.py::t[a/b]") == "suites/test_x.py::t[a/b]"
-    assert model.check_key("suites/test_x.py::t") == "suites/test_x.py::t"
-    assert model.check_key("tests/test_y.py::t") == "tests/test_y.py::t"
+    assert collect.check_key("../../site-packages/pytest_glmv/suites/test_x.py::t[a/b]") == "suites/test_x.py::t[a/b]"
+    assert collect.check_key("suites/test_x.py::t") == "suites/test_x.py::t"
+    assert collect.check_key("tests/test_y.py::t") == "tests/test_y.py::t"
 
 
 def test_trim_keeps_head_and_the_evidence_at_the_end() -> None:
     text = "HEAD" + "x" * 10000 + "E   AssertionError: the end"
-    out = model.trim(text, 600)
+    out = collect.trim(text, 600)
     assert out.startswith("HEAD") and out.endswith("the end") and "characters trimmed" in out and len(out) < 700
 
 
@@ -83,7 +83,7 @@ def _report(evidence: str) -> dict[str, Any]:
     return {"format": FORMAT, "version": 1, "exitstatus": 1, "collection_errors": [], "slo": [], "baseline": None,
             "environment": {"python": "3.11", "args": ["--glmv-fault", "<x>"]},
             "target": {"model": "<img src=x onerror=alert(1)>", "base_url": "http://h/v1", "faults": []},
-            "summary": {"outcomes": model.counts(checks), "deselected": 0, "matrix": model.matrix(checks)},
+            "summary": {"outcomes": collect.counts(checks), "deselected": 0, "matrix": collect.matrix(checks)},
             "checks": checks}
 
 
@@ -113,7 +113,7 @@ def test_the_ci_example_uses_only_options_that_exist() -> None:
     yaml = pytest.importorskip("yaml")
     from pathlib import Path
 
-    from pytest_glmv.config import OPTIONS
+    from pytest_glmv.lifecycle.config import OPTIONS
 
     path = Path(__file__).resolve().parents[2] / "docs" / "github-actions-gate.yml"
     text = path.read_text(encoding="utf-8")

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from pytest_glmv import media
+from pytest_glmv.kit import media
 from pytest_glmv.matrix import SuiteRun, _parse_junit, run_suite
 from pytest_glmv.reference.launcher import ReferenceServer
 

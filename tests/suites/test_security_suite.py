@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glmv.checks.hardening import launch_flag
+from pytest_glmv.kit.hardening import launch_flag
 from pytest_glmv.matrix import SuiteRun, run_suite
 
 SUITE = str(Path(__file__).resolve().parents[2] / "suites" / "test_security.py")

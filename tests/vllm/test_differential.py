@@ -57,9 +57,9 @@ from typing import Any, Iterator
 
 import pytest
 
+from pytest_glmv.lifecycle.server import LaunchedServer, VllmServer
 from pytest_glmv.reference import tokenizer as ref_tokenizer
 from pytest_glmv.reference.launcher import ReferenceServer
-from pytest_glmv.server import LaunchedServer, VllmServer
 from pytest_glmv.tiny import TinyModel, prepare
 
 from .tinyserver import require_vllm, tiny_vllm

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from pytest_glmv import tiny
-from pytest_glmv.tiny import model, tokenizer
+from pytest_glmv.tiny import files as tiny_files
+from pytest_glmv.tiny import tokenizer
 
 
 def test_build_is_deterministic_and_quick(tmp_path: Path) -> None:
@@ -30,14 +31,14 @@ def test_prepare_repairs_an_edited_dir(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("arch", ["moe", "dense"])
 def test_config_shapes(arch: str) -> None:
-    files, ids = model.files(arch)
+    files, ids = tiny_files.files(arch)
     cfg = json.loads(files["config.json"])
     text = cfg["text_config"]
     rotary_pairs = int(text["head_dim"] * text["partial_rotary_factor"]) // 2
     assert sum(text["rope_parameters"]["mrope_section"]) == rotary_pairs
     assert text["vocab_size"] >= max(ids.values()) + 1
     assert cfg["image_token_id"] == ids["<|image|>"]
-    assert cfg["architectures"] == [model.ARCHS[arch][0]]
+    assert cfg["architectures"] == [tiny_files.ARCHS[arch][0]]
 
 
 def test_markup_tokens_are_not_special() -> None:

@@ -20,8 +20,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from pytest_glmv import procs
-from pytest_glmv.server import VllmServer
+from pytest_glmv.lifecycle import procs
+from pytest_glmv.lifecycle.server import VllmServer
 from pytest_glmv.tiny import TinyModel, prepare
 
 from .tinyserver import require_vllm, tiny_vllm

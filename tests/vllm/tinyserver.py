@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glmv import profiles
-from pytest_glmv.server import VllmServer, free_port
+from pytest_glmv.lifecycle import profiles
+from pytest_glmv.lifecycle.server import VllmServer, free_port
 from pytest_glmv.tiny import TinyModel, vllm_executable
 
 

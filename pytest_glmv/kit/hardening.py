@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 import httpx
 import pytest
 
-from ..evidence import Exchange, chat
-from ..media import data_url, encode, image_part, png_url, square
+from .evidence import Exchange, chat
+from .media import data_url, encode, image_part, png_url, square
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .. import evidence
+from . import evidence
 
 CURRENT, LEGACY = "reasoning", "reasoning_content"
 FIELDS = (CURRENT, LEGACY)

@@ -149,7 +149,7 @@ class Watchdog:
     def __init__(self, leader_pid: int, pgid: int, shm_before: set[str]) -> None:
         r, w = os.pipe()
         self._write = w
-        args = [sys.executable, "-m", "pytest_glmv._watchdog", str(leader_pid), str(pgid), str(r),
+        args = [sys.executable, "-m", "pytest_glmv.lifecycle._watchdog", str(leader_pid), str(pgid), str(r),
                 ",".join(sorted(shm_before))]
         self.proc = subprocess.Popen(
             args, pass_fds=(r,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

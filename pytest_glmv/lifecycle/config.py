@@ -258,7 +258,7 @@ def validate(s: Settings) -> None:
     if s.fault and s.target != "reference":
         raise pytest.UsageError("--glmv-fault injects faults into the reference server only")
     if s.fault:
-        from .reference.faults import FAULTS
+        from ..reference.faults import FAULTS
 
         unknown = [f for f in s.fault if f not in FAULTS]
         if unknown:

@@ -1,4 +1,4 @@
-"""Watchdog sidecar: `python -m pytest_glmv._watchdog LEADER PGID FD SHM_BEFORE`.
+"""Watchdog sidecar: `python -m pytest_glmv.lifecycle._watchdog LEADER PGID FD SHM_BEFORE`.
 
 Polls the server's process tree while the pipe from the owner stays open. EOF
 without "bye" means the owner died: kill the group and every descendant seen,
@@ -10,7 +10,7 @@ import os
 import select
 import sys
 
-from pytest_glmv import procs
+from pytest_glmv.lifecycle import procs
 
 
 def main(argv: list[str]) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from .. import procs
+from ..lifecycle import procs
 from .hardening import metric_sum
 
 RUNNING = "vllm:num_requests_running"
@@ -57,28 +57,28 @@ def wait_for_running(http: httpx.Client, at_most: float, within: float) -> tuple
 
 
 @dataclass
-class Outcome:
+class ProbeResult:
     status: int | None = None
     text: str = ""
     error: str | None = None
     elapsed: float = 0.0
 
 
-async def _burst(base_url: str, headers: dict[str, str], bodies: list[dict[str, Any]], timeout: float) -> list[Outcome]:
+async def _burst(base_url: str, headers: dict[str, str], bodies: list[dict[str, Any]], timeout: float) -> list[ProbeResult]:
     limits = httpx.Limits(max_connections=len(bodies), max_keepalive_connections=len(bodies))
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout, limits=limits) as client:
-        async def one(b: dict[str, Any]) -> Outcome:
+        async def one(b: dict[str, Any]) -> ProbeResult:
             began = time.monotonic()
             try:
                 r = await client.post("/v1/chat/completions", json=b)
-                return Outcome(r.status_code, r.text[:400], None, time.monotonic() - began)
+                return ProbeResult(r.status_code, r.text[:400], None, time.monotonic() - began)
             except httpx.HTTPError as e:
-                return Outcome(None, "", repr(e), time.monotonic() - began)
+                return ProbeResult(None, "", repr(e), time.monotonic() - began)
 
         return list(await asyncio.gather(*(one(b) for b in bodies)))
 
 
-def burst(http: httpx.Client, bodies: list[dict[str, Any]], timeout: float) -> list[Outcome]:
+def burst(http: httpx.Client, bodies: list[dict[str, Any]], timeout: float) -> list[ProbeResult]:
     """All bodies at once, each on its own connection."""
     return asyncio.run(_burst(str(http.base_url), dict(http.headers), bodies, timeout))
 

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 import httpx
 import pytest
 
-from ..evidence import Exchange, chat, request
-from ..media import image_part
+from .evidence import Exchange, chat, request
+from .media import image_part
 
 GREEDY: dict[str, Any] = {"temperature": 0, "seed": 0}
 Message = dict[str, Any]

@@ -20,7 +20,7 @@ import math
 import re
 from typing import Any, Sequence
 
-from ..media import COLOURS, Scene, data_url, encode
+from .media import COLOURS, Scene, data_url, encode
 
 TEMPORAL = 2
 # <|begin_of_image|> and <|end_of_image|> surround the expanded <|image|> placeholder in GLM's template.

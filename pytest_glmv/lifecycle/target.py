@@ -75,7 +75,7 @@ class Target:
 
     def _tiny_plan(self, port: int | None) -> tuple[launch.LaunchPlan, Profile]:
         """The built-in tiny random-weight GLM-4.5V on real vLLM (CPU), for smoke tests without weights."""
-        from . import tiny
+        from .. import tiny
 
         s = self.settings
         model = tiny.prepare()
@@ -131,7 +131,7 @@ class Target:
         return self._start_reference()
 
     def _start_reference(self) -> Server:
-        from .reference.launcher import ReferenceServer
+        from ..reference.launcher import ReferenceServer
 
         s = self.settings
         try:

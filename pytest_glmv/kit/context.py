@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import httpx
 
-from ..evidence import Exchange, chat, request
+from .evidence import Exchange, chat, request
 
 # Common words that a byte-level BPE keeps as one token each, space included.
 # The first one that measures exactly one token per repetition is used.

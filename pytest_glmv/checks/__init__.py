@@ -1,1 +1,0 @@
-"""Helpers the shipped suites share, one module per area; logic here, assertions in suites/."""
