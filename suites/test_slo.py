@@ -3,7 +3,7 @@
 One test per threshold of the SLO spec in effect (--glmv-slo FILE, else the built-in reference
 results for GLM-4.5V-FP8 on 4xH100), all sharing one load run per scenario. Each failure
 states the measured value, the threshold and the margin. Run with `-m slo`; a plain run leaves
-them out (see pytest_glmv/slo/plugin.py).
+them out (see pytest_glmv/slo/selection.py).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import importlib.util
 
 import pytest
 
-from pytest_glmv.slo.plugin import HOW, glmv_slo_runs, runs_of, selected, spec_for  # noqa: F401 (fixture)
+from pytest_glmv.session import session_of
 
 pytestmark = [pytest.mark.slo]
 if importlib.util.find_spec("xdist") is not None:
@@ -20,7 +20,7 @@ if importlib.util.find_spec("xdist") is not None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    spec = spec_for(metafunc.config)
+    spec = session_of(metafunc.config).slo_spec
     if "slo_threshold" in metafunc.fixturenames:
         cases = [(sc, t) for sc in spec.scenarios for t in sc.thresholds]
         metafunc.parametrize("slo_scenario,slo_threshold", cases,
@@ -29,15 +29,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("slo_scenario", list(spec.scenarios), ids=[sc.name for sc in spec.scenarios])
 
 
-@pytest.fixture(autouse=True)
-def _only_when_selected(request: pytest.FixtureRequest) -> None:
-    # Normally the slo plugin has deselected these already; this covers a session without it.
-    if not selected(request.config):
-        pytest.skip(f"SLO checks load the server for minutes; {HOW}")
-
-
 @pytest.fixture
-def slo_outcome(request: pytest.FixtureRequest, slo_scenario, glmv_slo_runs):  # type: ignore[no-untyped-def]  # noqa: F811
+def slo_outcome(request: pytest.FixtureRequest, slo_scenario, glmv_slo_runs):  # type: ignore[no-untyped-def]
     return glmv_slo_runs.get(slo_scenario, request)
 
 

@@ -17,7 +17,6 @@ p99_itl_ms = 500
 output_throughput = 1
 completed = 4
 """
-SLO_PLUGIN = ("-p", "pytest_glmv.slo.plugin")  # until plugin.py registers it
 
 
 def spec(pytester: pytest.Pytester, text: str = SPEC) -> str:
@@ -27,7 +26,7 @@ def spec(pytester: pytest.Pytester, text: str = SPEC) -> str:
 def test_reference_meets_a_small_spec_and_writes_vllm_json(pytester: pytest.Pytester) -> None:
     out = pytester.path / "out.json"
     result = pytester.runpytest_subprocess(str(SUITE), "--glmv-server", "reference", "--glmv-slo", spec(pytester),
-                                           "--glmv-slo-json", str(out), *SLO_PLUGIN, "-v")
+                                           "--glmv-slo-json", str(out), "-v")
     result.assert_outcomes(passed=6)
     result.stdout.fnmatch_lines(["*test_slo[[]small-mean_ttft_ms[]] PASSED*",
                                  "*test_server_metrics_agree[[]small[]] PASSED*",
@@ -41,7 +40,7 @@ def test_reference_meets_a_small_spec_and_writes_vllm_json(pytester: pytest.Pyte
 
 def test_slow_first_token_fails_ttft_and_nothing_else(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess(str(SUITE), "--glmv-server", "reference", "--glmv-fault", "slow-first-token",
-                                           "--glmv-slo", spec(pytester), *SLO_PLUGIN, "-rf")
+                                           "--glmv-slo", spec(pytester), "-rf")
     result.assert_outcomes(passed=5, failed=1)
     result.stdout.fnmatch_lines([
         "*mean_ttft_ms = 1???.?? MISSES threshold <= 1000.00; margin -*.??, -*.?%",
@@ -53,7 +52,7 @@ def test_failed_requests_are_counted_and_fail_the_run(pytester: pytest.Pytester)
     # max_tokens far beyond the window: every request answers 400
     text = SPEC.replace("num_prompts = 4", "num_prompts = 3\nmax_tokens = 10000000")
     result = pytester.runpytest_subprocess(str(SUITE), "--glmv-server", "reference", "--glmv-slo",
-                                           spec(pytester, text), *SLO_PLUGIN)
+                                           spec(pytester, text))
     result.stdout.fnmatch_lines(["*failed = 3.00 MISSES threshold <= 0.00*", "*completed 0, failed 3*",
                                  "*first failures: request 0: HTTP 400*", "Failed requests: * 3*"])
     assert result.ret == pytest.ExitCode.TESTS_FAILED
@@ -65,7 +64,7 @@ def copy_of_suite(pytester: pytest.Pytester) -> str:
 
 
 def test_plain_run_deselects_and_says_how_to_run(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest_subprocess(copy_of_suite(pytester), "--glmv-server", "reference", *SLO_PLUGIN)
+    result = pytester.runpytest_subprocess(copy_of_suite(pytester), "--glmv-server", "reference")
     result.stdout.fnmatch_lines(["glmv: 16 SLO checks deselected (they load the server for minutes); run them with "
                                  "-m slo, or give a spec with --glmv-slo FILE.toml"])
     result.stdout.no_fnmatch_line("*glmv target*")  # nothing was started
@@ -74,20 +73,13 @@ def test_plain_run_deselects_and_says_how_to_run(pytester: pytest.Pytester) -> N
 
 def test_dash_m_slo_selects_them(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess(copy_of_suite(pytester), "-m", "slo and not behavior", "--glmv-server",
-                                           "reference", "--collect-only", "-q", *SLO_PLUGIN)
+                                           "reference", "--collect-only", "-q")
     result.stdout.fnmatch_lines(["*16 tests collected*"])
-
-
-def test_without_the_slo_plugin_the_suite_skips_itself_with_the_reason(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest_subprocess(copy_of_suite(pytester), "--glmv-server", "reference", "-rs",
-                                           "-p", "no:pytest_glmv.slo.plugin")
-    result.stdout.fnmatch_lines(["*SLO checks load the server for minutes; run them with -m slo*"])
-    result.assert_outcomes(skipped=16)
 
 
 def test_bad_toml_is_one_line(pytester: pytest.Pytester) -> None:
     bad = spec(pytester, "[slo\nmean_ttft_ms = 1")
-    result = pytester.runpytest_subprocess(str(SUITE), "--glmv-slo", bad, *SLO_PLUGIN)
+    result = pytester.runpytest_subprocess(str(SUITE), "--glmv-slo", bad)
     result.stderr.fnmatch_lines([f"ERROR: glmv: SLO spec {bad}: invalid TOML: *line 1*"])
     assert result.ret == pytest.ExitCode.USAGE_ERROR
 
@@ -100,7 +92,7 @@ import pytest
 def test_my_deployment(glmv_slo):
     glmv_slo.check()
 """)
-    result = pytester.runpytest_subprocess("test_mine.py", "-m", "slo", "--glmv-server", "reference", *SLO_PLUGIN)
+    result = pytester.runpytest_subprocess("test_mine.py", "-m", "slo", "--glmv-server", "reference")
     result.stdout.fnmatch_lines(["*SLO missed:", "*p99_itl_ms = * MISSES threshold <= 0.00*",
                                  "*scenario test_my_deployment: 3 prompts of synthetic*"])
     result.stdout.no_fnmatch_line("*mean_ttft_ms*MISSES*")

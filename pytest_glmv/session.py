@@ -1,0 +1,201 @@
+"""One object holds a pytest session's glmv state: settings, target, SLO runs, report, baseline.
+
+plugin.py creates it in pytest_configure and every hook there is one call into it (the pattern of
+pytest-benchmark's BenchmarkSession). Suites and users reach it through `session_of(config)`; nothing
+here is a hook, so the same object can be driven by hand in a test.
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .lifecycle import config as cfg
+from .lifecycle.server import ServerError
+from .lifecycle.target import Target, is_launched
+from .report import collect
+from .report.recorder import Recorder
+from .slo import selection
+from .slo.spec import Spec
+
+AREAS = collect.AREAS
+MARKERS = {
+    "multimodal": "images and video reach the model through every route a client uses",
+    "tools": "function calling through the glm45 tool parser",
+    "reasoning": "hybrid thinking through the glm45 reasoning parser",
+    "context": "the context window, exactly",
+    "slo": "latency and throughput SLOs, measured like vllm bench serve (run only when selected)",
+    "robustness": "bad requests never take the server down",
+    "security": "keys, media fetching and file access",
+    "behavior": "needs real weights (a random-weight model answers nonsense)",
+}
+# fixtures that need the target started
+NEEDS_TARGET = {"glmv_target", "glmv_server", "glmv_profile", "glmv_client", "glmv_async_client", "glmv_http",
+                "glmv_media", "glmv_media_dir", "glmv_http_shared"}
+EXIT_SERVER = 3  # pytest.exit code when the target cannot be started or reached mid-run
+SESSION_KEY = pytest.StashKey["GlmvSession"]()
+
+
+def settings_of(config: pytest.Config) -> cfg.Settings:
+    """The run's settings (CLI > env > ini > default); bad values raise pytest.UsageError."""
+    return cfg.resolve(lambda n: config.getoption("glmv_" + n), lambda n: config.getini("glmv_" + n))
+
+
+def session_of(config: pytest.Config) -> "GlmvSession":
+    return config.stash[SESSION_KEY]
+
+
+def suites_dir() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("pytest_glmv.suites")
+    if spec and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parent.parent / "suites"
+
+
+def check_command_line(config: pytest.Config) -> int | None:
+    """Before anything starts: bad values, an unknown model, --glmv-print-command, -n with a launch."""
+    settings = settings_of(config)
+    if settings.target == "vllm":
+        try:
+            plan, _ = Target(settings).vllm_plan()  # an unknown model without a profile ends here
+        except ServerError as e:
+            raise pytest.UsageError(str(e)) from None
+        if settings.print_command:
+            print(shlex.join(plan.argv))
+            return 0
+        if _xdist_active(config):
+            raise pytest.UsageError(
+                "glmv: -n/--dist with --glmv-model would start one vLLM per worker on the same GPUs; launch it "
+                "once and use --glmv-base-url with -n, or drop -n")
+    return None
+
+
+def _xdist_active(config: pytest.Config) -> bool:
+    if hasattr(config, "workerinput"):
+        return True
+    n = config.getoption("numprocesses", None)
+    return (bool(n) and n != 0) or config.getoption("dist", "no") not in ("no", None)
+
+
+class GlmvSession:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.settings = settings_of(config)
+        self.target = Target(self.settings, progress=self.say)
+        self.is_worker = hasattr(config, "workerinput")
+        self.report = Recorder(self.settings, self.is_worker)
+        self._spec: Spec | None = None
+        self.slo_runs = selection.Runs(self.settings, lambda: self.slo_spec)
+        self.slo_deselected = 0
+        if self.settings.slo is not None:
+            _ = self.slo_spec  # a bad spec ends the run here, with one line
+        # An explicit target with no paths given means "judge it": run the shipped suites.
+        if self.settings.explicit_target and config.args_source != pytest.Config.ArgsSource.ARGS:
+            config.args = [str(suites_dir())]
+
+    # -- the SLO side ------------------------------------------------------------------------------
+    @property
+    def slo_spec(self) -> Spec:
+        if self._spec is None:
+            self._spec = selection.load_spec(self.settings)
+        return self._spec
+
+    @property
+    def slo_selected(self) -> bool:
+        c = self.config
+        return selection.asked_for(c.getoption("markexpr", "") or "", self.settings, c.args)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def say(self, msg: str) -> None:
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line(msg)
+        else:
+            print(msg, file=sys.stderr, flush=True)
+
+    def attach_early(self) -> None:
+        """An explicit --glmv-base-url is checked at session start: unreachable is a usage error."""
+        if self.target.kind == "external" and self.settings.explicit_target:
+            try:
+                self.target.start()
+            except ServerError as e:
+                raise pytest.UsageError(str(e).splitlines()[0]) from None
+
+    def ensure_started(self) -> Target:
+        fresh = not self.target.started
+        try:
+            self.target.start()
+        except ServerError as e:
+            pytest.exit(str(e), returncode=EXIT_SERVER)
+        if fresh:
+            for line in self.target.describe_lines():
+                self.say(f"glmv: {line}")
+        return self.target
+
+    def stop(self) -> None:
+        try:
+            self.target.stop()
+        except ServerError as e:
+            print(str(e), file=sys.stderr)
+
+    # -- collection ----------------------------------------------------------------------------------
+    def modify_items(self, items: list[pytest.Item]) -> None:
+        root = suites_dir().resolve()
+        for item in items:
+            if root not in Path(str(item.path)).resolve().parents:
+                continue
+            areas = sorted({m.name for m in item.iter_markers() if m.name in AREAS})
+            if len(areas) != 1:
+                raise pytest.UsageError(f"{item.nodeid}: a suite check carries exactly one area marker "
+                                        f"({', '.join(AREAS)}); it has {areas or 'none'}")
+        if not self.slo_selected:
+            keep, drop = selection.split(items)
+            if drop:
+                self.config.hook.pytest_deselected(items=drop)
+                items[:] = keep
+                self.slo_deselected = len(drop)
+
+    def collection_finished(self, session: pytest.Session) -> None:
+        if self.config.option.collectonly:
+            return
+        if any(NEEDS_TARGET & set(getattr(item, "fixturenames", ())) for item in session.items):
+            self.ensure_started()
+
+    # -- reports -------------------------------------------------------------------------------------
+    def target_info(self) -> dict[str, Any] | None:
+        if not self.target.started:
+            return None
+        return collect.jsonable(self.target.info())  # type: ignore[no-any-return]
+
+    def make_report(self, item: pytest.Item, report: pytest.TestReport) -> None:
+        if report.failed and is_launched(self.target.server):
+            assert self.target.server is not None
+            report.sections.append(("glmv server log (last 40 lines)", self.target.server.log_tail(40)))
+        self.report.stamp(item, report, self.target_info(), self.slo_runs.done)
+
+    def finish(self, session: pytest.Session, exitstatus: int) -> None:
+        info = collect.jsonable(self.target.info())
+        self.report.finish(session, exitstatus, info, self.slo_runs.done)
+
+    def terminal_summary(self, tr: Any) -> None:
+        """One ordered summary: the target, the SLO runs, then the matrix, baseline and report files."""
+        if self.target.started:
+            tr.section("glmv target")
+            for line in self.target.describe_lines():
+                tr.write_line(line)
+        lines: list[str] = []
+        if self.slo_deselected:
+            n = self.slo_deselected
+            lines.append(f"glmv: {n} SLO check{'s' if n != 1 else ''} deselected (they load the server for "
+                         f"minutes); {selection.HOW}")
+        lines += self.slo_runs.lines()
+        if lines:
+            tr.section("glmv SLO")
+            for line in lines:
+                tr.write_line(line)
+        self.report.summary(tr.section, tr.write_line)
