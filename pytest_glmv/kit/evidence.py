@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import sse
+
 if TYPE_CHECKING:
     import httpx
 
@@ -102,24 +104,15 @@ def stream(http: "httpx.Client", body: dict[str, Any], **kw: Any) -> Exchange:
     """POST with stream=true; keeps every SSE line and the parsed `data:` payloads (not [DONE])."""
     body = {**body, "stream": True}
     began = time.monotonic()
-    lines: list[str] = []
-    events: list[dict[str, Any]] = []
     with http.stream("POST", CHAT, json=body, **kw) as resp:
         if resp.status_code != 200:
             resp.read()
             return Exchange("POST", CHAT, body, resp.status_code, resp.text, time.monotonic() - began,
                             dict(resp.headers))
-        for line in resp.iter_lines():
-            if not line:
-                continue
-            lines.append(line)
-            if line.startswith("data: ") and line != "data: [DONE]":
-                try:
-                    events.append(json.loads(line[6:]))
-                except ValueError:
-                    events.append({"_unparsable": line})
+        read = sse.read(resp.iter_lines())
         headers = dict(resp.headers)
-    return Exchange("POST", CHAT, body, 200, "\n".join(lines), time.monotonic() - began, headers, events, lines)
+    return Exchange("POST", CHAT, body, 200, "\n".join(read.lines), time.monotonic() - began, headers, read.events,
+                    read.lines)
 
 
 def deltas(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

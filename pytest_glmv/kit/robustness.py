@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from ..lifecycle import procs
+from . import sse
 from .hardening import metric_sum
 
 RUNNING = "vllm:num_requests_running"
@@ -35,10 +36,8 @@ def leave_streams(http: httpx.Client, req: dict[str, Any], n: int, timeout: floa
             resp = stack.enter_context(client.stream("POST", "/v1/chat/completions", json={**req, "stream": True}))
             if resp.status_code != 200:
                 continue
-            for line in resp.iter_lines():
-                if line.startswith("data: "):
-                    got += 1
-                    break
+            if any(sse.payload(line) is not None for line in resp.iter_lines()):  # stops at the first
+                got += 1
     return got  # leaving the stack closed every socket without reading on
 
 
@@ -107,12 +106,12 @@ def _stream_into(root_url: str, headers: dict[str, str], req: dict[str, Any], ou
         with httpx.Client(base_url=root_url, headers=headers, timeout=timeout) as c:
             with c.stream("POST", "/v1/chat/completions", json={**req, "stream": True}) as resp:
                 out.status = resp.status_code
+                read = sse.Reader()
                 for line in resp.iter_lines():
-                    if line.startswith("data: "):
+                    if read.feed(line):
                         out.first_chunk = True
                         started.set()
-                    if line == "data: [DONE]":
-                        out.done = True
+                    out.done = read.done
     except httpx.HTTPError as e:
         out.error = repr(e)
     finally:

@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
+from pytest_glmv.kit import sse
 from pytest_glmv.reference.app import build
 from pytest_glmv.reference.faults import Faults
 from pytest_glmv.reference.settings import ReferenceSettings
@@ -73,12 +74,8 @@ WEATHER_TOOL = {"type": "function", "function": {
                    "required": ["city"]}}}
 
 
-def sse(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("data: ")]
-
-
 def chunks(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line[6:]) for line in sse(text) if line != "data: [DONE]"]
+    return sse.read(text).events
 
 
 async def chat(client: TestClient, **body: Any) -> tuple[int, Any]:

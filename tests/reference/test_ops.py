@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_glmv.kit import sse
 from pytest_glmv.lifecycle.server import http_json
 from pytest_glmv.reference.launcher import ReferenceServer
 
@@ -60,7 +61,7 @@ async def test_latency_model_and_trace(make_client, tmp_path: Path) -> None:
     assert record["stream"] and record["status"] == 200 and record["request_id"] == chunks(text)[0]["id"]
     assert record["received"] >= t0 and record["prompt_tokens"] > 0 and record["completion_tokens"] == 6
     stamps = record["chunks"]
-    assert len(stamps) == len([line for line in text.splitlines() if line.startswith("data: ")])
+    assert len(stamps) == len(sse.read(text).data_lines)
     assert stamps[0] - record["received"] >= 0.19  # time to first token
     gaps = [b - a for a, b in zip(stamps[1:], stamps[2:-2], strict=False)]
     assert gaps and min(gaps) >= 0.015  # one token per 20 ms after the first

@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from pytest_glmv.kit import sse
+
 from .conftest import WEATHER_TOOL, chat, chunks, data_url, wire
 
 pytestmark = pytest.mark.asyncio
@@ -143,9 +145,9 @@ async def test_stream_matches_vllm(make_client, name: str) -> None:
     c = await make_client()
     status, text = await chat(c, **replay_body(sample))
     assert status == 200
-    want = [json.loads(line[6:]) for line in sample["sse_lines"] if line != "data: [DONE]"]
+    want = sse.read(sample["sse_lines"]).events
     got = chunks(text)
-    assert text.rstrip().endswith("data: [DONE]") and sample["sse_lines"][-1] == "data: [DONE]"
+    assert text.rstrip().endswith(sse.DONE) and sample["sse_lines"][-1] == sse.DONE
     # Chunk kinds in the same order, each with vLLM's keys in vLLM's order.
     assert shape(got[0]) == shape(want[0]) and got[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert shape(got[-1]) == shape(want[-1]) and got[-1]["choices"] == []
