@@ -216,7 +216,6 @@ def on_reference(a: argparse.Namespace, work: Path, rows: list[Row]) -> str:
 
 
 def on_tiny(a: argparse.Namespace, work: Path, rows: list[Row]) -> str:
-    from pytest_glmv.lifecycle import profiles
     from pytest_glmv.lifecycle.server import VllmServer, free_port
     from pytest_glmv.tiny import prepare, vllm_executable
 
@@ -230,9 +229,7 @@ def on_tiny(a: argparse.Namespace, work: Path, rows: list[Row]) -> str:
         env["VLLM_CPU_OMP_THREADS_BIND"] = str(cpus[0])
         os.sched_setaffinity(0, {cpus[0]})
     port = free_port()
-    argv = [exe, "serve", str(tiny.path), "--served-model-name", tiny.served_name, "--host", "127.0.0.1",
-            "--port", str(port), "--tensor-parallel-size", "1", *profiles.get(tiny.profile).vllm_flags(),
-            *tiny.extra_args]
+    argv = tiny.plan(exe, port, tp=1).argv
     with VllmServer(argv, model=tiny.served_name, port=port, env=env, startup_timeout=900, log_dir=work) as srv:
         pinned = pin(srv.pid, not pinning, cpus)
         n = max(a.sizes[1], a.parity_n)

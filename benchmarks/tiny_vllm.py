@@ -24,7 +24,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pytest_glmv import profiles  # noqa: E402
 from pytest_glmv.lifecycle.server import VllmServer, free_port  # noqa: E402
 from pytest_glmv.tiny import TinyModel, prepare, vllm_executable  # noqa: E402
 
@@ -65,11 +64,9 @@ def post(srv: VllmServer, body: dict[str, Any]) -> float:
 
 def run(exe: str, tm: TinyModel, cache_root: Path, repeats: int, timed: bool) -> tuple[float, dict[str, float]]:
     port = free_port()
-    argv = [exe, "serve", str(tm.path), "--served-model-name", tm.served_name, "--host", "127.0.0.1",
-            "--port", str(port), "--tensor-parallel-size", "1", *profiles.get(tm.profile).vllm_flags(),
-            *tm.extra_args]
-    env = {**os.environ, **tm.env, "VLLM_CACHE_ROOT": str(cache_root)}
-    srv = VllmServer(argv, model=tm.served_name, port=port, env=env, startup_timeout=900)
+    plan = tm.plan(exe, port, tp=1)
+    env = {**os.environ, **plan.env, "VLLM_CACHE_ROOT": str(cache_root)}
+    srv = VllmServer(plan.argv, model=tm.served_name, port=port, env=env, startup_timeout=900)
     began = time.monotonic()
     with srv:
         startup = time.monotonic() - began

@@ -1,12 +1,17 @@
-"""The `vllm serve` command line the plugin launches, built from settings and a profile."""
+"""The `vllm serve` command line: a small LaunchSpec (what to serve, how) and a profile make a LaunchPlan.
+
+The spec knows nothing of pytest, so the plugin (LaunchSpec.from_settings), the tiny model
+(TinyModel.launch_spec), the tests and the benchmarks all build the same argv one way.
+"""
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
 
-from .config import Settings
 from .profiles import Profile
 
 
@@ -18,7 +23,37 @@ class LaunchPlan:
     env: dict[str, str] = field(default_factory=dict)  # added to the environment of the server
 
 
-def visible_gpus(environ: dict[str, str] | None = None) -> tuple[int, str]:
+@dataclass(frozen=True)
+class LaunchSpec:
+    model: str  # what `vllm serve` loads: an HF id or a directory
+    served_name: str | None = None  # the name requests use (default: model)
+    executable: str = "vllm"
+    tp: int | None = None  # None: the GPUs visible, else 1
+    dp: int | None = None
+    allowed_media_path: Path | None = None  # replaces the recommended --allowed-local-media-path /
+    max_model_len: int | None = None
+    max_num_batched_tokens: int | None = None
+    gpu_memory_utilization: float | None = None
+    api_key: str | None = None
+    extra: tuple[str, ...] = ()  # arguments the model itself needs (the tiny model's), after the profile's
+    user_args: tuple[str, ...] = ()  # the user's own, verbatim and last
+    env: Mapping[str, str] = field(default_factory=dict)
+    why: Mapping[str, str] = field(default_factory=dict)  # where tp/dp came from, for the note
+
+    @classmethod
+    def from_settings(cls, s: Any, **over: Any) -> "LaunchSpec":
+        """From the plugin's Settings (lifecycle.config.Settings); `over` replaces fields."""
+        assert s.model is not None
+        spec = cls(model=s.model, executable=s.vllm_executable, tp=s.tp, dp=s.dp,
+                   allowed_media_path=s.allowed_media_path, max_model_len=s.max_model_len,
+                   max_num_batched_tokens=s.max_num_batched_tokens,
+                   gpu_memory_utilization=s.gpu_memory_utilization, api_key=s.api_key,
+                   user_args=tuple(s.vllm_arg),
+                   why={k: f"--glmv-{k}, {s.sources.get(k)}" for k in ("tp", "dp")})
+        return replace(spec, **over)
+
+
+def visible_gpus(environ: Mapping[str, str] | None = None) -> tuple[int, str]:
     """How many GPUs vLLM would see, and where that number came from."""
     env = os.environ if environ is None else environ
     cvd = env.get("CUDA_VISIBLE_DEVICES")
@@ -36,44 +71,41 @@ def visible_gpus(environ: dict[str, str] | None = None) -> tuple[int, str]:
     return 0, "no GPU found (no CUDA_VISIBLE_DEVICES, no nvidia-smi)"
 
 
-def parallelism(s: Settings, environ: dict[str, str] | None = None) -> tuple[list[str], str]:
-    if s.dp is not None and s.tp is None:
-        return ["--data-parallel-size", str(s.dp)], f"DP {s.dp} (--glmv-dp, {s.sources.get('dp')})"
-    if s.tp is not None:
-        flags = ["--tensor-parallel-size", str(s.tp)]
-        note = f"TP {s.tp} (--glmv-tp, {s.sources.get('tp')})"
-        if s.dp is not None:
-            flags += ["--data-parallel-size", str(s.dp)]
-            note += f", DP {s.dp}"
+def parallelism(spec: LaunchSpec, environ: Mapping[str, str] | None = None) -> tuple[list[str], str]:
+    if spec.dp is not None and spec.tp is None:
+        return ["--data-parallel-size", str(spec.dp)], f"DP {spec.dp} ({spec.why.get('dp', 'given')})"
+    if spec.tp is not None:
+        flags = ["--tensor-parallel-size", str(spec.tp)]
+        note = f"TP {spec.tp} ({spec.why.get('tp', 'given')})"
+        if spec.dp is not None:
+            flags += ["--data-parallel-size", str(spec.dp)]
+            note += f", DP {spec.dp}"
         return flags, note
     count, why = visible_gpus(environ)
     tp = max(count, 1)
     return ["--tensor-parallel-size", str(tp)], f"TP {tp} ({count} GPUs visible: {why})"
 
 
-def build(s: Settings, profile: Profile, port: int, model_path: str | None = None,
-          served_name: str | None = None, extra: tuple[str, ...] = (), env: dict[str, str] | None = None,
-          executable: str | None = None, environ: dict[str, str] | None = None) -> LaunchPlan:
+def plan(spec: LaunchSpec, profile: Profile, port: int, environ: Mapping[str, str] | None = None) -> LaunchPlan:
     """The launch: `vllm serve MODEL` + recommended flags + hardware + user extras, in that order.
 
     The served name is the model as the user gave it, so requests and reports use
     one stable name whatever path the weights are loaded from.
     """
-    assert s.model is not None
-    served = served_name or s.model
-    par, note = parallelism(s, environ)
+    served = spec.served_name or spec.model
+    par, note = parallelism(spec, environ)
     flags = list(profile.vllm_flags())
-    if s.allowed_media_path is not None:
-        flags[flags.index("--allowed-local-media-path") + 1] = str(s.allowed_media_path)
-    argv = [executable or s.vllm_executable, "serve", model_path or s.model, "--served-model-name", served,
-            "--host", "127.0.0.1", "--port", str(port), *par, *flags, *extra]
-    if s.max_model_len is not None:
-        argv += ["--max-model-len", str(s.max_model_len)]
-    if s.max_num_batched_tokens is not None:
-        argv += ["--max-num-batched-tokens", str(s.max_num_batched_tokens)]
-    if s.gpu_memory_utilization is not None:
-        argv += ["--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}"]
-    if s.api_key:
-        argv += ["--api-key", s.api_key]
-    argv += list(s.vllm_arg)
-    return LaunchPlan(argv=argv, served_name=served, parallel_note=note, env=dict(env or {}))
+    if spec.allowed_media_path is not None:
+        flags[flags.index("--allowed-local-media-path") + 1] = str(spec.allowed_media_path)
+    argv = [spec.executable, "serve", spec.model, "--served-model-name", served,
+            "--host", "127.0.0.1", "--port", str(port), *par, *flags, *spec.extra]
+    if spec.max_model_len is not None:
+        argv += ["--max-model-len", str(spec.max_model_len)]
+    if spec.max_num_batched_tokens is not None:
+        argv += ["--max-num-batched-tokens", str(spec.max_num_batched_tokens)]
+    if spec.gpu_memory_utilization is not None:
+        argv += ["--gpu-memory-utilization", f"{spec.gpu_memory_utilization:g}"]
+    if spec.api_key:
+        argv += ["--api-key", spec.api_key]
+    argv += list(spec.user_args)
+    return LaunchPlan(argv=argv, served_name=served, parallel_note=note, env=dict(spec.env))

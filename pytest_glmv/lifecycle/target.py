@@ -71,7 +71,7 @@ class Target:
             raise ServerError(f"glmv: {e}") from None
         if s.max_model_len:
             profile = profile.with_window(s.max_model_len)
-        return launch.build(s, profile, port or free_port()), profile
+        return launch.plan(launch.LaunchSpec.from_settings(s), profile, port or free_port()), profile
 
     def _tiny_plan(self, port: int | None) -> tuple[launch.LaunchPlan, Profile]:
         """The built-in tiny random-weight GLM-4.5V on real vLLM (CPU), for smoke tests without weights."""
@@ -80,17 +80,13 @@ class Target:
         s = self.settings
         model = tiny.prepare()
         profile = profiles.get(s.profile or model.profile)
-        extra = list(model.extra_args)
-        if s.max_model_len:  # the user's window replaces the tiny default, never both
-            at = extra.index("--max-model-len")
-            del extra[at:at + 2]
         profile = profile.with_window(s.max_model_len or model.max_model_len)
         exe = s.vllm_executable
         if s.sources.get("vllm_executable") == "default":
             exe = tiny.vllm_executable() or exe
-        plan = launch.build(s, profile, port or free_port(), model_path=str(model.path),
-                            served_name=model.served_name, extra=tuple(extra), env=dict(model.env), executable=exe)
-        return plan, profile
+        # the user's window replaces the tiny default, never both
+        spec = model.launch_spec(exe, settings=s, max_model_len=s.max_model_len or model.max_model_len)
+        return launch.plan(spec, profile, port or free_port()), profile
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> Server:

@@ -1,9 +1,8 @@
 """A tiny random-weight GLM-4V model for real vLLM on a CPU, with no weights to download.
 
     tm = prepare()                      # writes (once) a model dir under the cache
-    argv = [vllm_executable(), "serve", str(tm.path), "--served-model-name", tm.served_name,
-            *profiles.get(tm.profile).vllm_flags(), *tm.extra_args]
-    VllmServer(argv, model=tm.served_name, port=port, env={**os.environ, **tm.env})
+    plan = tm.plan(vllm_executable(), port, tp=1)
+    VllmServer(plan.argv, model=tm.served_name, port=port, env={**os.environ, **plan.env})
 
 The directory holds configs, a generated tokenizer and GLM-4.5V's chat template; vLLM
 invents the weights (`--load-format dummy`). Outputs are random text, but every layer of
@@ -19,8 +18,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
+from ..lifecycle import profiles
+from ..lifecycle.launch import LaunchPlan, LaunchSpec, plan
 from . import files
 
 __all__ = ["TinyModel", "prepare", "vllm_executable", "default_cache_dir", "MAX_MODEL_LEN"]
@@ -44,6 +45,22 @@ class TinyModel:
     extra_args: tuple[str, ...]  # `vllm serve` arguments the tiny model needs on top of the profile's
     env: Mapping[str, str] = field(default_factory=dict)  # added to the server's environment
     token_ids: Mapping[str, int] = field(default_factory=dict)  # GLM special/markup token -> id
+
+    def launch_spec(self, executable: str, settings: Any = None, **over: Any) -> LaunchSpec:
+        """How to serve it: the plugin's settings (if any) with this model, its arguments and environment;
+        `over` replaces fields (tp=1, api_key=...). The window is a field, so a user's replaces the default."""
+        args = list(self.extra_args)
+        at = args.index("--max-model-len")
+        del args[at:at + 2]
+        base = dict(model=str(self.path), served_name=self.served_name, executable=executable,
+                    max_model_len=self.max_model_len, extra=tuple(args), env=dict(self.env))
+        if settings is None:
+            return LaunchSpec(**{**base, **over})
+        return LaunchSpec.from_settings(settings, **{**base, **over})
+
+    def plan(self, executable: str, port: int, **over: Any) -> LaunchPlan:
+        """The `vllm serve` command (argv and environment) with the profile's recommended flags."""
+        return plan(self.launch_spec(executable, **over), profiles.get(self.profile), port)
 
 
 def default_cache_dir() -> Path:

@@ -6,7 +6,6 @@ import argparse
 import shlex
 from pathlib import Path
 
-from ..lifecycle import profiles
 from . import prepare, vllm_executable
 
 
@@ -18,9 +17,9 @@ def main() -> None:
     a = ap.parse_args()
     tm = prepare(a.cache_dir, arch=a.arch)
     exe = vllm_executable() or "vllm"
-    argv = [exe, "serve", str(tm.path), "--served-model-name", tm.served_name, "--host", "127.0.0.1",
-            "--port", str(a.port), *profiles.get(tm.profile).vllm_flags(), *tm.extra_args]
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in tm.env.items())
+    plan = tm.plan(exe, a.port, tp=1)
+    argv = plan.argv
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in plan.env.items())
     print(f"# model dir: {tm.path}")
     print(f"{env} \\\n  {shlex.join(argv)}")
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glmv.lifecycle import profiles
 from pytest_glmv.lifecycle.server import VllmServer, free_port
 from pytest_glmv.tiny import TinyModel, vllm_executable
 
@@ -31,10 +30,8 @@ def tiny_vllm(exe: str, tiny: TinyModel, log_dir: Path, extra_env: Mapping[str, 
               startup: dict[str, float] | None = None) -> Iterator[VllmServer]:
     """Real `vllm serve` on the tiny model with the profile's recommended flags, stopped on exit."""
     port = free_port()
-    argv = [exe, "serve", str(tiny.path), "--served-model-name", tiny.served_name,
-            "--host", "127.0.0.1", "--port", str(port), "--tensor-parallel-size", "1",
-            *profiles.get(tiny.profile).vllm_flags(), *tiny.extra_args]
-    srv = VllmServer(argv, model=tiny.served_name, port=port, env={**os.environ, **tiny.env, **(extra_env or {})},
+    plan = tiny.plan(exe, port, tp=1)
+    srv = VllmServer(plan.argv, model=tiny.served_name, port=port, env={**os.environ, **plan.env, **(extra_env or {})},
                      startup_timeout=900, log_dir=log_dir)
     began = time.monotonic()
     srv.start()
