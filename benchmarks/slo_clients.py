@@ -21,6 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pytest_glmv.kit import prometheus  # noqa: E402
 from pytest_glmv.slo import client, metrics, promcheck, schedule, workload  # noqa: E402
 
 
@@ -86,7 +87,7 @@ def cpu_of(argv: list[str], env: dict[str, str] | None = None) -> float:
 
 def scrape(url: str) -> dict[str, float]:
     with urllib.request.urlopen(url + "/metrics", timeout=30) as resp:
-        return promcheck.parse(resp.read().decode())
+        return prometheus.totals(resp.read().decode())
 
 
 class Bench:
@@ -151,8 +152,8 @@ def server_means(before: dict[str, float], after: dict[str, float]) -> dict[str,
     """vLLM's own view of one run from its /metrics deltas: successful requests, mean TTFT (arrival
     in the engine's front end to first token out of it) and mean TPOT per request, ms."""
     def mean(hist: str) -> float:
-        n = after.get(hist + "_count", 0.0) - before.get(hist + "_count", 0.0)
-        return (after.get(hist + "_sum", 0.0) - before.get(hist + "_sum", 0.0)) / n * 1000 if n else float("nan")
+        ms = promcheck.mean_ms(before, after, hist)
+        return float("nan") if ms is None else ms
     return {"n": after.get(promcheck.SUCCESS, 0.0) - before.get(promcheck.SUCCESS, 0.0),
             "ttft": mean(promcheck.TTFT), "tpot": mean("vllm:request_time_per_output_token_seconds")}
 

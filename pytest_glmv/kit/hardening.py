@@ -169,18 +169,6 @@ def tree_rss(pid: int | None) -> int | None:
     return total
 
 
-def metric_sum(text: str, name: str) -> float | None:
-    """Sum of every sample of a Prometheus metric (all engines, all label sets); None when absent."""
-    values = []
-    for line in text.splitlines():
-        if line.startswith(name) and (line[len(name):len(name) + 1] in ("{", " ")):
-            try:
-                values.append(float(line.rsplit(" ", 1)[1]))
-            except (ValueError, IndexError):
-                continue
-    return sum(values) if values else None
-
-
 def launch_flag(argv: Iterable[str], flag: str) -> str | None:
     """The value of `flag` in a command line (`--flag V` or `--flag=V`), the last one winning."""
     argv = list(argv)

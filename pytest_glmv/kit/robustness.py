@@ -15,15 +15,14 @@ from typing import Any
 import httpx
 
 from ..lifecycle import procs
-from . import sse
-from .hardening import metric_sum
+from . import prometheus, sse
 
 RUNNING = "vllm:num_requests_running"
 
 
 def running(http: httpx.Client) -> float | None:
     resp = http.get("/metrics", timeout=10)
-    return metric_sum(resp.text, RUNNING) if resp.status_code == 200 else None
+    return prometheus.total(resp.text, RUNNING) if resp.status_code == 200 else None
 
 
 def leave_streams(http: httpx.Client, req: dict[str, Any], n: int, timeout: float = 30) -> int:

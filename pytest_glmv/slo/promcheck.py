@@ -6,37 +6,20 @@ the server meanwhile. What must hold:
 - requests the server counts as successful == requests the client completed;
 - the client's mean TTFT is not below the server's: the client's clock starts before the
   request leaves and stops after the chunk arrives, so it can only see more time, never less.
-Names are vLLM's (see /work/shared/vllm-wire/metrics.txt): vllm:request_success_total,
+Names are vLLM's (as vLLM 0.32's /metrics writes them): vllm:request_success_total,
 vllm:time_to_first_token_seconds, vllm:e2e_request_latency_seconds, vllm:generation_tokens_total.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+from ..kit.prometheus import totals
 
 SUCCESS = "vllm:request_success_total"
 TTFT = "vllm:time_to_first_token_seconds"
 E2E = "vllm:e2e_request_latency_seconds"
 GEN_TOKENS = "vllm:generation_tokens_total"
-_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
-
-
-def parse(text: str) -> dict[str, float]:
-    """Metric name -> value summed over all label sets (only the names we use matter)."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line[0] == "#":
-            continue
-        m = _LINE.match(line)
-        if not m:
-            continue
-        try:
-            value = float(m.group(3))
-        except ValueError:
-            continue
-        out[m.group(1)] = out.get(m.group(1), 0.0) + value
-    return out
 
 
 @dataclass
@@ -62,7 +45,8 @@ def _delta(before: Mapping[str, float], after: Mapping[str, float], name: str) -
     return after[name] - before.get(name, 0.0)
 
 
-def _mean_ms(before: Mapping[str, float], after: Mapping[str, float], hist: str) -> float | None:
+def mean_ms(before: Mapping[str, float], after: Mapping[str, float], hist: str) -> float | None:
+    """A histogram's mean over the run in ms (delta of _sum / delta of _count); None when absent or empty."""
     total, count = _delta(before, after, hist + "_sum"), _delta(before, after, hist + "_count")
     if total is None or not count:
         return None
@@ -72,14 +56,14 @@ def _mean_ms(before: Mapping[str, float], after: Mapping[str, float], hist: str)
 def cross_check(before: str | None, after: str | None, result: Mapping[str, Any]) -> CrossCheck:
     if before is None or after is None:
         return CrossCheck(False, note="the server has no /metrics endpoint (or it did not answer 200)")
-    b, a = parse(before), parse(after)
+    b, a = totals(before), totals(after)
     if SUCCESS not in a:
         return CrossCheck(False, note=f"/metrics has no {SUCCESS} (not a vLLM-compatible metrics set)")
     cc = CrossCheck(True)
     completed = _delta(b, a, SUCCESS) or 0.0
     cc.server["completed"] = completed
     for key, hist in (("mean_ttft_ms", TTFT), ("mean_e2el_ms", E2E)):
-        mean = _mean_ms(b, a, hist)
+        mean = mean_ms(b, a, hist)
         if mean is not None:
             cc.server[key] = mean
     gen = _delta(b, a, GEN_TOKENS)

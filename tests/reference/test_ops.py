@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glmv.kit import sse
+from pytest_glmv.kit import prometheus, sse
 from pytest_glmv.lifecycle.server import http_json
 from pytest_glmv.reference.launcher import ReferenceServer
 
@@ -146,7 +146,6 @@ async def test_metrics_names_and_counts(make_client) -> None:
     assert 'vllm:e2e_request_latency_seconds_count{engine="0",model_name="glmv-reference"} 2.0' in text
     from .conftest import WIRE
     if (WIRE / "metrics.txt").is_file():
-        declared = {line.split()[2] for line in (WIRE / "metrics.txt").read_text().splitlines()
-                    if line.startswith("# TYPE")}
-        mine = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
+        declared = set(prometheus.types((WIRE / "metrics.txt").read_text()))
+        mine = set(prometheus.types(text))
         assert mine <= declared, mine - declared
