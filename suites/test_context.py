@@ -28,7 +28,7 @@ from pytest_glmv.kit.context import (
     stated_window,
     usage,
 )
-from pytest_glmv.kit.evidence import Exchange, chat, request
+from pytest_glmv.kit.evidence import Exchange, chat, chat_body, request
 
 pytestmark = pytest.mark.context
 
@@ -47,8 +47,7 @@ def tok(glmv_http: Any, glmv_server: Any) -> Tokenizer:
 
 
 def _send(http: Any, model: str, messages: Messages, max_tokens: int = 1) -> Exchange:
-    return chat(http, {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0,
-                       "seed": 0})
+    return chat(http, chat_body(model, messages=messages, max_tokens=max_tokens, greedy=True))
 
 
 def _still_answers(http: Any, model: str, after: Exchange) -> None:
@@ -224,8 +223,8 @@ def test_needle_is_retrieved_near_the_window(glmv_http: Any, glmv_server: Any, g
     tok = Tokenizer(glmv_http, glmv_server.model, extra)
     prompt = near(tok, _needle_prompt(depth, needle, question), window - max_tokens - 64, FILLER_SENTENCES)
     assert prompt.tokens > 0.8 * window, f"the filler reached only {prompt.tokens} of {window} tokens"
-    ex = chat(glmv_http, {"model": glmv_server.model, "messages": prompt.messages, "max_tokens": max_tokens,
-                          "temperature": 0, "seed": 0, **extra})
+    ex = chat(glmv_http, chat_body(glmv_server.model, messages=prompt.messages, max_tokens=max_tokens, greedy=True,
+                                   **extra))
     assert ex.status == 200, f"a {prompt.tokens}-token prompt in a {window}-token window failed\n{ex.evidence()}"
     answer = ex.message.get("content") or ""
     assert str(code) in answer, (f"the magic number {code}, placed at {depth:.0%} of a {prompt.tokens}-token "

@@ -57,8 +57,7 @@ def http(glmv_http_shared: httpx.Client) -> httpx.Client:
 def ask(glmv_server: Any) -> Callable[..., dict[str, Any]]:
     def body(content: Any, max_tokens: int = 64, **extra: Any) -> dict[str, Any]:
         # greedy with a fixed seed, so a streamed and a non-streamed request produce the same tokens
-        return {"model": glmv_server.model, "messages": [{"role": "user", "content": content}],
-                "max_tokens": max_tokens, "temperature": 0, "seed": 0, **extra}
+        return evidence.chat_body(glmv_server.model, content, max_tokens=max_tokens, greedy=True, **extra)
     return body
 
 

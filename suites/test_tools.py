@@ -58,14 +58,10 @@ def ask(glmv_server: Any, glmv_profile: Any) -> Callable[..., dict[str, Any]]:
         # Greedy with a fixed seed: a streamed and a non-streamed request produce the same tokens. Thinking
         # off keeps forced calls short (with random weights thinking never ends); a model that always
         # thinks gets room to finish.
-        b: dict[str, Any] = {"model": glmv_server.model, "messages": [{"role": "user", "content": content}],
-                             "tools": tools, "tool_choice": choice, "temperature": 0, "seed": 0}
-        if glmv_profile.thinking == "always":
-            b["max_tokens"] = 1024
-        else:
-            b["max_tokens"] = 256 if thinking else 128
-            b["chat_template_kwargs"] = {"enable_thinking": thinking}
-        return {**b, **extra}
+        always = glmv_profile.thinking == "always"
+        mode = {} if always else {"chat_template_kwargs": {"enable_thinking": thinking}}
+        return evidence.chat_body(glmv_server.model, content, max_tokens=1024 if always else 256 if thinking else 128,
+                                  greedy=True, **{"tools": tools, "tool_choice": choice, **mode, **extra})
     return body
 
 

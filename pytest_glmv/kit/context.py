@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import httpx
 
-from .evidence import Exchange, chat, request
+from .evidence import Exchange, chat, chat_body, request
 
 # Common words that a byte-level BPE keeps as one token each, space included.
 # The first one that measures exactly one token per repetition is used.
@@ -54,7 +54,7 @@ class Tokenizer:
     calls: int = 0
 
     def count(self, messages: Messages) -> int:
-        body = {"model": self.model, "messages": messages, "add_generation_prompt": True, **self.extra}
+        body = chat_body(self.model, messages=messages, **{"add_generation_prompt": True, **self.extra})
         ex = request(self.http, "POST", "/tokenize", body)
         self.calls += 1
         data = ex.json
@@ -64,8 +64,7 @@ class Tokenizer:
 
     def window(self) -> int | None:
         """The max_model_len /tokenize reports (vLLM includes it in every answer)."""
-        ex = request(self.http, "POST", "/tokenize",
-                     {"model": self.model, "messages": [{"role": "user", "content": "hi"}]})
+        ex = request(self.http, "POST", "/tokenize", chat_body(self.model, "hi"))
         data = ex.json
         return data.get("max_model_len") if isinstance(data, dict) else None
 
@@ -135,8 +134,7 @@ def usage(ex: Exchange) -> dict[str, Any]:
 
 def small_chat(http: httpx.Client, model: str) -> Exchange:
     """The cheapest request that must succeed: proves the server still answers."""
-    return chat(http, {"model": model, "messages": [{"role": "user", "content": "Say OK."}],
-                       "max_tokens": 1, "temperature": 0, "seed": 0})
+    return chat(http, chat_body(model, "Say OK.", max_tokens=1, greedy=True))
 
 
 _STATED_WINDOW = re.compile(r"(?:max_model_len\s*=\s*|maximum context length is |maximum model length of )(\d+)", re.I)

@@ -9,7 +9,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from . import sse
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import httpx
 
 CHAT = "/v1/chat/completions"
+GREEDY: dict[str, Any] = {"temperature": 0, "seed": 0}  # a streamed and a non-streamed request give the same tokens
 _DATA_URL = re.compile(r"data:([\w/+.-]+);base64,([A-Za-z0-9+/=]{64,})")
 
 
@@ -88,6 +89,28 @@ class Exchange:
 
     def __str__(self) -> str:
         return self.evidence()
+
+
+def chat_body(model: str, content: Any = None, *, messages: Sequence[Any] | None = None,
+              max_tokens: int | None = None, token_key: str = "max_tokens", greedy: bool = False,
+              stream: bool = False, **extra: Any) -> dict[str, Any]:
+    """The one builder of chat-completions bodies (and of /tokenize's chat form).
+
+    Keys in this order: model; messages (`messages`, else one user turn of `content`, a string or a
+    list of parts); the output limit under `token_key` (vllm bench serve sends max_completion_tokens);
+    GREEDY when `greedy`; stream with stream_options.include_usage when `stream`; then `extra`, whose
+    keys replace earlier ones in place.
+    """
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": content}]
+                            if messages is None else list(messages)}
+    if max_tokens is not None:
+        body[token_key] = max_tokens
+    if greedy:
+        body.update(GREEDY)
+    if stream:
+        body.update(stream=True, stream_options={"include_usage": True})
+    body.update(extra)
+    return body
 
 
 def request(http: "httpx.Client", method: str, path: str, body: Any = None, **kw: Any) -> Exchange:

@@ -24,19 +24,18 @@ from typing import TYPE_CHECKING, Any, Iterable
 import httpx
 import pytest
 
-from .evidence import Exchange, chat
+from .evidence import Exchange, chat, chat_body
 from .media import data_url, encode, image_part, png_url, square
 
 if TYPE_CHECKING:
     from PIL import Image
 
-GREEDY: dict[str, Any] = {"temperature": 0, "seed": 0}
 CANARY_TIMEOUT = 120.0  # a cold first image on CPU vLLM takes about 1 s; a hung server is what this catches
 
 
 def body(model: str, content: Any, max_tokens: int = 4, **extra: Any) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
-            **GREEDY, **extra}
+    """A probe's chat body: one user turn, greedy, 4 tokens unless told."""
+    return chat_body(model, content, max_tokens=max_tokens, greedy=True, **extra)
 
 
 def image_message(url: str, text: str = "Describe the image.") -> list[dict[str, Any]]:

@@ -14,10 +14,9 @@ from typing import Any, Sequence
 import httpx
 import pytest
 
-from .evidence import Exchange, chat, request
+from .evidence import Exchange, chat, chat_body, request
 from .media import image_part
 
-GREEDY: dict[str, Any] = {"temperature": 0, "seed": 0}
 Message = dict[str, Any]
 
 
@@ -79,7 +78,7 @@ class MM:
     cache: dict[str, Any] = field(default_factory=dict)
 
     def body(self, messages: Sequence[Message], max_tokens: int = 1, **extra: Any) -> dict[str, Any]:
-        return {"model": self.model, "messages": list(messages), "max_tokens": max_tokens, **GREEDY, **extra}
+        return chat_body(self.model, messages=messages, max_tokens=max_tokens, greedy=True, **extra)
 
     def send(self, messages: Sequence[Message], max_tokens: int = 1, **extra: Any) -> Exchange:
         return chat(self.http, self.body(messages, max_tokens, **extra))
@@ -92,8 +91,8 @@ class MM:
         """The prompt's exact count from /tokenize, or None when the server does not take messages there."""
         if self._tokenize_ok is False:
             return None
-        ex = request(self.http, "POST", "/tokenize", {"model": self.model, "messages": list(messages),
-                                                      "add_generation_prompt": True})
+        ex = request(self.http, "POST", "/tokenize", chat_body(self.model, messages=messages,
+                                                               add_generation_prompt=True))
         count = ex.json.get("count") if ex.status == 200 and isinstance(ex.json, dict) else None
         self._tokenize_ok = isinstance(count, int)
         return count if isinstance(count, int) else None

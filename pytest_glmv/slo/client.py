@@ -38,6 +38,8 @@ from typing import Sequence
 
 import aiohttp
 
+from ..kit.evidence import chat_body
+from ..kit.media import image_part
 from . import wire
 from .metrics import Record
 
@@ -79,7 +81,11 @@ def _handle_json(payload: bytes, rec: Record) -> bool:
 
 
 class _Events:
-    """SSE parsing for one stream: fed de-framed body bytes with the time of the read that carried them."""
+    """SSE parsing for one stream: fed de-framed body bytes with the time of the read that carried them.
+
+    Not kit/sse.py's text reader, on purpose: this runs in the timing path, once per network read, and
+    finds events and token chunks by byte search without decoding text or parsing JSON (see the module
+    docstring); going through text lines would add per-chunk work to every timed request."""
 
     __slots__ = ("rec", "buf", "sep", "chunks", "last")
 
@@ -215,16 +221,11 @@ async def _scrape(session: aiohttp.ClientSession, url: str | None, headers: dict
 
 def body(model: str, text: str, image_url: str | None, max_tokens: int, extra: dict | None = None) -> bytes:
     """The bytes vllm bench serve's openai-chat request function posts (text first, image after;
-    extra keys last, as its extra_body is merged), encoded as aiohttp's json= encodes them."""
+    max_completion_tokens, stream with usage; extra keys last, as its extra_body is merged), encoded
+    as aiohttp's json= encodes them."""
     content: list[dict] = [{"type": "text", "text": text}]
     if image_url:
-        content.append({"type": "image_url", "image_url": {"url": image_url}})
-    payload = {
-        "model": model,
-        "messages": [{"role": "user", "content": content}],
-        "max_completion_tokens": max_tokens,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        **(extra or {}),
-    }
+        content.append(image_part(image_url))
+    payload = chat_body(model, content, max_tokens=max_tokens, token_key="max_completion_tokens", stream=True,
+                        **(extra or {}))
     return json.dumps(payload).encode()
