@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import shlex
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -274,7 +274,3 @@ def validate(s: Settings) -> None:
         raise pytest.UsageError(f"--glmv-slo {s.slo}: not a readable file")
     if s.baseline is not None and not (s.baseline.is_file() and os.access(s.baseline, os.R_OK)):
         raise pytest.UsageError(f"--glmv-baseline {s.baseline}: not a readable file")
-
-
-def field_names() -> set[str]:
-    return {f.name for f in fields(Settings)} - {"sources"}

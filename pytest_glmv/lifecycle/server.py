@@ -162,7 +162,7 @@ class LaunchedServer(Server):
 
     kind = "launched"
     launched = True
-    exit_grace = 1.0  # how soon a dead child must be reported, in seconds (the issue says within 1 s)
+    exit_grace = 1.0  # how soon a dead child must be reported, in seconds (the health probe waits half of it)
 
     def __init__(
         self,
@@ -275,4 +275,3 @@ class LaunchedServer(Server):
 
 class VllmServer(LaunchedServer):
     kind = "vllm"
-    exit_grace = 1.0

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import answers, generate, media, parsers, tokenizer
+from . import answers, faults, generate, media, parsers, tokenizer
 from .errors import ApiError, context_overflow, invalid, max_tokens_over_window
 from .ids import completion_id, tool_call_id
 from .keys import CFG, METRICS, STATE, TRACER
@@ -151,7 +151,7 @@ class ChatHandler:
     def _delays(self, req: ChatRequest) -> tuple[float, float, random.Random]:
         cfg = self.cfg
         rng = random.Random(req.seed if req.seed is not None else time.monotonic_ns())
-        ttft = cfg.ttft_ms + (1500.0 if cfg.faults.on("slow-first-token") else 0.0)
+        ttft = cfg.ttft_ms + (faults.SLOW_FIRST_TOKEN_MS if cfg.faults.on("slow-first-token") else 0.0)
         tpot = cfg.tpot_ms
         if req.stream and cfg.faults.on("streams-never-freed"):
             tpot = max(tpot, 50.0)  # paced like an engine, so a client can leave mid-stream

@@ -1,6 +1,6 @@
 """glm45 reasoning and tool-call parsing as vLLM 0.32 does it on the wire.
 
-Facts held against /work/shared/vllm-wire (chat_forced_*):
+Facts held against vLLM 0.32's own answers (wire samples chat_forced_*, compared in tests/reference):
 - thinking on: text before `</think>` is reasoning, even without an opening `<think>`
   (GLM's prompt may already hold it); no `</think>` at all means everything is reasoning.
 - tool calls: `<tool_call>NAME\\n<arg_key>K</arg_key>\\n<arg_value>V</arg_value>\\n</tool_call>`;

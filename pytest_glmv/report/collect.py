@@ -162,14 +162,11 @@ def counts(checks: Iterable[Mapping[str, Any]]) -> dict[str, int]:
 
 
 def environment(started: float, finished: float, args: Iterable[str]) -> dict[str, Any]:
-    from importlib import metadata
-
     import pytest
 
-    try:
-        version = metadata.version("pytest-glmv")
-    except metadata.PackageNotFoundError:  # a checkout on sys.path without an install
-        version = None
+    from .. import __version__
+
+    version = None if __version__ == "0+unknown" else __version__  # a checkout on sys.path, never installed
 
     def iso(t: float) -> str:
         return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")

@@ -226,6 +226,8 @@ def from_pairs(pairs: Iterable[str], where: str = "--glmv-slo-threshold") -> Spe
 
 
 def default() -> Spec:
-    from .reference import REFERENCE_TOML
+    """The default spec, shipped as fixtures/slo_default.toml: the 4xH100 GLM-4.5V-FP8 results."""
+    from ..fixtures import path
 
-    return parse(tomllib.loads(REFERENCE_TOML), "built-in reference spec (GLM-4.5V-FP8 on 4xH100)")
+    text = path("slo_default.toml").read_text(encoding="utf-8")
+    return parse(tomllib.loads(text), "built-in reference spec (GLM-4.5V-FP8 on 4xH100)")

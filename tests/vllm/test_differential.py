@@ -23,7 +23,7 @@ How vLLM is made to say exactly what a case needs (found for this module; see do
   OR(its own tool-call grammar, the request's tag), and the random weights pick the branch. With
   the variable at 0, get_structural_tag() returns None and the request's tag applies alone;
 - thinking on (the template's default), tools passed, tool_choice "auto": the request shape of
-  /work/shared/vllm-wire/chat_forced_tool*.json.
+  the captured wire samples chat_forced_tool*.json.
 
 What is NOT compared, and why:
 - `id`, `created`, `system_fingerprint` (per request / per build), every tool call's `id` (random;
