@@ -56,7 +56,7 @@ def test_image_by_http_url(mm: MM, glmv_media: Any) -> None:
     if glmv_media is None:
         pytest.skip("the server is remote and no --glmv-media-host names an address it can fetch media from")
     path = f"/multimodal/{uuid.uuid4().hex}.png"
-    url = glmv_media.add(path, v.png(SQUARE.render()))
+    url = glmv_media.add(path, media.png(SQUARE.render()))
     ex = mm.ask([url])
     hits = glmv_media.hits_on(path)
     assert ex.status == 200, f"an image by http URL was not accepted\n{ex.evidence()}"
@@ -70,7 +70,7 @@ def test_image_by_http_url(mm: MM, glmv_media: Any) -> None:
 def test_image_by_file_url(mm: MM, glmv_media_dir: Any, glmv_settings: Any) -> None:
     if glmv_media_dir is not None:
         target = Path(glmv_media_dir) / f"{uuid.uuid4().hex}.png"
-        target.write_bytes(v.png(SQUARE.render()))
+        target.write_bytes(media.png(SQUARE.render()))
         messages = [user([target.as_uri()], "Describe the image.")]
         ex = mm.send(messages)
         target.unlink()
@@ -105,7 +105,7 @@ def test_file_url_outside_the_allowed_path_is_refused(mm: MM, glmv_settings: Any
     if root == outside or root in outside.parents:
         pytest.skip(f"no directory outside the allowed media path {root} to put the probe in")
     secret = outside / "outside.png"
-    secret.write_bytes(v.png(SQUARE.render()))
+    secret.write_bytes(media.png(SQUARE.render()))
     # direct, and by climbing out of the allowed directory with ..
     urls = [secret.as_uri(), f"file://{root}/../{secret.relative_to(outside.parent)}"]
     try:
@@ -135,7 +135,7 @@ def test_image_format_is_accepted(mm: MM, variant: str) -> None:
 
 @pytest.mark.parametrize("size", [(1, 1), (1, 10000), (10000, 1)], ids=["1x1", "1x10000", "10000x1"])
 def test_extreme_shape_never_5xx(mm: MM, size: tuple[int, int]) -> None:
-    ex = mm.ask([v.png_url(v.plain(size))])
+    ex = mm.ask([media.png_url(v.plain(size))])
     assert ex.status < 500, f"a {size[0]}x{size[1]} image must not take the server to a 5xx\n{ex.evidence()}"
     if ex.status == 200:
         assert ex.message.get("role") == "assistant" and ex.choice.get("finish_reason"), \
@@ -207,7 +207,7 @@ def test_images_across_turns(mm: MM, glmv_profile: Any) -> None:
 
 def test_more_images_than_the_limit_is_a_400(mm: MM, glmv_target: Any, glmv_settings: Any) -> None:
     limit = v.image_limit(list(getattr(glmv_target.plan, "argv", None) or []), VLLM_DEFAULT_IMAGE_LIMIT)
-    tiny = v.png_url(v.plain((1, 1)))
+    tiny = media.png_url(v.plain((1, 1)))
     ex = mm.ask([tiny] * (limit + 1))
     if ex.status == 200 and glmv_settings.target == "external":
         pytest.skip(f"the server took {limit + 1} images: its --limit-mm-per-prompt is above vLLM's default")
@@ -219,7 +219,7 @@ def test_more_images_than_the_limit_is_a_400(mm: MM, glmv_target: Any, glmv_sett
 # -- video --------------------------------------------------------------------------------------
 def _video() -> str:
     frames = [media.square(c, 224).render() for c in ("red", "green", "blue", "yellow")]
-    return v.jpeg_frames_url(frames)
+    return media.jpeg_frames_url(frames)
 
 
 def test_video_frames_reach_the_processor(mm: MM, glmv_profile: Any) -> None:

@@ -11,24 +11,19 @@ knowing that is not a hole in itself) passes and is shown as a warning.
 """
 from __future__ import annotations
 
-import base64
-import io
 import struct
 import warnings
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 import httpx
 import pytest
 
 from .evidence import Exchange, chat, chat_body
-from .media import data_url, encode, image_part, png_url, square
-
-if TYPE_CHECKING:
-    from PIL import Image
+from .media import data_url, encode, handmade_png, image_part, jpeg_frames_url, png, png_url, square
 
 CANARY_TIMEOUT = 120.0  # a cold first image on CPU vLLM takes about 1 s; a hung server is what this catches
 
@@ -86,30 +81,26 @@ def notice(finding: Finding) -> None:
 
 
 # -- hostile and odd media --------------------------------------------------------------------------
-def _png(img: "Image.Image") -> bytes:
-    return encode(img, "PNG")
-
-
 def odd_images() -> dict[str, tuple[bytes, str]]:
     """Valid but unusual images a server must take or refuse, never crash on."""
     from PIL import Image
 
     frames = [Image.new("RGB", (32, 32), (40 * i, 90, 200 - 40 * i)) for i in range(4)]
-    gif = io.BytesIO()
-    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    gif = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
     return {
-        "1x1": (_png(Image.new("RGB", (1, 1), (200, 0, 0))), "image/png"),
-        "1x10000": (_png(Image.new("RGB", (1, 10000), (0, 200, 0))), "image/png"),
-        "rgba": (_png(square("red", 64).render("RGBA")), "image/png"),
+        "1x1": (png(Image.new("RGB", (1, 1), (200, 0, 0))), "image/png"),
+        "1x10000": (png(Image.new("RGB", (1, 10000), (0, 200, 0))), "image/png"),
+        "rgba": (png(square("red", 64).render("RGBA")), "image/png"),
         "cmyk": (encode(square("red", 64).render("CMYK"), "JPEG"), "image/jpeg"),
-        "16-bit": (_png(Image.new("I;16", (64, 64), 40000)), "image/png"),
-        "animated": (gif.getvalue(), "image/gif"),
+        "16-bit": (png(Image.new("I;16", (64, 64), 40000)), "image/png"),
+        "animated": (gif, "image/gif"),
     }
 
 
 def undecodable_images() -> dict[str, tuple[bytes, str]]:
-    png = _png(square("red", 224).render())
-    return {"garbage": (b"this is not an image" * 8, "image/png"), "truncated": (png[: len(png) // 2], "image/png")}
+    whole = png(square("red", 224).render())
+    return {"garbage": (b"this is not an image" * 8, "image/png"),
+            "truncated": (whole[: len(whole) // 2], "image/png")}
 
 
 @lru_cache(maxsize=2)
@@ -125,26 +116,20 @@ def bomb_png(side: int = 40000) -> bytes:
     total = row * side
     adler = ((total % 65521) << 16) | 1  # adler32 of `total` zero bytes
     idat = b"\x78\x01" + chunk * full + end + struct.pack(">I", adler)
-
-    def part(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + part(b"IHDR", ihdr) + part(b"IDAT", idat) + part(b"IEND", b"")
+    return handmade_png(side, side, 1, 0, idat)
 
 
 def jpeg_frames_video_url(frames: int) -> str:
     """vLLM's `data:video/jpeg;base64,<frame>,<frame>,...` form with `frames` tiny frames."""
     from PIL import Image
 
-    one = base64.b64encode(encode(Image.new("RGB", (28, 28), (120, 30, 30)), "JPEG")).decode()
-    return "data:video/jpeg;base64," + ",".join([one] * frames)
+    return jpeg_frames_url([Image.new("RGB", (28, 28), (120, 30, 30))] * frames)
 
 
 def tiny_png_url(i: int = 0) -> str:
     from PIL import Image
 
-    return data_url(_png(Image.new("RGB", (28, 28), ((37 * i) % 256, 80, 160))), "image/png")
+    return data_url(png(Image.new("RGB", (28, 28), ((37 * i) % 256, 80, 160))), "image/png")
 
 
 # -- process facts of a launched server ------------------------------------------------------------

@@ -8,11 +8,13 @@ from __future__ import annotations
 import base64
 import io
 import random
+import struct
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -76,6 +78,8 @@ def scatter(n: int, seed: int = 0, size: int = 448, colours: tuple[str, ...] | N
 
 
 def encode(img: "Image.Image", fmt: str = "PNG", **save: Any) -> bytes:
+    """The one image encoder: `img` as a `fmt` file (PIL's save options in `save`); JPEG gets an RGB copy of a
+    mode it cannot hold."""
     buf = io.BytesIO()
     if fmt == "JPEG" and img.mode not in ("RGB", "L", "CMYK"):
         img = img.convert("RGB")
@@ -83,16 +87,48 @@ def encode(img: "Image.Image", fmt: str = "PNG", **save: Any) -> bytes:
     return buf.getvalue()
 
 
+def png(img: "Image.Image") -> bytes:
+    return encode(img, "PNG")
+
+
 def data_url(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def jpeg_frames_url(frames: Sequence["Image.Image"]) -> str:
+    """vLLM's video-as-frames form: `data:video/jpeg;base64,<frame>,<frame>,...` (a repeated frame is
+    encoded once)."""
+    encoded: dict[int, str] = {}
+    for f in frames:
+        if id(f) not in encoded:
+            encoded[id(f)] = base64.b64encode(encode(f, "JPEG")).decode()
+    return "data:video/jpeg;base64," + ",".join(encoded[id(f)] for f in frames)
 
 
 def image_part(url: str) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def png_url(scene: Scene | None = None) -> str:
-    return data_url(encode((scene or square()).render()), "image/png")
+def png_url(image: "Scene | Image.Image | None" = None) -> str:
+    """A PNG data URL of a scene (rendered; the default square when None) or of a PIL image."""
+    image = square() if image is None else image
+    return data_url(png(image.render() if isinstance(image, Scene) else image), "image/png")
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def handmade_png(width: int, height: int, bit_depth: int, colour_type: int, idat: bytes | None = None) -> bytes:
+    """A PNG assembled chunk by chunk, not encoded: a header that declares any size, with the given
+    compressed pixel data (or none). What decompression-bomb probes need and an encoder will not make."""
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    pixels = png_chunk(b"IDAT", idat) if idat is not None else b""
+    return PNG_SIGNATURE + png_chunk(b"IHDR", ihdr) + pixels + png_chunk(b"IEND", b"")
 
 
 # -- serving media over HTTP ---------------------------------------------------------------------

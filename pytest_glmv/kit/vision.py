@@ -13,14 +13,12 @@ sizes whose count no plausible bounds change (`bounds_free`).
 """
 from __future__ import annotations
 
-import base64
-import io
 import json
 import math
 import re
 from typing import Any, Sequence
 
-from .media import COLOURS, Scene, data_url, encode
+from .media import COLOURS, Scene, encode
 
 TEMPORAL = 2
 # <|begin_of_image|> and <|end_of_image|> surround the expanded <|image|> placeholder in GLM's template.
@@ -89,10 +87,6 @@ def plain(size: tuple[int, int], colour: tuple[int, int, int] = (220, 30, 30), m
     return Image.new("RGB", size, colour).convert(mode) if mode != "RGB" else Image.new("RGB", size, colour)
 
 
-def png(img: Any) -> bytes:
-    return encode(img, "PNG")
-
-
 def in_format(scene: Scene, variant: str) -> tuple[bytes, str]:
     """(bytes, mime) of the scene as PNG, JPEG, WEBP, GIF (animated: the first frame is the scene),
     RGBA, grayscale (L) or palette (P) PNG."""
@@ -101,9 +95,7 @@ def in_format(scene: Scene, variant: str) -> tuple[bytes, str]:
     if variant == "GIF":
         first = scene.render().convert("P")
         second = plain((scene.width, scene.height), COLOURS["blue"]).convert("P")
-        buf = io.BytesIO()
-        first.save(buf, format="GIF", save_all=True, append_images=[second], duration=100, loop=0)
-        return buf.getvalue(), "image/gif"
+        return encode(first, "GIF", save_all=True, append_images=[second], duration=100, loop=0), "image/gif"
     if variant in ("RGBA", "L", "P"):
         return encode(scene.render(variant), "PNG"), "image/png"
     raise ValueError(f"unknown image variant {variant!r}")
@@ -127,18 +119,7 @@ def word_png(word: str, size: tuple[int, int] = (320, 128)) -> bytes:
               font=font)
     info = PngInfo()
     info.add_text("glmv:text", word)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", pnginfo=info)
-    return buf.getvalue()
-
-
-def jpeg_frames_url(frames: Sequence[Any]) -> str:
-    """vLLM's video-as-frames form: `data:video/jpeg;base64,<frame>,<frame>,...`."""
-    return "data:video/jpeg;base64," + ",".join(base64.b64encode(encode(f, "JPEG")).decode() for f in frames)
-
-
-def png_url(img: Any) -> str:
-    return data_url(png(img), "image/png")
+    return encode(img, "PNG", pnginfo=info)
 
 
 # -- answers ------------------------------------------------------------------------------------

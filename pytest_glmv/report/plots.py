@@ -6,12 +6,11 @@ histogram counts, per-second buckets), so a report can be re-rendered from its J
 """
 from __future__ import annotations
 
-import base64
-import io
 from typing import Any, Callable, Mapping, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..kit.media import data_url, encode
 from ..slo.plot import nice_ticks
 
 W, H = 360, 260
@@ -111,9 +110,7 @@ def row(panels: Sequence[Image.Image]) -> Image.Image:
 
 
 def data_uri(img: Image.Image) -> str:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return data_url(encode(img, "PNG", optimize=True), "image/png")
 
 
 def slo_figures(dist: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -9,13 +9,14 @@ max tokens, all drawn from the seed, so the same seed gives the same bytes.
 """
 from __future__ import annotations
 
-import base64
 import functools
 import io
 import random
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
+
+from ..kit.media import data_url, encode
 
 SYNTHETIC = "synthetic"
 VISION_ARENA = "lmarena-ai/VisionArena-Chat"
@@ -96,14 +97,9 @@ def _image(seed: int, index: int) -> str:
         else:
             draw.ellipse(box, fill=colour)  # type: ignore[arg-type]
     draw.text((4, 4), f"#{index}", fill=(255, 255, 255))
-    out = io.BytesIO()
     if screenshot:
-        img.save(out, format="PNG", optimize=False)
-        mime = "png"
-    else:
-        img.save(out, format="JPEG", quality=75)  # PIL's default quality, as vLLM's re-encode uses
-        mime = "jpeg"
-    return f"data:image/{mime};base64,{base64.b64encode(out.getvalue()).decode()}"
+        return data_url(encode(img, "PNG", optimize=False), "image/png")
+    return data_url(encode(img, "JPEG", quality=75), "image/jpeg")  # PIL's default quality, as vLLM's re-encode uses
 
 
 def synthetic(n: int, seed: int = 0, max_tokens: int = OUTPUT_LEN) -> list[Request]:
@@ -126,9 +122,7 @@ def vision_arena(n: int, seed: int = 0, max_tokens: int = OUTPUT_LEN) -> list[Re
             image = item["images"][0]
             if isinstance(image, dict) and "bytes" in image:
                 image = Image.open(io.BytesIO(image["bytes"]))
-            buf = io.BytesIO()
-            image.convert("RGB").save(buf, format="JPEG")
-            url = f"data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}"
+            url = data_url(encode(image.convert("RGB"), "JPEG"), "image/jpeg")
             out.append(Request(item["conversation"][0][0]["content"], url, max_tokens))
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0][:200]

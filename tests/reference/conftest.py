@@ -1,8 +1,6 @@
 """Shared helpers: an in-process reference app per test, synthetic images, the vLLM wire samples."""
 from __future__ import annotations
 
-import base64
-import io
 import json
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -11,7 +9,8 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
-from pytest_glmv.kit import sse
+from pytest_glmv.kit import media, sse
+from pytest_glmv.kit.media import data_url  # noqa: F401 (the tests import it from here)
 from pytest_glmv.reference.app import build
 from pytest_glmv.reference.faults import Faults
 from pytest_glmv.reference.settings import ReferenceSettings
@@ -54,13 +53,7 @@ def png(width: int = 64, height: int = 48, background: str = "white",
     draw = ImageDraw.Draw(img)
     for colour, box in shapes:
         draw.rectangle(box, fill=colour)
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
-def data_url(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+    return media.png(img)
 
 
 def image_message(text: str, *urls: str) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from pytest_glmv.kit.media import handmade_png
 from pytest_glmv.reference import vision
 
 from .conftest import chat, data_url, image_message, png
@@ -76,12 +77,7 @@ async def test_bad_image_and_bomb_are_quick_400s(make_client) -> None:
     status, body = await answer(c, "x", "data:image/png;base64,bm90YXBuZw==")
     assert status == 400 and body["error"]["message"].startswith("Failed to load image: cannot identify image file")
     # A 100000 x 100000 PNG header with no pixel data: refused on the declared size, before decoding.
-    import struct
-    import zlib
-    ihdr = struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+    bomb = handmade_png(100000, 100000, 8, 2)
     status, body = await answer(c, "x", data_url(bomb))
     assert status == 400 and "decompression bomb" in body["error"]["message"]
 
