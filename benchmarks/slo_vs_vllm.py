@@ -71,10 +71,9 @@ def trace_accuracy(trace: Path, records: list[metrics.Record]) -> dict[str, floa
         late.append((r.ttft - (choices[0] - t["received"])) * 1000)
         sent.append((t["arrived"] - r.start) * 1000)
         read.append((r.start + r.ttft - choices[0]) * 1000)
-        n = int(t["completion_tokens"])
-        if n > 1:
-            truth = (choices[-1] - choices[0]) / (n - 1)
-            err.append(abs((r.latency - r.ttft) / (r.output_len() - 1) - truth) / truth * 100)
+        truth, mine = metrics.tpot(choices[0], choices[-1], int(t["completion_tokens"])), r.tpot()
+        if truth is not None and mine is not None:
+            err.append(abs(mine - truth) / truth * 100)
     return {"bias": float(np.mean(bias)), "max": float(np.max(bias)), "late": float(np.mean(late)),
             "sent": float(np.mean(sent)), "read": float(np.mean(read)), "tpot_err": float(np.mean(err))}
 
@@ -88,8 +87,8 @@ def trace_view(trace: Path) -> View:
         rows = [json.loads(line) for line in trace.read_text().splitlines()]
         mine = [t for t in rows if lo <= t["received"] <= hi and t.get("status") == 200 and len(t["chunks"]) >= 3]
         ttft = [(t["chunks"][0] - t["arrived"]) * 1000 for t in mine]
-        tpot = [(t["chunks"][-3] - t["chunks"][0]) / (t["completion_tokens"] - 1) * 1000
-                for t in mine if t["completion_tokens"] > 1]
+        tpots = [metrics.tpot(t["chunks"][0], t["chunks"][-3], t["completion_tokens"]) for t in mine]
+        tpot = [x * 1000 for x in tpots if x is not None]
         return {"n": len(mine), "ttft": float(np.mean(ttft)), "tpot": float(np.mean(tpot))}
     return view
 

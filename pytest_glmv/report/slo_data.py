@@ -37,10 +37,9 @@ def statistics(result: Mapping[str, Any]) -> dict[str, dict[str, float]]:
 def samples_ms(records: Sequence[Record]) -> dict[str, np.ndarray]:
     """Per-request samples in ms, by vLLM's definitions (successful requests; TPOT needs > 1 token)."""
     ok = [r for r in records if r.ok]
-    tpot = [(r.latency - r.ttft) / (r.output_len() - 1) for r in ok if r.output_len() > 1]
     return {
         "ttft": np.array([r.ttft for r in ok], dtype=float) * 1000,
-        "tpot": np.array(tpot, dtype=float) * 1000,
+        "tpot": np.array(metrics.tpots(ok), dtype=float) * 1000,
         "itl": np.array([g for r in ok for g in r.itl], dtype=float) * 1000,
         "e2el": np.array([r.latency for r in ok], dtype=float) * 1000,
     }

@@ -51,6 +51,20 @@ class Record:
             return self.chunks
         return self.output_tokens
 
+    def tpot(self) -> float | None:
+        return tpot(self.ttft, self.latency, self.output_len())
+
+
+def tpot(first: float, last: float, tokens: int) -> float | None:
+    """vLLM's time per output token: first token to last, over the tokens after the first; None for
+    fewer than two tokens. For a record: tpot(ttft, latency, output tokens)."""
+    return (last - first) / (tokens - 1) if tokens > 1 else None
+
+
+def tpots(records: Iterable[Record]) -> list[float]:
+    """The TPOT of each record that has one (more than one output token), in order."""
+    return [t for t in (r.tpot() for r in records) if t is not None]
+
 
 def _stats(values: Sequence[float], percentiles: Iterable[float]) -> dict[str, float]:
     """mean/median/std/pNN in milliseconds, numpy's definitions; [] counts as [0] like vLLM."""
@@ -119,15 +133,13 @@ def compute(
     lens = [r.output_len() for r in ok]
     ttfts = [r.ttft for r in ok]
     e2els = [r.latency for r in ok]
-    tpots = [(r.latency - r.ttft) / (n - 1) for r, n in zip(ok, lens, strict=True) if n > 1]
     itls = [gap for r in ok for gap in r.itl]
     total_in = sum(r.prompt_tokens for r in ok)
     total_out = sum(lens)
     good = 0
     if goodput:
-        for r, n in zip(ok, lens, strict=True):
-            tpot = (r.latency - r.ttft) / (n - 1) if n > 1 else 0.0
-            per = {"ttft": r.ttft, "tpot": tpot, "e2el": r.latency}
+        for r in ok:
+            per = {"ttft": r.ttft, "tpot": r.tpot() or 0.0, "e2el": r.latency}  # one token: TPOT 0, as vLLM
             if all(per[k] * 1000.0 <= v for k, v in goodput.items()):
                 good += 1
     peak_tok, peak_conc = peaks(records)
@@ -147,7 +159,7 @@ def compute(
         "usage_missing": sum(1 for r in ok if r.output_tokens is None),
     }
     series = {
-        "ttft": ttfts, "tpot": tpots, "itl": itls, "e2el": e2els,
+        "ttft": ttfts, "tpot": tpots(ok), "itl": itls, "e2el": e2els,
         "send_lag": [r.send_lag for r in records], "client_queue_time": [r.queue_time for r in records],
     }
     for name, values in series.items():

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .metrics import Record
+from .metrics import Record, tpots
 
 W, H = 420, 320  # one panel
 PAD_L, PAD_R, PAD_T, PAD_B = 60, 20, 34, 46
@@ -20,10 +20,9 @@ COLOURS = {"TTFT": (31, 119, 180), "TPOT": (255, 127, 14), "ITL": (44, 160, 44)}
 def series(records: Sequence[Record]) -> dict[str, np.ndarray]:
     """Milliseconds per metric, vLLM's definitions (TPOT only for > 1 output token)."""
     ok = [r for r in records if r.ok]
-    tpot = [(r.latency - r.ttft) / (r.output_len() - 1) for r in ok if r.output_len() > 1]
     return {
         "TTFT": np.sort(np.array([r.ttft for r in ok], dtype=float) * 1000),
-        "TPOT": np.sort(np.array(tpot, dtype=float) * 1000),
+        "TPOT": np.sort(np.array(tpots(ok), dtype=float) * 1000),
         "ITL": np.sort(np.array([g for r in ok for g in r.itl], dtype=float) * 1000),
     }
 
