@@ -154,7 +154,8 @@ def tree_rss(pid: int | None) -> int | None:
 
 
 def launch_flag(argv: Iterable[str], flag: str) -> str | None:
-    """The value of `flag` in a command line (`--flag V` or `--flag=V`), the last one winning."""
+    """The one reader of a flag's value in a command line (`--flag V` or `--flag=V`); the last one wins,
+    as with vLLM's argparse; None when absent."""
     argv = list(argv)
     value = None
     for i, arg in enumerate(argv):

@@ -18,6 +18,7 @@ import math
 import re
 from typing import Any, Sequence
 
+from .hardening import launch_flag
 from .media import COLOURS, Scene, encode
 
 TEMPORAL = 2
@@ -64,20 +65,15 @@ def bounds_free(width: int, height: int, patch: int = 14, merge: int = 2) -> boo
 
 def image_limit(argv: Sequence[str], default: int) -> int:
     """The per-prompt image limit a `vllm serve` command line sets (--limit-mm-per-prompt), else `default`."""
-    for i, arg in enumerate(argv):
-        if arg == "--limit-mm-per-prompt" and i + 1 < len(argv):
-            raw = argv[i + 1]
-        elif arg.startswith("--limit-mm-per-prompt="):
-            raw = arg.split("=", 1)[1]
-        else:
-            continue
-        try:
-            value = json.loads(raw).get("image", default)
-        except (ValueError, AttributeError):
-            return default
-        # newer vLLM also takes {"image": {"count": N, ...}}
-        return int(value.get("count", default) if isinstance(value, dict) else value)
-    return default
+    raw = launch_flag(argv, "--limit-mm-per-prompt")
+    if raw is None:
+        return default
+    try:
+        value = json.loads(raw).get("image", default)
+    except (ValueError, AttributeError):
+        return default
+    # newer vLLM also takes {"image": {"count": N, ...}}
+    return int(value.get("count", default) if isinstance(value, dict) else value)
 
 
 # -- images in every form a client sends -----------------------------------------------------
