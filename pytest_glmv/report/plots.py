@@ -1,19 +1,20 @@
-"""Plots for report.html, drawn with Pillow from the condensed distributions in report.json.
+"""The one plotting base, drawn with Pillow (matplotlib is too heavy a dependency for a few curves).
 
-matplotlib is not a dependency (too heavy for a few curves); slo/plot.py draws the CDF PNG of
---glmv-slo-json from raw records, this module draws from what report.json keeps (quantiles,
-histogram counts, per-second buckets), so a report can be re-rendered from its JSON alone.
+Axes (a frame, ticks and a mapping from data to pixels), the CDF panel and rows of panels serve both
+pictures: report.html's plots, drawn here from the condensed distributions in report.json (quantiles,
+histogram counts, per-second buckets), so a report can be re-rendered from its JSON alone; and
+slo/plot.py's CDF PNG of --glmv-slo-json, drawn from raw records.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..kit.media import data_url, encode
-from ..slo.plot import nice_ticks
 
-W, H = 360, 260
+W, H = 360, 260  # one panel of report.html
 PAD_L, PAD_R, PAD_T, PAD_B = 58, 16, 30, 40
 COLOURS = {"ttft": (31, 119, 180), "tpot": (255, 127, 14), "itl": (44, 160, 44), "e2el": (148, 103, 189),
            "output_tokens": (31, 119, 180), "in_flight": (214, 39, 40)}
@@ -24,14 +25,26 @@ def _font() -> Font:
     return ImageFont.load_default()
 
 
+def nice_ticks(hi: float, n: int = 5) -> list[float]:
+    """Axis ticks at 1/2/2.5/5 x 10^k up to hi."""
+    if hi <= 0:
+        return [0.0]
+    raw = hi / n
+    mag = 10 ** np.floor(np.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    return [float(i * step) for i in range(int(hi // step) + 1)]
+
+
 class Axes:
     """One panel: a frame, ticks and a mapping from data to pixels."""
 
-    def __init__(self, title: str, xmax: float, ymax: float, xlabel: str, yfmt: str = "{:g}") -> None:
-        self.img = Image.new("RGB", (W, H), "white")
+    def __init__(self, title: str, xmax: float, ymax: float, xlabel: str, yfmt: str = "{:g}",
+                 size: tuple[int, int] = (W, H)) -> None:
+        width, height = size
+        self.img = Image.new("RGB", size, "white")
         self.d = ImageDraw.Draw(self.img)
         self.font = _font()
-        self.x0, self.y0, self.x1, self.y1 = PAD_L, PAD_T, W - PAD_R, H - PAD_B
+        self.x0, self.y0, self.x1, self.y1 = PAD_L, PAD_T, width - PAD_R, height - PAD_B
         self.xmax, self.ymax = xmax or 1.0, ymax or 1.0
         self.d.text((self.x0, 8), title, fill="black", font=self.font)
         for t in nice_ticks(self.xmax):
@@ -40,7 +53,7 @@ class Axes:
         for t in nice_ticks(self.ymax, 4):
             self.d.line((self.x0, self.py(t), self.x1, self.py(t)), fill=(232, 232, 232))
             self.d.text((4, self.py(t) - 6), yfmt.format(t), fill="black", font=self.font)
-        self.d.text(((self.x0 + self.x1) // 2 - 3 * len(xlabel), H - 16), xlabel, fill="black", font=self.font)
+        self.d.text(((self.x0 + self.x1) // 2 - 3 * len(xlabel), height - 16), xlabel, fill="black", font=self.font)
 
     def px(self, v: float) -> float:
         return self.x0 + (self.x1 - self.x0) * min(v, self.xmax) / self.xmax
@@ -57,20 +70,26 @@ class Axes:
         return self.img
 
 
-def cdf_panel(name: str, n: int, quantiles: Sequence[float]) -> Image.Image:
-    """The empirical CDF, from evenly spaced quantiles (q[i] is the i/(len-1) quantile), P50/P90/P99 marked."""
-    hi = (max(quantiles) if quantiles else 0.0) * 1.05
-    ax = Axes(f"{name.upper()} CDF (n={n})", hi, 1.0, "ms", "{:.2f}")
-    if not quantiles:
+def cdf(name: str, n: int, hi: float, curve: Sequence[tuple[float, float]], marks: Sequence[tuple[int, float]],
+        size: tuple[int, int] = (W, H)) -> Image.Image:
+    """A CDF panel: `curve` as (ms, fraction) points up to `hi` ms, each (percentile, ms) of `marks` a line
+    with its label."""
+    ax = Axes(f"{name.upper()} CDF (n={n})", hi, 1.0, "ms", "{:.2f}", size)
+    if not curve:
         return ax.empty()
-    m = len(quantiles) - 1
-    pts = [(ax.px(q), ax.py(i / m)) for i, q in enumerate(quantiles)]
-    ax.d.line(pts, fill=COLOURS.get(name, (0, 0, 0)), width=2)
-    for row, p in enumerate((50, 90, 99)):
-        v = quantiles[round(p / 100 * m)]
+    ax.d.line([(ax.px(x), ax.py(f)) for x, f in curve], fill=COLOURS.get(name.lower(), (0, 0, 0)), width=2)
+    for row, (p, v) in enumerate(marks):
         ax.d.line((ax.px(v), ax.y0, ax.px(v), ax.y1), fill=(200, 200, 200))
         ax.d.text((ax.x1 - 100, ax.y1 - 50 + row * 13), f"P{p} {v:.2f} ms", fill=(80, 80, 80), font=ax.font)
     return ax.done()
+
+
+def cdf_panel(name: str, n: int, quantiles: Sequence[float]) -> Image.Image:
+    """The empirical CDF, from evenly spaced quantiles (q[i] is the i/(len-1) quantile), P50/P90/P99 marked."""
+    m = len(quantiles) - 1
+    return cdf(name, n, (max(quantiles) if quantiles else 0.0) * 1.05,
+               [(q, i / m) for i, q in enumerate(quantiles)] if m > 0 else [(q, 1.0) for q in quantiles],
+               [(p, quantiles[round(p / 100 * m)]) for p in (50, 90, 99)] if quantiles else [])
 
 
 def histogram_panel(name: str, edges: Sequence[float], counts: Sequence[int]) -> Image.Image:
@@ -102,10 +121,16 @@ def timeline_panel(title: str, series: Mapping[str, Sequence[float]], bucket_s: 
     return ax.done()
 
 
-def row(panels: Sequence[Image.Image]) -> Image.Image:
-    out = Image.new("RGB", (W * len(panels), H), "white")
-    for i, p in enumerate(panels):
-        out.paste(p, (i * W, 0))
+def row(panels: Sequence[Image.Image], title: str | None = None) -> Image.Image:
+    """Panels side by side, under a title line when given."""
+    top = 24 if title else 0
+    out = Image.new("RGB", (sum(p.width for p in panels), max((p.height for p in panels), default=H) + top), "white")
+    if title:
+        ImageDraw.Draw(out).text((8, 4), title, fill="black", font=_font())
+    x = 0
+    for p in panels:
+        out.paste(p, (x, top))
+        x += p.width
     return out
 
 
