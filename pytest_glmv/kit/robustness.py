@@ -9,7 +9,6 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -117,19 +116,6 @@ def _stream_into(root_url: str, headers: dict[str, str], req: dict[str, Any], ou
         started.set()
 
 
-def _mapped_by(pids: set[int]) -> set[str]:
-    names: set[str] = set()
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/maps").read_text(errors="replace").splitlines():
-                at = line.find("/dev/shm/")
-                if at >= 0:
-                    names.add(line[at + 9:].split()[0])
-        except OSError:
-            continue
-    return names
-
-
 def sigterm_under_load(server: Any, req: dict[str, Any], streams: int, shm_before: set[str],
                        exit_within: float, timeout: float = 60) -> SigtermReport:
     """Start `streams` streams, SIGTERM the server once each has a first chunk, and see what is left."""
@@ -165,7 +151,7 @@ def sigterm_under_load(server: Any, req: dict[str, Any], streams: int, shm_befor
     report.survivors = [_describe(p) for p in sorted(tree) if _alive(p)]
     # new segments nobody alive maps any more: left behind (live processes of other programs keep theirs)
     leftover = procs.shm_segments() - shm_before
-    report.leaked_shm = sorted(leftover - _mapped_by(set(psutil.pids()) - tree))
+    report.leaked_shm = sorted(leftover - procs.mapped_shm(set(psutil.pids()) - tree))
     return report
 
 

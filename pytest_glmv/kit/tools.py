@@ -90,12 +90,19 @@ def schema_of(tools: Iterable[dict[str, Any]], name: str) -> dict[str, Any] | No
     return None
 
 
-def arguments(call: dict[str, Any]) -> Any:
-    raw = (call.get("function") or {}).get("arguments")
+def decoded(raw: Any) -> tuple[Any, str | None]:
+    """A call's `arguments` decoded: (value, None), or (None, what is wrong with them)."""
+    if not isinstance(raw, str):
+        return None, f"arguments is {type(raw).__name__}, not a JSON string"
     try:
-        return json.loads(raw) if isinstance(raw, str) else None
-    except ValueError:
-        return None
+        return json.loads(raw), None
+    except ValueError as e:
+        return None, f"arguments are not JSON ({e}): {raw!r}"
+
+
+def arguments(call: dict[str, Any]) -> Any:
+    """A call's decoded arguments; None when they are not a JSON string."""
+    return decoded((call.get("function") or {}).get("arguments"))[0]
 
 
 def call_problems(calls: list[dict[str, Any]], tools: list[dict[str, Any]], strict: bool = False) -> list[str]:
@@ -115,16 +122,11 @@ def call_problems(calls: list[dict[str, Any]], tools: list[dict[str, Any]], stri
         if schema is None:
             problems.append(f"call {i}: {name!r} is not one of the tools offered")
             continue
-        if not isinstance(raw, str):
-            problems.append(f"call {i}: arguments is {type(raw).__name__}, not a JSON string")
-            continue
-        try:
-            args = json.loads(raw)
-        except ValueError as e:
-            problems.append(f"call {i} ({name}): arguments are not JSON ({e}): {raw!r}")
-            continue
-        if not isinstance(args, dict):
-            problems.append(f"call {i} ({name}): arguments are not a JSON object: {raw!r}")
+        args, wrong = decoded(raw)
+        if wrong is None and not isinstance(args, dict):
+            wrong = f"arguments are not a JSON object: {raw!r}"
+        if wrong is not None:
+            problems.append(f"call {i} ({name}): {wrong}")
             continue
         for err in jsonschema.Draft202012Validator(schema if strict else relaxed(schema)).iter_errors(args):
             where = "/".join(map(str, err.absolute_path)) or "(top)"

@@ -109,10 +109,11 @@ def shm_segments() -> set[str]:
         return set()
 
 
-def _mapped_shm() -> set[str]:
-    """Names of /dev/shm files that some live process still maps or holds open."""
+def mapped_shm(pids: Iterable[int] | None = None) -> set[str]:
+    """Names of /dev/shm files that the given processes (default: every live one) still map."""
+    files = Path("/proc").glob("[0-9]*/maps") if pids is None else (Path(f"/proc/{pid}/maps") for pid in pids)
     used: set[str] = set()
-    for maps in Path("/proc").glob("[0-9]*/maps"):
+    for maps in files:
         try:
             for line in maps.read_text(errors="replace").splitlines():
                 at = line.find("/dev/shm/")
@@ -129,7 +130,7 @@ def cleanup_shm(before: set[str]) -> list[str]:
     if not new:
         return []
     removed = []
-    for name in sorted(new - _mapped_shm()):
+    for name in sorted(new - mapped_shm()):
         try:
             (SHM_DIR / name).unlink()
             removed.append(name)
