@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .. import documents
 from . import FORMAT
 
 HIGHER_IS_BETTER = ("request_throughput", "output_throughput", "total_token_throughput", "request_goodput",
@@ -32,15 +33,9 @@ class BaselineError(ValueError):
 
 def load(path: Path) -> dict[str, Any]:
     where = f"--glmv-baseline {path}"
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise BaselineError(f"{where}: cannot read it ({e.__class__.__name__}: {e})") from None
-    try:
-        data = json.loads(text)
-    except ValueError as e:
-        raise BaselineError(f"{where}: not JSON ({e}); give the report.json an earlier --glmv-report run "
-                            "wrote") from None
+    data = documents.load(
+        path, json.loads, lambda e: BaselineError(f"{where}: cannot read it ({e.__class__.__name__}: {e})"),
+        lambda e: BaselineError(f"{where}: not JSON ({e}); give the report.json an earlier --glmv-report run wrote"))
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("checks"), list):
         raise BaselineError(f"{where}: not a pytest-glmv report.json (no \"format\": \"{FORMAT}\" with a "
                             "checks list); give the report.json an earlier --glmv-report run wrote")

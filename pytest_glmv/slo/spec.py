@@ -33,6 +33,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from .. import documents
 from .metrics import METRICS
 
 FLOORS = ("request_throughput", "output_throughput", "total_token_throughput", "request_goodput", "completed",
@@ -194,14 +195,8 @@ def parse(data: Mapping[str, Any], where: str, default_name: str = "default") ->
 
 
 def load_file(path: Path) -> Spec:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(f"glmv: SLO spec {path}: cannot read it: {e}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise SpecError(f"glmv: SLO spec {path}: invalid TOML: {e}") from None
+    data = documents.load(path, tomllib.loads, lambda e: SpecError(f"glmv: SLO spec {path}: cannot read it: {e}"),
+                          lambda e: SpecError(f"glmv: SLO spec {path}: invalid TOML: {e}"))
     try:
         return parse(data, str(path), default_name=Path(path).stem)
     except SpecError as e:
