@@ -10,8 +10,6 @@ tool request (median of --repeats, after one warm-up each). Needs a vLLM executa
 from __future__ import annotations
 
 import argparse
-import base64
-import io
 import json
 import os
 import statistics
@@ -24,6 +22,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pytest_glmv.kit import media  # noqa: E402
+from pytest_glmv.kit.evidence import chat_body  # noqa: E402
 from pytest_glmv.lifecycle.server import VllmServer, free_port  # noqa: E402
 from pytest_glmv.tiny import TinyModel, prepare, vllm_executable  # noqa: E402
 
@@ -35,24 +35,23 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "description":
 def image_url() -> str:
     from PIL import Image
 
-    buf = io.BytesIO()
-    Image.new("RGB", (448, 336), (30, 120, 200)).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return media.png_url(Image.new("RGB", (448, 336), (30, 120, 200)))
 
 
-def requests_to_time() -> dict[str, dict[str, Any]]:
+def requests_to_time() -> dict[str, tuple[Any, dict[str, Any]]]:
+    """name -> (the user turn's content, extra body keys)."""
     ask = "What is the weather in Paris?"
     return {
-        "text": {"messages": [{"role": "user", "content": ask}]},
-        "image": {"messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": image_url()}}, {"type": "text", "text": "Colour?"}]}]},
-        "tool": {"messages": [{"role": "user", "content": ask}], "tools": TOOLS, "tool_choice": "auto"},
+        "text": (ask, {}),
+        "image": ([media.image_part(image_url()), {"type": "text", "text": "Colour?"}], {}),
+        "tool": (ask, {"tools": TOOLS, "tool_choice": "auto"}),
     }
 
 
-def post(srv: VllmServer, body: dict[str, Any]) -> float:
-    data = json.dumps({"model": srv.model, "max_tokens": 16, "temperature": 0, "ignore_eos": True,
-                       **body}).encode()
+def post(srv: VllmServer, request: tuple[Any, dict[str, Any]]) -> float:
+    content, extra = request
+    data = json.dumps(chat_body(srv.model, content, max_tokens=16, temperature=0, ignore_eos=True,
+                                **extra)).encode()
     req = urllib.request.Request(srv.base_url + "/chat/completions", data=data,
                                  headers={"Content-Type": "application/json"})
     began = time.perf_counter()
