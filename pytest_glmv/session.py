@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from . import known
 from .lifecycle import config as cfg
 from .lifecycle.server import ServerError
 from .lifecycle.target import Target, is_launched
@@ -89,6 +90,10 @@ class GlmvSession:
         self.target = Target(self.settings, progress=self.say)
         self.is_worker = hasattr(config, "workerinput")
         self.report = Recorder(self.settings, self.is_worker)
+        try:  # a damaged knowledge base is a usage error before anything starts, never a silent pass
+            self.known = known.load()
+        except known.KnowledgeBaseError as e:
+            raise pytest.UsageError(f"glmv: {e}") from None
         self._spec: Spec | None = None
         self.slo_runs = selection.Runs(self.settings, lambda: self.slo_spec)
         self.slo_deselected = 0
@@ -173,10 +178,39 @@ class GlmvSession:
         return collect.jsonable(self.target.info())  # type: ignore[no-any-return]
 
     def make_report(self, item: pytest.Item, report: pytest.TestReport) -> None:
+        if report.failed and report.when in ("setup", "call"):
+            self._judge_failure(item, report)
         if report.failed and is_launched(self.target.server):
             assert self.target.server is not None
             report.sections.append(("glmv server log (last 40 lines)", self.target.server.log_tail(40)))
         self.report.stamp(item, report, self.target_info(), self.slo_runs.done)
+
+    def _judge_failure(self, item: pytest.Item, report: pytest.TestReport) -> None:
+        """A failing suite check is a finding: matched against the knowledge base by its evidence, waived
+        when the user said so, turned into an xfail when the policy says known ones do not fail the run."""
+        area = next((m.name for m in item.iter_markers() if m.name in AREAS), None)
+        if area is None:
+            return
+        fid = known.finding_id(area, item.name)
+        version = self.target.server.version if self.target.server is not None else None
+        match = self.known.match(fid, report.longreprtext or "", known.engine_of(version), version)
+        props: list[tuple[str, object]] = [("glmv_finding", fid)]
+        if match is not None:
+            report.glmv_known = match.record()  # type: ignore[attr-defined]
+            props += [("glmv_known_finding", match.entry.id), ("glmv_known_reference", match.entry.reference)]
+            report.sections.append(("glmv known upstream finding", match.text))
+        # the report's list is a copy of the item's; JUnit XML writes the item's at teardown
+        report.user_properties += props
+        item.user_properties += props
+        waived = set(self.settings.waive)
+        if match is not None and not match.regression:  # a regression always fails, whatever the policy
+            if self.settings.known_findings == "xfail" or match.entry.id in waived:
+                report.outcome = "skipped"
+                report.wasxfail = match.text  # type: ignore[attr-defined]
+                return
+        if fid in waived and not (match is not None and match.regression):
+            report.outcome = "skipped"
+            report.wasxfail = f"waived finding {fid}"  # type: ignore[attr-defined]
 
     def finish(self, session: pytest.Session, exitstatus: int) -> None:
         info = collect.jsonable(self.target.info())

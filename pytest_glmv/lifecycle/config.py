@@ -80,7 +80,11 @@ OPTIONS: tuple[Opt, ...] = (
         "media path, for the file:// checks"),
     Opt("reasoning_field", "choice", "auto", "reasoning field the server must use",
         choices=("auto", "reasoning", "reasoning_content")),
-    Opt("waive", "list", (), "finding id to report as xfail instead of failing (repeatable)", metavar="ID"),
+    Opt("waive", "list", (), "finding id to report as xfail instead of failing (repeatable): a check's AREA/NAME, "
+        "a security finding's id, or a known upstream finding's id", metavar="ID"),
+    Opt("known_findings", "choice", "fail", "what a failure that matches a known upstream fault does: fail "
+        "(default; the text says which fault, since when, the remedy) or xfail (a gate on a pinned release stays "
+        "green while listing them; unmatched failures and regressions still fail)", choices=("fail", "xfail")),
     Opt("iou_threshold", "float", 0.5, "grounding boxes must overlap the truth at least this much",
         minimum=0.0, maximum=1.0),
     # SLO harness (named after vllm bench serve's options)
@@ -180,6 +184,7 @@ class Settings:
     remote_media_path: str | None = None
     reasoning_field: str = "auto"
     waive: tuple[str, ...] = ()
+    known_findings: str = "fail"
     iou_threshold: float = 0.5
     num_prompts: int = 200
     request_rate: float = float("inf")

@@ -83,8 +83,10 @@ class Collector:
             c = self.checks[report.nodeid] = {
                 "nodeid": report.nodeid, "key": check_key(report.nodeid), "area": None, "behavior": False,
                 "outcome": None, "phase": None, "duration": 0.0, "reason": None, "evidence": None,
-                "properties": {}, "sections": {},
+                "properties": {}, "sections": {}, "known": None,
             }
+        if isinstance(getattr(report, "glmv_known", None), Mapping):
+            c["known"] = dict(report.glmv_known)
         if getattr(report, "glmv_area", None):
             c["area"] = report.glmv_area
         c["behavior"] = c["behavior"] or bool(getattr(report, "glmv_behavior", False))
@@ -150,6 +152,7 @@ def matrix(checks: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                                                   **{o: 0 for o in OUTCOMES}})
         row[c.get("outcome") or "error"] += 1
         row["total"] += 1
+        row["known"] = row.get("known", 0) + (1 if c.get("known") else 0)
     order = {a: i for i, a in enumerate(AREAS)}
     return [rows[k] for k in sorted(rows, key=lambda k: (order.get(k[0], 99), k[0], KINDS.index(k[1])))]
 

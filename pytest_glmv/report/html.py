@@ -60,13 +60,25 @@ def _matrix(rep: Mapping[str, Any]) -> str:
         by_area.setdefault(r["area"], []).append(r)
     for area in (*AREAS, *[a for a in by_area if a not in AREAS]):
         if area not in by_area:
-            rows.append([area, ("-", "none"), *[("", "none")] * len(COLUMNS), ("not run", "none")])
+            rows.append([area, ("-", "none"), *[("", "none")] * len(COLUMNS), ("", "none"), ("not run", "none")])
             continue
         for r in by_area[area]:
             c, v = cells(r), verdict(r)
-            rows.append([area, KIND_LABEL.get(r["kind"], r["kind"]), *[c[k] for k in COLUMNS],
+            rows.append([area, KIND_LABEL.get(r["kind"], r["kind"]), *[c[k] for k in COLUMNS], r.get("known", 0),
                          (v, v if v in ("ok", "FAIL") else "none")])
-    return table(["area", "checks", *COLUMNS, "verdict"], rows, ' id="glmv-matrix"', numeric=(2, 3, 4, 5))
+    return table(["area", "checks", *COLUMNS, "known upstream", "verdict"], rows, ' id="glmv-matrix"',
+                 numeric=(2, 3, 4, 5, 6))
+
+
+def _known(checks: Sequence[Mapping[str, Any]]) -> str:
+    """Failures (and xfails) that are known faults of the server's release: reference and remedy."""
+    rows = [[c["key"], c.get("outcome") or "", k["id"], k["versions"], k.get("fixed_in") or "not yet",
+             k["reference"], k["remedy"]] for c in checks if (k := c.get("known"))]
+    if not rows:
+        return ""
+    return ("<h2>Known upstream findings</h2>"
+            + table(["check", "outcome", "known fault", "affected", "fixed in", "reference", "remedy"], rows,
+                    ' id="glmv-known"'))
 
 
 def _baseline(cmp: Mapping[str, Any] | None) -> str:
@@ -167,7 +179,7 @@ def render(rep: Mapping[str, Any]) -> str:
         "<h2>Conformance matrix</h2>", _matrix(rep),
         f"<p class=\"muted\">{rep['summary'].get('deselected', 0)} check(s) deselected.</p>",
         "<h2>Target</h2>", table([], target_rows, ' id="glmv-target"'),
-        _baseline(cmp), _failures(rep["checks"], rep.get("collection_errors") or []), _slo(rep.get("slo") or []),
+        _baseline(cmp), _known(rep["checks"]), _failures(rep["checks"], rep.get("collection_errors") or []), _slo(rep.get("slo") or []),
         _all_checks(rep["checks"]), "<h2>Environment</h2>", table([], env_rows),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -100,6 +100,11 @@ class Recorder:
             line(terminal.target_line(rep["target"]))
             for text in terminal.matrix_lines(rep["summary"]["matrix"], rep["summary"]["deselected"]):
                 line(text)
+        known = terminal.known_lines(rep["checks"])
+        if known:
+            section("glmv known upstream findings")
+            for text in known:
+                line(text, red=text.startswith("FAILED"))
         if rep.get("baseline") is not None:
             regs = rep["baseline"]["regressions"]
             section("glmv baseline", red=bool(regs), green=not regs)

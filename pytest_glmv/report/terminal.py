@@ -33,7 +33,8 @@ def cells(row: Mapping[str, Any]) -> dict[str, int]:
 
 
 def matrix_lines(rows: Sequence[Mapping[str, Any]], deselected: int = 0) -> list[str]:
-    header = f"{'area':<12} {'checks':<13}" + "".join(f"{c:>9}" for c in COLUMNS) + "   verdict"
+    """The matrix; the last number column counts failures (or xfails) that are known upstream faults."""
+    header = f"{'area':<12} {'checks':<13}" + "".join(f"{c:>9}" for c in COLUMNS) + f"{'known':>7}   verdict"
     lines = [header, "-" * len(header)]
     by_area: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
@@ -47,10 +48,24 @@ def matrix_lines(rows: Sequence[Mapping[str, Any]], deselected: int = 0) -> list
         for i, row in enumerate(mine):
             c = cells(row)
             lines.append(f"{area if i == 0 else '':<12} {KIND_LABEL.get(row['kind'], row['kind']):<13}"
-                         + "".join(f"{c[k]:>9}" for k in COLUMNS) + f"   {verdict(row)}")
+                         + "".join(f"{c[k]:>9}" for k in COLUMNS) + f"{row.get('known', 0):>7}   {verdict(row)}")
     if deselected:
         lines.append(f"({deselected} check(s) deselected)")
+    known = sum(row.get("known", 0) for row in rows)
+    if known:
+        lines.append(f"known upstream: {known} of the failures and xfails above are known faults of the server's "
+                     "release (listed below)")
     return lines
+
+
+def known_lines(checks: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per check whose failure is a known upstream fault: where, what, and what to do."""
+    out = []
+    for c in checks:
+        k = c.get("known")
+        if k:
+            out.append(f"{c.get('outcome', '?').upper()} {k['finding']}: {k['text']}")
+    return out
 
 
 def _fmt(value: Any) -> str:

@@ -1,0 +1,200 @@
+"""Known upstream findings: the knowledge base shipped in fixtures/known/*.toml, and the matcher.
+
+A failing suite check is a finding with a stable id, `AREA/NAME` (the check's name without `test_`,
+parameters kept: `robustness/decompression_bomb_is_refused_quickly`). An entry of the knowledge base
+explains a finding for an engine and a range of its versions, but only when the failure's evidence
+matches the entry's signature (status and message pattern): a different 500 on the same check is a new
+failure, never a known one. An entry whose fixed-in version is at or below the server's is a regression.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENGINES = ("vllm", "sglang")
+POLICIES = ("fail", "xfail")
+_FIELDS = {"id", "check", "engine", "versions", "fixed_in", "reference", "remedy", "summary", "evidence"}
+_EVIDENCE_FIELDS = {"status", "pattern", "observed"}
+
+
+class KnowledgeBaseError(ValueError):
+    """A knowledge-base file that cannot be used; the message is one line naming the file and the entry."""
+
+
+def finding_id(area: str | None, name: str) -> str:
+    """The stable id of a check's finding: AREA/NAME, NAME without its `test_` prefix."""
+    short = name[5:] if name.startswith("test_") else name
+    return f"{area or 'unmarked'}/{short}"
+
+
+def parse_version(text: str | None) -> Version | None:
+    """A server's version as PEP 440, compared by its release: `0.32.0+cpu` and `0.11.1.dev123+gabc`
+    parse (local and dev parts kept but ignored by the ranges); anything else is None (no match)."""
+    if not text:
+        return None
+    try:
+        return Version(str(text).strip().lstrip("vV"))
+    except InvalidVersion:
+        return None
+
+
+def _release(v: Version) -> Version:
+    return Version(".".join(str(p) for p in v.release))
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    check: str  # the finding id it explains (AREA/NAME)
+    engine: str
+    versions: SpecifierSet
+    fixed_in: Version | None
+    reference: str
+    remedy: str
+    summary: str
+    status: int | None
+    pattern: re.Pattern[str] | None
+    observed: str
+    source: str
+
+    def applies_to(self, engine: str | None, version: Version | None) -> bool:
+        return engine == self.engine and version is not None and (
+            _release(version) in self.versions or self.is_fixed_at(version))
+
+    def is_fixed_at(self, version: Version) -> bool:
+        return self.fixed_in is not None and _release(version) >= self.fixed_in
+
+    def evidence_matches(self, text: str) -> bool:
+        if self.status is not None and not re.search(rf"\bstatus:? {self.status}\b", text):
+            return False
+        return self.pattern is None or self.pattern.search(text) is not None
+
+
+@dataclass(frozen=True)
+class Match:
+    entry: Entry
+    version: str
+    regression: bool  # the server's version is at or past the fix: the fault came back
+
+    @property
+    def text(self) -> str:
+        e = self.entry
+        name = {"vllm": "vLLM", "sglang": "SGLang"}.get(e.engine, e.engine)
+        fixed = f"fixed in {e.fixed_in}" if e.fixed_in else "not fixed upstream yet"
+        ref = f" ({e.reference})" if e.reference else ""
+        if self.regression:
+            return (f"REGRESSION of known {name} fault {e.id}: {e.summary}; {fixed}{ref}, but this server "
+                    f"reports {self.version}; remedy: {e.remedy}")
+        return f"known {name} fault {e.id} in {e.engine} {e.versions}, {fixed}{ref}: {e.summary}; remedy: {e.remedy}"
+
+    def record(self) -> dict[str, Any]:
+        e = self.entry
+        return {"id": e.id, "finding": e.check, "engine": e.engine, "versions": str(e.versions),
+                "fixed_in": str(e.fixed_in) if e.fixed_in else None, "reference": e.reference,
+                "remedy": e.remedy, "summary": e.summary, "server_version": self.version,
+                "regression": self.regression, "text": self.text}
+
+
+@dataclass
+class KnowledgeBase:
+    entries: list[Entry] = field(default_factory=list)
+
+    def match(self, finding: str, evidence: str, engine: str | None, version: str | None) -> Match | None:
+        """The entry that explains this failure, or None. Only entries for this finding, engine and version
+        range (or fixed at or below it: a regression) whose signature the evidence matches."""
+        v = parse_version(version)
+        for e in self.entries:
+            if e.check == finding and e.applies_to(engine, v) and e.evidence_matches(evidence):
+                assert v is not None
+                return Match(e, str(version), regression=e.is_fixed_at(v))
+        return None
+
+    def for_version(self, engine: str, version: str) -> list[Entry]:
+        """Entries that apply to this engine and version (not regressions)."""
+        v = parse_version(version)
+        return [e for e in self.entries if e.engine == engine and v is not None and _release(v) in e.versions]
+
+
+def _entry(raw: Mapping[str, Any], where: str) -> Entry:
+    unknown = set(raw) - _FIELDS
+    if unknown:
+        raise KnowledgeBaseError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
+                                 f"valid: {', '.join(sorted(_FIELDS))}")
+    for key in ("id", "check", "engine", "versions", "remedy", "summary"):
+        if not isinstance(raw.get(key), str) or not raw[key].strip():
+            raise KnowledgeBaseError(f"{where}: '{key}' is required (a non-empty string)")
+    if raw["engine"] not in ENGINES:
+        raise KnowledgeBaseError(f"{where}: unknown engine {raw['engine']!r}; known: {', '.join(ENGINES)}")
+    if "/" not in raw["check"]:
+        raise KnowledgeBaseError(f"{where}: check {raw['check']!r} is not a finding id AREA/NAME")
+    try:
+        versions = SpecifierSet(raw["versions"])
+    except InvalidSpecifier:
+        raise KnowledgeBaseError(f"{where}: versions {raw['versions']!r} is not a PEP 440 specifier "
+                                 "(e.g. '>=0.20,<0.28')") from None
+    fixed = None
+    if raw.get("fixed_in"):
+        fixed = parse_version(str(raw["fixed_in"]))
+        if fixed is None:
+            raise KnowledgeBaseError(f"{where}: fixed_in {raw['fixed_in']!r} is not a PEP 440 version")
+    ev = raw.get("evidence") or {}
+    if not isinstance(ev, Mapping) or set(ev) - _EVIDENCE_FIELDS:
+        raise KnowledgeBaseError(f"{where}: evidence must be a table with {', '.join(sorted(_EVIDENCE_FIELDS))}")
+    if "status" not in ev and "pattern" not in ev:
+        raise KnowledgeBaseError(f"{where}: evidence needs a status or a pattern: a check name alone never "
+                                 "matches")
+    status = ev.get("status")
+    if status is not None and not (isinstance(status, int) and 100 <= status <= 599):
+        raise KnowledgeBaseError(f"{where}: evidence.status {status!r} is not an HTTP status")
+    try:
+        pattern = re.compile(ev["pattern"]) if ev.get("pattern") else None
+    except (re.error, TypeError) as e:
+        raise KnowledgeBaseError(f"{where}: evidence.pattern is not a regular expression: {e}") from None
+    return Entry(raw["id"], raw["check"], raw["engine"], versions, fixed, str(raw.get("reference") or "none found"),
+                 raw["remedy"].strip(), raw["summary"].strip(), status, pattern, str(ev.get("observed") or ""), where)
+
+
+def load(paths: Iterable[Path] | None = None) -> KnowledgeBase:
+    """The shipped knowledge base (every fixtures/known/*.toml), or the given files."""
+    if paths is None:
+        from .fixtures import HERE
+
+        paths = sorted((HERE / "known").glob("*.toml"))
+    kb = KnowledgeBase()
+    seen: dict[str, str] = {}
+    for path in paths:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as e:
+            raise KnowledgeBaseError(f"known findings {path}: cannot read: {e.strerror or e}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise KnowledgeBaseError(f"known findings {path}: invalid TOML: {e}") from None
+        entries = data.get("finding", [])
+        if not isinstance(entries, list):
+            raise KnowledgeBaseError(f"known findings {path}: [[finding]] entries expected")
+        for i, raw in enumerate(entries):
+            where = f"known findings {path} entry {i + 1} ({raw.get('id', '?') if isinstance(raw, dict) else '?'})"
+            if not isinstance(raw, dict):
+                raise KnowledgeBaseError(f"{where}: not a table")
+            entry = _entry(raw, where)
+            if entry.id in seen:
+                raise KnowledgeBaseError(f"{where}: id {entry.id} already used by {seen[entry.id]}")
+            seen[entry.id] = where
+            kb.entries.append(entry)
+    return kb
+
+
+def engine_of(version: str | None) -> str | None:
+    """Which engine a server is, from what it says about itself: a /version answer means vLLM."""
+    return "vllm" if version else None
