@@ -5,6 +5,7 @@ import shlex
 
 import pytest
 
+from pytest_glmv.kit.hardening import launch_flag
 from pytest_glmv.lifecycle import config as cfg
 
 RECOMMENDED = ("--tensor-parallel-size 4 --tool-call-parser glm45 --reasoning-parser glm45 --enable-auto-tool-choice "
@@ -97,18 +98,18 @@ def test_print_command_glm45v_fp8_tp4(pytester: pytest.Pytester) -> None:
     for pair in (("--tool-call-parser", "glm45"), ("--reasoning-parser", "glm45"),
                  ("--allowed-local-media-path", "/"), ("--mm-encoder-tp-mode", "data"),
                  ("--mm-processor-cache-type", "shm"), ("--served-model-name", "zai-org/GLM-4.5V-FP8")):
-        assert argv[argv.index(pair[0]) + 1] == pair[1]
+        assert launch_flag(argv, pair[0]) == pair[1]
 
 
 def test_print_command_glm46v_dp2_with_extras(pytester: pytest.Pytester) -> None:
     argv = printed(pytester, "--glmv-model", "zai-org/GLM-4.6V", "--glmv-dp", "2", "--glmv-max-model-len",
                    "65536", "--glmv-gpu-memory-utilization", "0.95", "--glmv-max-num-batched-tokens", "8192",
                    "--glmv-vllm-arg=--max-num-seqs", "--glmv-vllm-arg=64")
-    assert argv[argv.index("--data-parallel-size") + 1] == "2"
+    assert launch_flag(argv, "--data-parallel-size") == "2"
     assert "--tensor-parallel-size" not in argv
-    assert argv[argv.index("--max-model-len") + 1] == "65536"
-    assert argv[argv.index("--gpu-memory-utilization") + 1] == "0.95"
-    assert argv[argv.index("--max-num-batched-tokens") + 1] == "8192"
+    assert launch_flag(argv, "--max-model-len") == "65536"
+    assert launch_flag(argv, "--gpu-memory-utilization") == "0.95"
+    assert launch_flag(argv, "--max-num-batched-tokens") == "8192"
     assert argv[-2:] == ["--max-num-seqs", "64"]  # extras verbatim, last, so they win
     assert "--enable-expert-parallel" in argv  # GLM-4.6V is MoE
 
@@ -122,10 +123,10 @@ def test_print_command_dense_flash_has_no_expert_parallel(pytester: pytest.Pytes
 def test_default_tp_counts_visible_gpus(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
     argv = printed(pytester, "--glmv-model", "zai-org/GLM-4.5V")
-    assert argv[argv.index("--tensor-parallel-size") + 1] == "3"
+    assert launch_flag(argv, "--tensor-parallel-size") == "3"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     argv = printed(pytester, "--glmv-model", "zai-org/GLM-4.5V")
-    assert argv[argv.index("--tensor-parallel-size") + 1] == "1"
+    assert launch_flag(argv, "--tensor-parallel-size") == "1"
 
 
 def test_xdist_refused_with_launched_model(pytester: pytest.Pytester) -> None:
@@ -138,5 +139,5 @@ def test_xdist_refused_with_launched_model(pytester: pytest.Pytester) -> None:
 def test_print_command_narrowed_media_path(pytester: pytest.Pytester, tmp_path) -> None:
     argv = printed(pytester, "--glmv-model", "zai-org/GLM-4.5V", "--glmv-tp", "1", "--glmv-allowed-media-path",
                    str(tmp_path))
-    assert argv[argv.index("--allowed-local-media-path") + 1] == str(tmp_path)
+    assert launch_flag(argv, "--allowed-local-media-path") == str(tmp_path)
     assert argv.count("--allowed-local-media-path") == 1
