@@ -97,6 +97,8 @@ class GlmvSession:
         self._spec: Spec | None = None
         self.slo_runs = selection.Runs(self.settings, lambda: self.slo_spec)
         self.slo_deselected = 0
+        self.collected = 0
+        self._said: set[str] = set()  # target lines already printed, not repeated in the summary
         if self.settings.slo is not None:
             _ = self.slo_spec  # a bad spec ends the run here, with one line
         # An explicit target with no paths given means "judge it": run the shipped suites.
@@ -140,6 +142,7 @@ class GlmvSession:
         if fresh:
             for line in self.target.describe_lines():
                 self.say(f"glmv: {line}")
+                self._said.add(line)
         return self.target
 
     def stop(self) -> None:
@@ -166,6 +169,7 @@ class GlmvSession:
                 self.slo_deselected = len(drop)
 
     def collection_finished(self, session: pytest.Session) -> None:
+        self.collected = len(session.items)
         if self.config.option.collectonly:
             return
         if any(NEEDS_TARGET & set(getattr(item, "fixturenames", ())) for item in session.items):
@@ -217,14 +221,17 @@ class GlmvSession:
         self.report.finish(session, exitstatus, info, self.slo_runs.done)
 
     def terminal_summary(self, tr: Any) -> None:
-        """One ordered summary: the target, the SLO runs, then the matrix, baseline and report files."""
+        """One ordered summary: what was learned of the target, the SLO runs, the matrix, baseline and report
+        files, then one verdict line, right above pytest's own short summary."""
         if self.target.started:
-            tr.section("glmv target")
-            for line in self.target.describe_lines():
-                tr.write_line(line)
+            new = [line for line in self.target.describe_lines() if line not in self._said]
+            if new:  # the start lines said the rest; only what the run learned since (e.g. the reasoning field)
+                tr.section("glmv target")
+                for line in new:
+                    tr.write_line(line)
         lines: list[str] = []
-        if self.slo_deselected:
-            n = self.slo_deselected
+        n = self.slo_deselected
+        if n and not (self.config.getoption("markexpr", "") or ""):  # a user's own -m said it already
             lines.append(f"glmv: {n} SLO check{'s' if n != 1 else ''} deselected (they load the server for "
                          f"minutes); {selection.HOW}")
         lines += self.slo_runs.lines()
@@ -233,3 +240,11 @@ class GlmvSession:
             for line in lines:
                 tr.write_line(line)
         self.report.summary(tr.section, tr.write_line)
+        if not self.collected and not self.settings.explicit_target and not self.is_worker:
+            tr.write_line("glmv: no checks collected here. The shipped suites run when you name a target: "
+                          "pytest --glmv-server reference (the built-in double), --glmv-base-url URL, or "
+                          "--glmv-model ID")
+        verdict = self.report.verdict()
+        if verdict:
+            tr.write_line(verdict, red=verdict.startswith("glmv verdict: FAIL"),
+                          green=verdict.startswith("glmv verdict: PASS"), bold=True)

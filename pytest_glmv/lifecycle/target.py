@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,6 +34,7 @@ class Target:
         self._log_dir: Path | None = settings.log_dir
         # A directory inside the media path a local server may read (file:// checks).
         self.media_dir: Path | None = None
+        self.ready_s: float | None = None  # seconds from start() to a server that answers (launch or attach)
 
     @property
     def kind(self) -> str:
@@ -95,11 +97,13 @@ class Target:
             return self.server
         if self.error is not None:
             raise self.error
+        began = time.monotonic()
         try:
             self.server = self._start()
         except ServerError as e:
             self.error = e
             raise
+        self.ready_s = round(time.monotonic() - began, 1)
         return self.server
 
     def _start(self) -> Server:
@@ -186,6 +190,8 @@ class Target:
             f"profile {prof.name if prof else '?'} (window {prof.max_model_len if prof else '?'}; "
             f"server reports {srv.max_model_len})",
         ]
+        if srv.launched and self.ready_s is not None:
+            lines.append(f"ready {self.ready_s:.1f} s after launch")
         lines += self.notes
         if srv.log_path:
             lines.append(f"server log {srv.log_path}")
@@ -200,6 +206,7 @@ class Target:
             "profile": self.profile.name if self.profile else None,
             "vllm_version": srv.version if srv else None,
             "launched": bool(srv and srv.launched),
+            "ready_s": self.ready_s,
             "max_model_len": srv.max_model_len if srv else None,
             "faults": list(self.settings.fault),
             "reasoning_field": self.reasoning_field,

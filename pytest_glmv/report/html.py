@@ -33,7 +33,19 @@ def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
+class Markup(str):
+    """Text already escaped (and marked up): table cells take it as it is."""
+
+
+def prose(text: str) -> Markup:
+    """Escaped text whose `backticked` parts show as code, as the notes are written."""
+    parts = esc(text).split("`")
+    return Markup("".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)))
+
+
 def _num(value: Any) -> str:
+    if isinstance(value, Markup):
+        return value
     if isinstance(value, float):
         return f"{value:.2f}"
     return esc(value)
@@ -163,6 +175,17 @@ def _all_checks(checks: Sequence[Mapping[str, Any]]) -> str:
                     ' id="glmv-checks"', numeric=(4,)) + "</details>")
 
 
+def _value(v: Any) -> Any:
+    """A target field as a reader expects it: yes/no, a list joined, nothing for None."""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, list):
+        return prose("; ".join(map(str, v)))
+    if isinstance(v, str) and v.count("`") >= 2:
+        return prose(v)
+    return "" if v is None else v
+
+
 def render(rep: Mapping[str, Any]) -> str:
     t, env, out = rep["target"], rep["environment"], rep["summary"]["outcomes"]
     cmp = rep.get("baseline")
@@ -170,7 +193,7 @@ def render(rep: Mapping[str, Any]) -> str:
     status = f"exit status {rep['exitstatus']}: " + (", ".join(f"{n} {k}" for k, n in out.items() if n) or "no checks")
     if cmp and cmp["regressions"]:
         status += f"; {len(cmp['regressions'])} regression(s) against the baseline"
-    target_rows = [[k, ", ".join(map(str, v)) if isinstance(v, list) else v] for k, v in t.items()]
+    target_rows = [[k, _value(v)] for k, v in t.items()]
     env_rows = [[k, " ".join(v) if isinstance(v, list) else v] for k, v in env.items()]
     body = [
         f"<h1>pytest-glmv conformance report</h1><p class=\"muted\">{esc(t.get('model'))} at "

@@ -114,6 +114,27 @@ class Recorder:
             line(text)
 
 
+    def verdict(self) -> str:
+        """One line a CI log can grep: PASS/FAIL over the suite checks, known upstream faults counted apart."""
+        if self.result is None or not self.result["report"]["summary"]["matrix"]:
+            return ""
+        rep = self.result["report"]
+        rows = rep["summary"]["matrix"]
+        total = {k: sum(r[k] for r in rows) for k in ("passed", "failed", "error", "skipped", "xfailed", "xpassed")}
+        known = sum(1 for c in rep["checks"] if c.get("known") and c["outcome"] in ("failed", "error"))
+        bad = total["failed"] + total["error"]
+        regs = len((rep.get("baseline") or {}).get("regressions") or [])
+        parts = [f"{bad} failed" + (f" ({known} known upstream, {bad - known} unexplained)" if known else ""),
+                 f"{total['passed'] + total['xpassed']} passed", f"{total['skipped']} skipped",
+                 f"{total['xfailed']} xfailed"]
+        if regs:
+            parts.append(f"{regs} baseline regression(s)")
+        t = rep["target"]
+        where = f"{t.get('base_url') or '?'} ({t.get('target') or '?'}, vLLM {t.get('vllm_version') or 'unknown'})"
+        word = "FAIL" if bad or regs else "PASS"
+        return f"glmv verdict: {word}: {', '.join(parts)}; {where}"
+
+
 def write(rep: dict[str, Any], directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     js = directory / "report.json"

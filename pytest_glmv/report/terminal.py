@@ -34,7 +34,8 @@ def cells(row: Mapping[str, Any]) -> dict[str, int]:
 
 def matrix_lines(rows: Sequence[Mapping[str, Any]], deselected: int = 0) -> list[str]:
     """The matrix; the last number column counts failures (or xfails) that are known upstream faults."""
-    header = f"{'area':<12} {'checks':<13}" + "".join(f"{c:>9}" for c in COLUMNS) + f"{'known':>7}   verdict"
+    header = (f"{'area':<12} {'checks':<13}" + "".join(f"{c:>9}" for c in COLUMNS) + f"{'known':>7}{'wall s':>8}"
+              "   verdict")
     lines = [header, "-" * len(header)]
     by_area: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
@@ -48,7 +49,8 @@ def matrix_lines(rows: Sequence[Mapping[str, Any]], deselected: int = 0) -> list
         for i, row in enumerate(mine):
             c = cells(row)
             lines.append(f"{area if i == 0 else '':<12} {KIND_LABEL.get(row['kind'], row['kind']):<13}"
-                         + "".join(f"{c[k]:>9}" for k in COLUMNS) + f"{row.get('known', 0):>7}   {verdict(row)}")
+                         + "".join(f"{c[k]:>9}" for k in COLUMNS) + f"{row.get('known', 0):>7}"
+                         + f"{row.get('seconds', 0.0):>8.1f}   {verdict(row)}")
     if deselected:
         lines.append(f"({deselected} check(s) deselected)")
     known = sum(row.get("known", 0) for row in rows)
