@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("glmv", "GLM-4V server conformance (pytest-glmv)")
     for opt in cfg.OPTIONS:
+        default = "" if opt.default in (None, (), False) else f"default {opt.default}; "
         kw: dict[str, Any] = {"dest": "glmv_" + opt.name, "default": None,
-                              "help": f"{opt.help} [env {opt.env}; ini {opt.ini}]"}
+                              "help": f"{opt.help} [{default}env {opt.env}; ini {opt.ini}]"}
         if opt.kind == "bool":
             kw.update(action="store_const", const="true")
         elif opt.kind == "list":
@@ -82,6 +83,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     session_of(session.config).collection_finished(session)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    session_of(item.config).test_starting(item.nodeid)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -98,6 +98,8 @@ class GlmvSession:
         self.slo_runs = selection.Runs(self.settings, lambda: self.slo_spec)
         self.slo_deselected = 0
         self.collected = 0
+        self.failures = 0
+        self._log_mark: int | None = None
         self._said: set[str] = set()  # target lines already printed, not repeated in the summary
         if self.settings.slo is not None:
             _ = self.slo_spec  # a bad spec ends the run here, with one line
@@ -146,8 +148,8 @@ class GlmvSession:
         return self.target
 
     def stop(self) -> None:
-        try:
-            self.target.stop()
+        try:  # logs stay for a failed run (and always in --glmv-log-dir); temporary media never do
+            self.target.stop(keep_logs=self.failures > 0)
         except ServerError as e:
             print(str(e), file=sys.stderr)
 
@@ -181,10 +183,26 @@ class GlmvSession:
             return None
         return collect.jsonable(self.target.info())  # type: ignore[no-any-return]
 
+    def test_starting(self, nodeid: str) -> None:
+        self._log_mark = self._log_size()
+
+    def _log_size(self) -> int | None:
+        srv = self.target.server
+        path = getattr(srv, "log_path", None)
+        try:
+            return path.stat().st_size if path is not None else None
+        except OSError:
+            return None
+
     def make_report(self, item: pytest.Item, report: pytest.TestReport) -> None:
         if report.failed and report.when in ("setup", "call"):
             self._judge_failure(item, report)
-        if report.failed and is_launched(self.target.server):
+        if report.failed:
+            self.failures += 1
+        # The server's log goes with a failure only when the server wrote to it during the test (it served
+        # something): a check that only read the launch flags gets no 40 lines of unrelated log.
+        size = self._log_size()
+        if report.failed and is_launched(self.target.server) and size is not None and size != self._log_mark:
             assert self.target.server is not None
             report.sections.append(("glmv server log (last 40 lines)", self.target.server.log_tail(40)))
         self.report.stamp(item, report, self.target_info(), self.slo_runs.done)

@@ -58,3 +58,46 @@ def test_report_reads_as_prose_not_python() -> None:
     assert html._num(html._value(None)) == ""
     cell = html._num(html._value(["reasoning field `reasoning` <seen>", "TP 1"]))
     assert cell == "reasoning field <code>reasoning</code> &lt;seen&gt;; TP 1"
+
+
+FLAG_ONLY = """
+def test_flag_only(glmv_target):
+    assert "--no-such-flag" in glmv_target.plan.argv, "a check that reads the launch flags only"
+
+def test_served(glmv_http):
+    glmv_http.get("/health")
+    assert False, "a check the server took part in"
+"""
+
+
+def test_server_log_goes_only_with_failures_the_server_took_part_in(pytester: pytest.Pytester,
+                                                                      fake_vllm: Path) -> None:
+    pytester.makepyfile(test_two=FLAG_ONLY)
+    result = pytester.runpytest_subprocess("--glmv-model", "zai-org/GLM-4.5V-FP8", "test_two.py", "-p",
+                                           "no:cacheprovider")
+    result.assert_outcomes(failed=2)
+    out = result.stdout.str()
+    flag, served = out.split("_ test_flag_only _")[1].split("_ test_served _")
+    assert "glmv server log" not in flag and "glmv server log (last 40 lines)" in served
+
+
+def test_help_shows_each_default(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--help")
+    text = " ".join(result.stdout.str().split())
+    assert "[default 600.0; env GLMV_REQUEST_TIMEOUT; ini glmv_request_timeout]" in text
+    assert "[default fail; env GLMV_KNOWN_FINDINGS" in text
+    assert "[env GLMV_MODEL; ini glmv_model]" in text  # no default, none shown
+
+
+def test_temporary_folders_go_unless_a_check_failed(pytester: pytest.Pytester, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    pytester.makepyfile(test_ok="def test_ok(glmv_http):\n    assert glmv_http.get('/health').status_code == 200\n",
+                        test_bad="def test_bad(glmv_http):\n    glmv_http.get('/health')\n    assert False\n")
+    pytester.runpytest_subprocess("--glmv-server", "reference", "test_ok.py").assert_outcomes(passed=1)
+    assert not [p.name for p in tmp.iterdir() if p.name.startswith("glmv-")]
+    pytester.runpytest_subprocess("--glmv-server", "reference", "test_bad.py").assert_outcomes(failed=1)
+    left = sorted(p.name.split("-")[1] for p in tmp.iterdir() if p.name.startswith("glmv-"))
+    assert left == ["logs"], left  # the failed run's log stays for the reader; its media folder does not

@@ -8,6 +8,7 @@ Kept apart from plugin.py so the same object works in scripts and benchmarks:
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ class Target:
         self._log_dir: Path | None = settings.log_dir
         # A directory inside the media path a local server may read (file:// checks).
         self.media_dir: Path | None = None
+        self._temp_dirs: list[Path] = []  # made here, removed at stop
         self.ready_s: float | None = None  # seconds from start() to a server that answers (launch or attach)
 
     @property
@@ -44,6 +46,7 @@ class Target:
     def log_dir(self) -> Path:
         if self._log_dir is None:
             self._log_dir = Path(tempfile.mkdtemp(prefix="glmv-logs-"))
+            self._temp_dirs.append(self._log_dir)
         self._log_dir.mkdir(parents=True, exist_ok=True)
         return self._log_dir
 
@@ -123,6 +126,7 @@ class Target:
                 self.media_dir = Path(tempfile.mkdtemp(prefix="glmv-media-", dir=s.allowed_media_path))
             else:
                 self.media_dir = Path(tempfile.mkdtemp(prefix="glmv-media-"))
+            self._temp_dirs.append(self.media_dir)
             self.notes.append(plan.parallel_note)
             vllm = VllmServer(plan.argv, model=plan.served_name, port=port, api_key=s.api_key,
                               env={**os.environ, **plan.env}, log_dir=self.log_dir,
@@ -142,6 +146,7 @@ class Target:
             profile = profile.with_window(s.max_model_len)
         self.profile = profile
         self.media_dir = Path(tempfile.mkdtemp(prefix="glmv-media-"))
+        self._temp_dirs.append(self.media_dir)
         ref = ReferenceServer(
             faults=list(s.fault), root=profile.hf_id, max_model_len=profile.max_model_len, api_key=s.api_key,
             allowed_local_media_path=str(self.media_dir), allowed_media_domains=["127.0.0.1"],
@@ -158,10 +163,18 @@ class Target:
             raise ServerError(f"glmv: {e}") from None
         return profile.with_window(s.max_model_len) if s.max_model_len else profile
 
-    def stop(self) -> None:
-        if self.server is not None:
-            server, self.server = self.server, None
-            server.stop()
+    def stop(self, keep_logs: bool = True) -> None:
+        """Stop the server; remove the temporary media folder, and the log folder too unless asked to keep it
+        (a run with failures) or the user named it (--glmv-log-dir)."""
+        try:
+            if self.server is not None:
+                server, self.server = self.server, None
+                server.stop()
+        finally:
+            for d in self._temp_dirs:
+                if d == self._log_dir and keep_logs:
+                    continue
+                shutil.rmtree(d, ignore_errors=True)
 
     def __enter__(self) -> "Target":
         self.start()
