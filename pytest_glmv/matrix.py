@@ -1,8 +1,15 @@
 """Mutation matrix: run suites against the correct reference server and each fault mode.
 
-A check is proven when it passes on the correct server and fails on the fault it
-targets. `python -m pytest_glmv.matrix suites/test_tools.py --fault no-tool-parser ...`
-prints which checks caught which fault; tests/ use `run_suite()` for the same data.
+A check is proven when it passes on the correct server and fails on the fault it targets, while every other
+check that ran still passes. What each fault must break is data: fixtures/proofs.toml (`load_proofs()`),
+read by tests/suites/test_proofs.py and by this runner, which judges a suite only on the faults the table
+means for it:
+
+    python -m pytest_glmv.matrix suites/test_tools.py                    # the table's tools faults
+    python -m pytest_glmv.matrix suites/test_tools.py --fault no-tool-parser -- --glmv-request-timeout 8
+
+A fault the table does not mean for the given suites (named with --fault) is reported the old way: which
+checks it broke, UNCAUGHT when none. `run_suite()` is the one "run pytest, read its JUnit" helper.
 """
 from __future__ import annotations
 
@@ -12,9 +19,18 @@ import subprocess
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_MARKS = ["-m", "not slo"]  # the reference "model" answers the behaviour checks, so they run too
 
 
 @dataclass
@@ -36,19 +52,24 @@ class SuiteRun:
     def passed(self) -> set[str]:
         return self.named("passed")
 
-    def unproven(self, fault: str, must_fail: Iterable[str], must_pass: Iterable[str] = ()) -> str:
+    def unproven(self, fault: str, must_fail: Iterable[str], must_pass: Iterable[str] = (),
+                 strict: bool = False) -> str:
         """Why this run does not prove that the fault is caught ('' when it does): a check that should
-        catch it passed, or a check that has nothing to do with it failed. With the run's output tail."""
-        missed, spared = set(must_fail) - self.failed, set(must_pass) - self.passed
+        catch it passed, a check that has nothing to do with it failed or never ran, or (strict) any other
+        check failed. With the run's output tail."""
+        must_fail = set(must_fail)
+        missed, spared = must_fail - self.failed, set(must_pass) - self.passed
+        stray = self.failed - must_fail if strict else set()
         why = []
         if missed:
             why.append(f"fault {fault} was not caught by {sorted(missed)}; failed: {sorted(self.failed)}")
-        if spared:
-            why.append(f"fault {fault} also failed unrelated checks {sorted(spared)}")
+        if spared | stray:
+            why.append(f"fault {fault} also failed unrelated checks {sorted(spared | stray)}")
         return "\n".join([*why, self.output[-3000:]]) if why else ""
 
 
-def _parse_junit(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+def read_junit(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """A JUnit XML file's checks: (name -> passed|failed|error|skipped|xfailed, name -> failure text)."""
     outcomes: dict[str, str] = {}
     messages: dict[str, str] = {}
     for case in ET.parse(path).getroot().iter("testcase"):
@@ -65,36 +86,237 @@ def _parse_junit(path: Path) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def run_suite(paths: list[str], fault: str | None = None, extra: list[str] | None = None,
-              cwd: Path | None = None, timeout: float = 600, target: list[str] | None = None) -> SuiteRun:
-    """One pytest run of `paths` against `target` (default: the reference server, with `fault` injected)."""
+              cwd: Path | None = None, timeout: float = 600, target: list[str] | None = None,
+              junit: Path | None = None, files: Mapping[str, str] | None = None, quiet: bool = True) -> SuiteRun:
+    """One pytest run of `paths` against `target` (default: the reference server, with `fault` injected).
+
+    `junit` keeps the JUnit file at that path (default: a temporary one); `files` are written into the
+    working directory first (default: a temporary one), e.g. an SLO spec the arguments name. `target=[]`:
+    the target is among `paths`/`extra` already."""
     with tempfile.TemporaryDirectory(prefix="glmv-matrix-") as tmp:
-        junit = Path(tmp) / "junit.xml"
-        argv = [sys.executable, "-m", "pytest", *paths, *(target or ["--glmv-server", "reference"]),
-                "-p", "no:cacheprovider",
-                "-q", f"--junitxml={junit}", "-o", "junit_family=xunit2", *(extra or [])]
+        workdir = cwd or Path(tmp)
+        for name, text in (files or {}).items():
+            (workdir / name).write_text(text, encoding="utf-8")
+        xml = junit or Path(tmp) / "junit.xml"
+        argv = [sys.executable, "-m", "pytest", *paths,
+                *(target if target is not None else ["--glmv-server", "reference"]), "-p", "no:cacheprovider",
+                *(["-q"] if quiet else []), f"--junitxml={xml}", "-o", "junit_family=xunit2", *(extra or [])]
         if fault:
             argv += ["--glmv-fault", fault]
         env = {k: v for k, v in os.environ.items() if not k.startswith("GLMV_")}
-        proc = subprocess.run(argv, cwd=cwd or tmp, capture_output=True, text=True, timeout=timeout, env=env,
+        proc = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env,
                               check=False)
-        outcomes, messages = _parse_junit(junit) if junit.exists() else ({}, {})
+        outcomes, messages = read_junit(xml) if xml.exists() else ({}, {})
     return SuiteRun(fault, proc.returncode, outcomes, messages, proc.stdout + proc.stderr)
 
 
-def matrix(paths: list[str], faults: list[str], extra: list[str] | None = None) -> tuple[SuiteRun, list[SuiteRun]]:
-    return run_suite(paths, None, extra), [run_suite(paths, f, extra) for f in faults]
+# ---------------------------------------------------------------------------------------------- the table
+
+SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
+_SUITE_KEYS = {"files", "args", "fail_messages", "timeout", "workdir"}
+_PROOF_KEYS = {"suite", "fault", "name", "args", "target", "server", "fail", "pass", "skipped", "min_passed",
+               "output", "output_absent", "messages", "workdir", "timeout", "why", "xfailed", "suite_args"}
 
 
-def render(correct: SuiteRun, runs: list[SuiteRun]) -> str:
+class ProofTableError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Proof:
+    """One suite run and what it must show. A fault proof (no name): the fault is caught by exactly the
+    checks in `fail`; every other check that ran passes. A named case (the correct server and its variants,
+    attached servers, waivers): the same rule with its own `fail`, usually none."""
+
+    suite: str
+    paths: tuple[str, ...]
+    fault: str | None = None
+    name: str | None = None
+    args: tuple[str, ...] = ()  # the suite's args, then the case's (a later -m/-k wins)
+    target: tuple[str, ...] = ()  # () = the reference server; else e.g. --glmv-base-url {legacy_url}
+    server: str | None = None  # a server the test module starts and fills `target` placeholders from
+    fail: frozenset[str] = frozenset()
+    must_pass: frozenset[str] = frozenset()
+    skipped: frozenset[str] | None = None  # the exact set of checks that skip, when given
+    xfailed: frozenset[str] = frozenset()  # checks that must be reported xfail (a waived finding)
+    min_passed: int = 0
+    output: tuple[str, ...] = ()
+    output_absent: tuple[str, ...] = ()
+    messages: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    files: Mapping[str, str] = field(default_factory=dict)  # written into the run's working directory
+    timeout: float = 600
+    why: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.suite}/{self.name or self.fault}"
+
+    @property
+    def checks(self) -> set[str]:
+        """Every check name this case mentions (each must exist in its suite)."""
+        return {*self.fail, *self.must_pass, *(self.skipped or ()), *self.xfailed, *self.messages}
+
+    def judge(self, run: SuiteRun) -> str:
+        """Why `run` does not prove this case ('' when it does), with the run's output tail."""
+        if not run.outcomes:
+            return f"{self.id}: no check ran (exit {run.returncode})\n{run.output[-3000:]}"
+        why = []
+        missed, stray = self.fail - run.failed, run.failed - self.fail
+        if missed:
+            why.append(f"fault {self.fault} was not caught by {sorted(missed)}" if self.fault
+                       else f"checks that must fail did not: {sorted(missed)}")
+        if stray:  # every check the case does not name in `fail` must pass
+            why.append(f"unexpected failures {sorted(stray)}: "
+                       + str({n: run.messages.get(n, "")[:300] for n in sorted(stray)}))
+        unpassed = self.must_pass - run.passed
+        if unpassed:
+            why.append("checks did not run and pass: " + str({n: run.outcomes.get(n, "not run") for n in unpassed}))
+        unxfailed = self.xfailed - run.named("xfailed")
+        if unxfailed:
+            why.append("checks not reported xfail: " + str({n: run.outcomes.get(n, "not run") for n in unxfailed}))
+        if self.skipped is not None and run.named("skipped") != self.skipped:
+            why.append(f"skipped {sorted(run.named('skipped'))}, expected exactly {sorted(self.skipped)}")
+        if len(run.passed) < self.min_passed:
+            why.append(f"only {len(run.passed)} checks passed, expected at least {self.min_passed}")
+        why += [f"output lacks {text!r}" for text in self.output if text not in run.output]
+        why += [f"output holds {text!r}" for text in self.output_absent if text in run.output]
+        for check, texts in self.messages.items():
+            why += [f"{check}'s failure does not say {t!r}: {run.messages.get(check, '')[-800:]!r}"
+                    for t in texts if t not in run.messages.get(check, "")]
+        return "\n".join([f"{self.id}:", *why, run.output[-3000:]]) if why else ""
+
+
+@dataclass(frozen=True)
+class ProofTable:
+    suites: Mapping[str, tuple[str, ...]]  # suite -> its files under suites/
+    suite_args: Mapping[str, tuple[str, ...]]
+    workdirs: Mapping[str, Mapping[str, str]]  # suite -> files its runs need in their working directory
+    proofs: tuple[Proof, ...]
+    unproven: Mapping[str, str]  # fault -> why no suite proves it
+
+    def fault_proofs(self, files: Iterable[str] = ()) -> list[Proof]:
+        """The plain fault proofs (no name, no attached server) of the suites owning any of `files`."""
+        wanted = set(files)
+        return [p for p in self.proofs if p.fault and p.name is None and p.server is None
+                and (not wanted or wanted & {Path(x).name for x in p.paths})]
+
+
+def _strs(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ProofTableError(f"{where}: expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def load_proofs(text: str | None = None) -> ProofTable:
+    """The proof table: fixtures/proofs.toml as shipped (package pytest_glmv.fixtures), or `text`."""
+    if text is None:
+        text = resources.files("pytest_glmv.fixtures").joinpath("proofs.toml").read_text(encoding="utf-8")
+    data = tomllib.loads(text)
+    extra = set(data) - {"suite", "proof", "unproven"}
+    if extra:
+        raise ProofTableError(f"unknown top-level keys {sorted(extra)}")
+    suites: dict[str, tuple[str, ...]] = {}
+    suite_args: dict[str, tuple[str, ...]] = {}
+    defaults: dict[str, dict[str, Any]] = {}
+    for name, table in data.get("suite", {}).items():
+        bad = set(table) - _SUITE_KEYS
+        if bad:
+            raise ProofTableError(f"[suite.{name}]: unknown keys {sorted(bad)}")
+        suites[name] = _strs(table["files"], f"[suite.{name}] files")
+        suite_args[name] = _strs(table.get("args", DEFAULT_MARKS), f"[suite.{name}] args")
+        defaults[name] = table
+    proofs = []
+    for i, entry in enumerate(data.get("proof", [])):
+        where = f"[[proof]] #{i + 1} ({entry.get('suite')}/{entry.get('name') or entry.get('fault')})"
+        bad = set(entry) - _PROOF_KEYS
+        if bad:
+            raise ProofTableError(f"{where}: unknown keys {sorted(bad)}")
+        suite = entry.get("suite")
+        if suite not in suites:
+            raise ProofTableError(f"{where}: unknown suite {suite!r} (known: {sorted(suites)})")
+        if not entry.get("fault") and not entry.get("name"):
+            raise ProofTableError(f"{where}: needs a fault or a name")
+        fail = frozenset(_strs(entry.get("fail", []), f"{where} fail"))
+        messages = {k: _strs(v, f"{where} messages.{k}") for k, v in entry.get("messages", {}).items()}
+        if entry.get("fault") and not entry.get("name"):  # a fault proof: the evidence each catching check gives
+            for check in fail:
+                messages[check] = (*messages.get(check, ()), *_strs(defaults[suite].get("fail_messages", []),
+                                                                     f"[suite.{suite}] fail_messages"))
+        skipped = entry.get("skipped")
+        own_args = _strs(entry.get("args", []), f"{where} args")
+        proofs.append(Proof(
+            suite=suite, paths=tuple(str(SUITES_DIR / f) for f in suites[suite]), fault=entry.get("fault"),
+            name=entry.get("name"), args=(*(suite_args[suite] if entry.get("suite_args", True) else ()), *own_args),
+            target=_strs(entry.get("target", []), f"{where} target"), server=entry.get("server"), fail=fail,
+            must_pass=frozenset(_strs(entry.get("pass", []), f"{where} pass")),
+            skipped=None if skipped is None else frozenset(_strs(skipped, f"{where} skipped")),
+            xfailed=frozenset(_strs(entry.get("xfailed", []), f"{where} xfailed")),
+            min_passed=int(entry.get("min_passed", 0)), output=_strs(entry.get("output", []), f"{where} output"),
+            output_absent=_strs(entry.get("output_absent", []), f"{where} output_absent"),
+            messages={k: v for k, v in messages.items() if v},
+            files={**defaults[suite].get("workdir", {}), **entry.get("workdir", {})},
+            timeout=float(entry.get("timeout", defaults[suite].get("timeout", 600))), why=entry.get("why", "")))
+    ids = [p.id for p in proofs]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ProofTableError(f"cases named twice: {dupes}")
+    unproven = {k: str(v) for k, v in data.get("unproven", {}).items()}
+    workdirs = {name: dict(table.get("workdir", {})) for name, table in defaults.items()}
+    return ProofTable(suites, suite_args, workdirs, tuple(proofs), unproven)
+
+
+# ------------------------------------------------------------------------------------------ the runner
+
+def _files_of(paths: Iterable[str]) -> set[str]:
+    out: set[str] = set()
+    for p in map(Path, paths):
+        out |= {f.name for f in p.glob("test_*.py")} if p.is_dir() else {p.name}
+    return out
+
+
+def render(correct: SuiteRun, runs: list[SuiteRun], proofs: Mapping[str, Proof] | None = None) -> str:
+    """The matrix: per fault, caught by its expected checks or not, and any unexpected failures. A fault
+    with no proof in `proofs` is reported by what it broke (UNCAUGHT when nothing)."""
+    proofs = proofs or {}
     lines = [f"correct server: {len(correct.passed)} passed, {len(correct.failed)} failed, "
              f"{len(correct.named('skipped'))} skipped"]
     for name in sorted(correct.failed):
         lines.append(f"  NOT PROVEN (fails on the correct server): {name}")
     for run in runs:
-        caught = sorted(run.failed - correct.failed)
-        lines.append(f"fault {run.fault}: caught by {len(caught)} check(s)" + ("" if caught else "  <-- UNCAUGHT"))
-        lines += [f"    {name}" for name in caught]
+        proof = proofs.get(run.fault or "")
+        if proof is None:
+            caught = sorted(run.failed - correct.failed)
+            lines.append(f"fault {run.fault}: caught by {len(caught)} check(s)" + ("" if caught else "  <-- UNCAUGHT"))
+            lines += [f"    {name}" for name in caught]
+            continue
+        expected = set(proof.fail) & set(correct.outcomes)  # the expected checks this selection runs
+        missed = sorted(expected - run.failed)
+        unexpected = sorted(run.failed - proof.fail - correct.failed)
+        if not expected:
+            lines.append(f"fault {run.fault}: not judged: none of its expected checks is selected")
+        elif missed:
+            lines.append(f"fault {run.fault}: expected checks passed: {', '.join(missed)}  <-- UNCAUGHT")
+        else:
+            lines.append(f"fault {run.fault}: caught by its {len(expected)} expected check(s)")
+        lines += [f"    {name}" for name in sorted(expected & run.failed)]
+        lines += [f"    also failed: {name}  <-- UNEXPECTED" for name in unexpected]
     return "\n".join(lines)
+
+
+def verdict(correct: SuiteRun, runs: list[SuiteRun], proofs: Mapping[str, Proof]) -> bool:
+    """True when the matrix proves every fault it ran (see render)."""
+    if correct.failed:
+        return False
+    for run in runs:
+        proof = proofs.get(run.fault or "")
+        if proof is None:
+            if not run.failed:
+                return False
+            continue
+        expected = set(proof.fail) & set(correct.outcomes)
+        if expected - run.failed or run.failed - proof.fail:
+            return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,23 +325,44 @@ def main(argv: list[str] | None = None) -> int:
     passthrough = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[:argv.index("--")] if "--" in argv else argv
     ap = argparse.ArgumentParser(prog="python -m pytest_glmv.matrix", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="arguments after -- are passed to every pytest run")
     ap.add_argument("paths", nargs="+", help="suite files or directories")
-    ap.add_argument("--fault", action="append", default=[], help="fault mode (repeatable; default: all)")
-    ap.add_argument("-k", dest="keyword", help="pytest -k expression")
-    ap.add_argument("-m", dest="markexpr", default="not behavior and not slo", help="pytest -m expression")
+    ap.add_argument("--fault", action="append", default=[],
+                    help="fault mode (repeatable; default: the faults fixtures/proofs.toml means for these suites)")
+    ap.add_argument("-k", dest="keyword", help="pytest -k expression (narrows every run)")
+    ap.add_argument("-m", dest="markexpr", help="pytest -m expression (default: the table's, else 'not slo')")
+    ap.add_argument("-j", dest="jobs", type=int, default=4, help="suite runs at once (default 4)")
     args = ap.parse_args(argv)
+    paths = [str(Path(p).resolve()) for p in args.paths]
+    table = load_proofs()
+    owned = table.fault_proofs(_files_of(paths))
+    proofs = {p.fault: p for p in owned if p.fault and (not args.fault or p.fault in args.fault)}
     faults = args.fault
     if not faults:
-        from .reference.faults import FAULTS
+        faults = sorted(proofs)
+        if not owned:  # a suite the table does not know: every fault, judged by what it breaks
+            from .reference.faults import FAULTS
 
-        faults = sorted(FAULTS)
-    extra = ["-m", args.markexpr] + (["-k", args.keyword] if args.keyword else []) + passthrough
-    paths = [str(Path(p).resolve()) for p in args.paths]
-    correct, runs = matrix(paths, faults, extra)
-    print(render(correct, runs))
-    uncaught = [r.fault for r in runs if not (r.failed - correct.failed)]
-    return 1 if correct.failed or uncaught else 0
+            faults = sorted(FAULTS)
+    suite_args: list[str] = []
+    workdir: dict[str, str] = {}
+    for suite in dict.fromkeys(p.suite for p in owned):
+        suite_args += table.suite_args[suite]
+        workdir.update(table.workdirs[suite])
+    user = (["-m", args.markexpr] if args.markexpr else []) + (["-k", args.keyword] if args.keyword else [])
+    base = (suite_args or DEFAULT_MARKS) + user + passthrough
+
+    def one(fault: str | None) -> SuiteRun:
+        proof = proofs.get(fault) if fault else None
+        extra = [*proof.args, *user, *passthrough] if proof else base
+        return run_suite(paths, fault, extra, files=proof.files if proof else workdir)
+
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        done = list(pool.map(one, [None, *faults]))
+    correct, runs = done[0], done[1:]
+    print(render(correct, runs, proofs))
+    return 0 if verdict(correct, runs, proofs) else 1
 
 
 if __name__ == "__main__":

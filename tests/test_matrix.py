@@ -1,5 +1,6 @@
 """The mutation-matrix runner itself: a proven check, an uncaught fault, and pass-through arguments;
-SuiteRun.unproven, what every suite proof file asserts about a fault run."""
+SuiteRun.unproven and Proof.judge, what tests/suites/test_proofs.py asserts about each run; the proof table's
+own validation (fixtures/proofs.toml)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,8 +34,9 @@ def test_matrix_names_what_caught_each_fault(tmp_path: Path, capsys: pytest.Capt
     suite = tmp_path / "suites" / "test_demo.py"
     suite.parent.mkdir()
     suite.write_text(SUITE)
-    code = matrix.main([str(suite), "--fault", "no-tool-parser", "--fault", "slow-first-token", "--",
-                        "--glmv-api-key", "k1"])
+    # a suite the proof table does not know: each named fault is judged by what it broke
+    code = matrix.main([str(suite), "--fault", "no-tool-parser", "--fault", "slow-first-token", "-m", "not slo",
+                        "--", "--glmv-api-key", "k1"])
     out = capsys.readouterr().out
     assert "correct server: 2 passed, 0 failed" in out
     assert "fault no-tool-parser: caught by 1 check(s)\n    test_tool_calls_are_parsed" in out
@@ -59,3 +61,82 @@ def test_a_check_that_passed_under_its_fault_is_named_with_the_evidence() -> Non
 def test_an_unrelated_check_that_failed_or_never_ran_is_named() -> None:
     why = run(test_a="failed", test_c="failed").unproven("f", {"test_a"}, {"test_c", "test_d"})
     assert "fault f also failed unrelated checks ['test_c', 'test_d']" in why
+
+
+def test_strict_unproven_names_any_other_failure() -> None:
+    why = run(test_a="failed", test_b="failed", test_c="skipped").unproven("f", {"test_a"}, strict=True)
+    assert "fault f also failed unrelated checks ['test_b']" in why
+    assert run(test_a="failed", test_c="skipped").unproven("f", {"test_a"}, strict=True) == ""
+
+
+TABLE = """
+[suite.demo]
+files = ["test_demo.py"]
+fail_messages = ["status:"]
+
+[[proof]]
+suite = "demo"
+name = "correct"
+skipped = ["test_s"]
+
+[[proof]]
+suite = "demo"
+fault = "no-tool-parser"
+fail = ["test_a"]
+pass = ["test_c"]
+messages = { test_a = ["tool_calls"] }
+"""
+
+
+def test_the_table_is_parsed_with_the_suite_defaults() -> None:
+    table = matrix.load_proofs(TABLE)
+    correct, fault = table.proofs
+    assert correct.id == "demo/correct" and correct.fault is None and correct.skipped == {"test_s"}
+    assert fault.id == "demo/no-tool-parser" and fault.args == ("-m", "not slo")
+    assert fault.paths[0].endswith("suites/test_demo.py")
+    assert fault.messages == {"test_a": ("tool_calls", "status:")}  # the suite's evidence texts added
+    assert fault.checks == {"test_a", "test_c"} and table.fault_proofs(["test_demo.py"]) == [fault]
+    assert table.fault_proofs(["test_other.py"]) == []
+
+
+@pytest.mark.parametrize("edit,error", [
+    (("fail = ", "fial = "), "unknown keys ['fial']"),
+    (('suite = "demo"\nfault', 'suite = "dmeo"\nfault'), "unknown suite 'dmeo'"),
+    (('fault = "no-tool-parser"', 'name = "correct"'), "cases named twice: ['demo/correct']"),
+    (('pass = ["test_c"]', 'pass = "test_c"'), "expected a list of strings"),
+])
+def test_a_typo_in_the_table_is_an_error(edit: tuple[str, str], error: str) -> None:
+    with pytest.raises(matrix.ProofTableError, match=error.replace("[", r"\[").replace("]", r"\]")):
+        matrix.load_proofs(TABLE.replace(*edit))
+
+
+def test_the_shipped_table_loads() -> None:
+    table = matrix.load_proofs()
+    assert table.fault_proofs(["test_tools.py"]) and not table.unproven
+
+
+def test_a_proof_is_judged_strictly() -> None:
+    _, proof = matrix.load_proofs(TABLE).proofs
+    good = matrix.SuiteRun("no-tool-parser", 1, {"test_a": "failed", "test_c": "passed", "test_s": "skipped"},
+                           {"test_a": "no tool_calls; status: 200"})
+    assert proof.judge(good) == ""
+    stray = matrix.SuiteRun("no-tool-parser", 1, {**good.outcomes, "test_d": "failed"}, good.messages)
+    assert "unexpected failures ['test_d']" in proof.judge(stray)
+    mute = matrix.SuiteRun("no-tool-parser", 1, good.outcomes, {"test_a": "no tool_calls"})
+    assert "test_a's failure does not say 'status:'" in proof.judge(mute)
+    spared = matrix.SuiteRun("no-tool-parser", 1, {"test_a": "failed"}, good.messages)
+    assert "checks did not run and pass: {'test_c': 'not run'}" in proof.judge(spared)
+    assert "no check ran" in proof.judge(matrix.SuiteRun("no-tool-parser", 4))
+
+
+def test_render_judges_a_fault_by_its_proof() -> None:
+    _, proof = matrix.load_proofs(TABLE).proofs
+    correct = matrix.SuiteRun(None, 0, {"test_a": "passed", "test_b": "passed", "test_c": "passed"})
+    caught = matrix.SuiteRun("no-tool-parser", 1, {"test_a": "failed", "test_b": "passed", "test_c": "passed"})
+    out = matrix.render(correct, [caught], {"no-tool-parser": proof})
+    assert "fault no-tool-parser: caught by its 1 expected check(s)\n    test_a" in out
+    assert matrix.verdict(correct, [caught], {"no-tool-parser": proof})
+    messy = matrix.SuiteRun("no-tool-parser", 1, {"test_a": "passed", "test_b": "failed", "test_c": "passed"})
+    out = matrix.render(correct, [messy], {"no-tool-parser": proof})
+    assert "expected checks passed: test_a  <-- UNCAUGHT" in out and "also failed: test_b  <-- UNEXPECTED" in out
+    assert not matrix.verdict(correct, [messy], {"no-tool-parser": proof})

@@ -12,15 +12,14 @@ first token, so in `slow` nothing but the baseline gate can fail the run.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pytest_glmv.matrix import run_suite
 
 ROOT = Path(__file__).resolve().parents[2]
 REASONING = str(ROOT / "suites" / "test_reasoning.py")
@@ -63,11 +62,9 @@ def session_run(args: list[str], cwd: Path, name: str, timeout: float = 300) -> 
     """One pytest session in a subprocess (the plugin's hooks, servers and exit status all real)."""
     report_dir = cwd / f"report-{name}"
     junit = cwd / f"junit-{name}.xml"
-    argv = [sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider", "-m", "not behavior",
-            "--glmv-report", str(report_dir), f"--junitxml={junit}", "-o", "junit_family=xunit2"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GLMV_")}
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
-    return Run(name, proc.returncode, proc.stdout + proc.stderr, report_dir, junit)
+    run = run_suite(args, target=[], extra=["-m", "not behavior", "--glmv-report", str(report_dir)], cwd=cwd,
+                    timeout=timeout, junit=junit, quiet=False)
+    return Run(name, run.returncode, run.output, report_dir, junit)
 
 
 @pytest.fixture(scope="session")

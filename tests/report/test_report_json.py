@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from pytest_glmv.matrix import _parse_junit
+from pytest_glmv.matrix import read_junit
 
 from .conftest import Run
 
 
 def test_every_check_is_in_the_json_with_the_outcome_junit_gives(runs: dict[str, Run]) -> None:
     run = runs["fault"]
-    junit_outcomes, _ = _parse_junit(run.junit)
+    junit_outcomes, _ = read_junit(run.junit)
     report = {c["nodeid"].split("::", 1)[1]: c["outcome"] for c in run.report["checks"]}
     assert report == junit_outcomes, f"report.json and junit disagree:\n{report}\n{junit_outcomes}"
     assert run.report["exitstatus"] == run.rc == 1, run.output[-2000:]

@@ -1,0 +1,132 @@
+"""Every suite proven on the reference server, as the table fixtures/proofs.toml states it: the suites pass
+on the correct server (and its variants), each fault mode is caught by exactly the checks the table names,
+and every other check that ran passes.
+
+One suite run per [[proof]] case, all started at once on a small pool: each run is mostly a subprocess
+waiting on pytest start-up, its reference server, sleeps and timeouts. Cases that attach to a server of
+their own (a legacy-field server, a "remote" server on a non-loopback address) get it from `servers()`.
+"""
+from __future__ import annotations
+
+import contextlib
+import socket
+import tempfile
+from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator, Mapping
+from urllib.parse import urlsplit
+
+import pytest
+
+from pytest_glmv.kit import media
+from pytest_glmv.kit.hardening import launch_flag
+from pytest_glmv.matrix import Proof, SuiteRun, load_proofs, run_suite
+from pytest_glmv.reference.faults import FAULTS
+from pytest_glmv.reference.launcher import ReferenceServer
+
+TABLE = load_proofs()
+PROOFS = {p.id: p for p in TABLE.proofs}
+WORKERS = 4
+
+
+def _public_ip() -> str | None:
+    """An address of this machine that is not loopback (a "remote" server to the plugin), or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("198.51.100.1", 9))  # no packet is sent: this only picks the outgoing interface
+            ip = str(s.getsockname()[0])
+        except OSError:
+            return None
+    return None if ip.startswith("127.") else ip
+
+
+def servers(stack: contextlib.ExitStack, needed: set[str | None]) -> dict[str, dict[str, str]]:
+    """The servers cases attach to, by the table's `server` name -> the placeholders of their `target`/`args`."""
+    out: dict[str, dict[str, str]] = {}
+    if "legacy-reasoning" in needed:
+        legacy = stack.enter_context(ReferenceServer(reasoning_field="reasoning_content"))
+        out["legacy-reasoning"] = {"base_url": legacy.base_url}
+    ip = _public_ip() if "remote-media" in needed else None
+    if ip is not None:
+        allowed = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="glmv-remote-media-")))
+        image = allowed / "square.png"
+        image.write_bytes(media.encode(media.square("red", 224).render()))
+        remote = stack.enter_context(ReferenceServer(host="0.0.0.0", allowed_local_media_path=allowed,
+                                                     allowed_media_domains=[ip]))
+        out["remote-media"] = {"base_url": f"http://{ip}:{urlsplit(remote.root_url).port}/v1",
+                               "media_host": ip, "remote_media_path": str(image)}
+    return out
+
+
+def _run(proof: Proof, places: Mapping[str, str]) -> SuiteRun:
+    args = [a.format(**places) for a in proof.args]
+    target = [a.format(**places) for a in proof.target] or None
+    run = run_suite(list(proof.paths), proof.fault, args, target=target, timeout=proof.timeout, files=proof.files)
+    run.fault = run.fault or proof.id
+    return run
+
+
+def _wanted(session: pytest.Session) -> set[str]:
+    """The cases this session selected (all of them when the check of the table's names runs)."""
+    here = [item for item in session.items if item.path == Path(__file__)]
+    if any(item.name == "test_every_check_the_table_names_exists" for item in here):
+        return set(PROOFS)
+    return {item.callspec.params["case"] for item in here if isinstance(item, pytest.Function)
+            and hasattr(item, "callspec") and "case" in item.callspec.params}
+
+
+@pytest.fixture(scope="module")
+def runs(request: pytest.FixtureRequest) -> Iterator[dict[str, Future[SuiteRun]]]:
+    """Every selected case's run, started at once: whole-suite runs (the correct servers) first, they take
+    longest."""
+    wanted = _wanted(request.session)
+    with contextlib.ExitStack() as stack:
+        places = servers(stack, {PROOFS[case].server for case in wanted})
+        pool = stack.enter_context(ThreadPoolExecutor(WORKERS))
+        order = sorted((p for p in TABLE.proofs if p.id in wanted), key=lambda p: (p.fault is not None, "-k" in p.args))
+        jobs = {p.id: pool.submit(_run, p, places.get(p.server, {})) for p in order
+                if p.server is None or p.server in places}
+        yield jobs
+        for job in jobs.values():
+            job.cancel()
+
+
+@pytest.mark.parametrize("case", sorted(PROOFS))
+def test_proof(runs: dict[str, Future[SuiteRun]], case: str) -> None:
+    proof = PROOFS[case]
+    if case not in runs:
+        pytest.skip(f"server {proof.server} unavailable: this machine has no non-loopback address to play a "
+                    "remote server on")
+    why = proof.judge(runs[case].result())
+    assert not why, why
+
+
+def test_every_fault_of_the_reference_server_is_proven() -> None:
+    proven = {p.fault for p in TABLE.proofs if p.fault and p.name is None}
+    assert not set(TABLE.unproven) - set(FAULTS), f"unknown faults listed as unproven: {sorted(TABLE.unproven)}"
+    assert not set(FAULTS) - proven - set(TABLE.unproven), f"faults no suite proves: {sorted(set(FAULTS) - proven)}"
+    named = {p.fault for p in TABLE.proofs if p.fault}
+    assert named <= set(FAULTS), f"the table names faults the reference server does not have: {named - set(FAULTS)}"
+    for suite, files in TABLE.suites.items():
+        assert any(p.suite == suite and p.name == "correct" for p in TABLE.proofs), f"{suite}: no correct case"
+        for f in files:
+            assert (Path(PROOFS[f"{suite}/correct"].paths[0]).parent / f).is_file(), f"{suite}: no suites/{f}"
+
+
+def test_every_check_the_table_names_exists(runs: dict[str, Future[SuiteRun]]) -> None:
+    """A typo in the table fails here by name (the case itself fails too, less plainly)."""
+    known: dict[str, set[str]] = defaultdict(set)
+    for case, job in runs.items():
+        known[PROOFS[case].suite] |= set(job.result().outcomes)
+    unknown = {p.id: sorted(p.checks - known[p.suite]) for p in TABLE.proofs if p.checks - known[p.suite]}
+    assert not unknown, f"checks named in fixtures/proofs.toml that no run of their suite has: {unknown}"
+
+
+@pytest.mark.parametrize("argv,value", [
+    (["vllm", "serve", "m", "--allowed-local-media-path", "/"], "/"),
+    (["vllm", "serve", "m", "--allowed-local-media-path=/data/media"], "/data/media"),
+    (["vllm", "serve", "m"], None),
+])
+def test_launch_flag_reads_the_media_path(argv: list[str], value: str | None) -> None:
+    assert launch_flag(argv, "--allowed-local-media-path") == value
