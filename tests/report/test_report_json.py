@@ -49,7 +49,8 @@ def test_matrix_counts_by_area_and_kind(runs: dict[str, Run]) -> None:
     out = runs["fault"].output
     assert "glmv conformance matrix" in out and "reasoning field none" in out, out[-3000:]
     line = next(ln for ln in out.splitlines() if ln.startswith("reasoning ") and "server-level" in ln)
-    assert line.split()[2:] == ["7", "3", "0", "0", "FAIL"], line
+    cells = line.split()[2:]  # passed failed skipped xfailed known wall-seconds verdict
+    assert cells[:5] + cells[6:] == ["7", "3", "0", "0", "0", "FAIL"], line
 
 
 def test_slo_results_statistics_and_measured_values(runs: dict[str, Run]) -> None:

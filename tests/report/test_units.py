@@ -148,10 +148,11 @@ def test_any_test_with_an_area_marker_is_in_the_matrix(pytester: pytest.Pytester
     """)
     result = pytester.runpytest_subprocess("--glmv-report", "out", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
+    # passed failed skipped xfailed, then known upstream and wall seconds, then the verdict
     result.stdout.re_match_lines([r"multimodal +- +not run",
-                                  r"tools +server-level +1 +0 +0 +0 +ok",
-                                  r"security +server-level +0 +0 +0 +1 +ok",
-                                  r" +behaviour +0 +1 +0 +0 +FAIL"])
+                                  r"tools +server-level +1 +0 +0 +0 +0 +[\d.]+ +ok",
+                                  r"security +server-level +0 +0 +0 +1 +0 +[\d.]+ +ok",
+                                  r" +behaviour +0 +1 +0 +0 +0 +[\d.]+ +FAIL"])
     rep = json.loads((pytester.path / "out" / "report.json").read_text())
     by_name = {c["nodeid"].split("::")[1]: c for c in rep["checks"]}
     assert by_name["test_a"]["properties"] == {"calls": 3} and by_name["test_unmarked"]["area"] is None
