@@ -19,12 +19,14 @@ import pytest
 
 from pytest_glmv.kit.evidence import CHAT, chat, request
 from pytest_glmv.kit.hardening import (
+    Finding,
     body,
     bomb_png,
     canary,
     image_message,
     jpeg_frames_video_url,
     odd_images,
+    report,
     tiny_png_url,
     tree_rss,
     undecodable_images,
@@ -134,16 +136,21 @@ def test_huge_header_or_body_is_refused(glmv_http: httpx.Client, glmv_server: An
     canary(glmv_http, glmv_server.model, f"a huge {what}")
 
 
-def _tool(parameters: dict[str, Any], name: str = "lookup") -> dict[str, Any]:
-    return {"type": "function", "function": {"name": name, "description": "Look something up.",
-                                             "parameters": parameters}}
+def _tool(parameters: dict[str, Any], name: str = "lookup", strict: bool = False) -> dict[str, Any]:
+    fn = {"name": name, "description": "Look something up.", "parameters": parameters}
+    return {"type": "function", "function": {**fn, "strict": True} if strict else fn}
 
 
 DEEP_REF = {"type": "object", "properties": {"a": {"$ref": "#/$defs/d0"}},
             "$defs": {f"d{i}": ({"type": "object", "properties": {"x": {"$ref": f"#/$defs/d{i + 1}"}}} if i < 199
                                 else {"type": "string"}) for i in range(200)}}
+BAD_PATTERN = {"type": "object", "properties": {"q": {"type": "string", "pattern": "(["}}}
+# A tool's schema reaches a grammar compiler only when it is strict ("strict": true; vLLM builds a structural tag
+# from it), so only a strict tool's invalid pattern must be refused (the CVE-2025-48944 crash probe); a
+# non-strict tool's pattern is never compiled, and answering it harms nothing: there only a 5xx is a defect.
 SCHEMAS: dict[str, tuple[dict[str, Any], Any, bool]] = {  # tools, tool_choice, must be a 4xx (else: never 5xx)
-    "bad-pattern": ({"type": "object", "properties": {"q": {"type": "string", "pattern": "(["}}}, "required", True),
+    "bad-pattern": (BAD_PATTERN, "required", True),  # sent as a strict tool
+    "bad-pattern-loose": (BAD_PATTERN, "required", False),  # the same, not strict
     "bad-type": ({"type": "object", "properties": {"q": {"type": "no-such-type"}}}, "required", True),
     "deep-ref": (DEEP_REF, "required", False),
     "unknown-named-tool": ({"type": "object", "properties": {"q": {"type": "string"}}},
@@ -154,8 +161,8 @@ SCHEMAS: dict[str, tuple[dict[str, Any], Any, bool]] = {  # tools, tool_choice, 
 @pytest.mark.parametrize("kind", list(SCHEMAS))
 def test_malformed_tool_schema_is_refused(glmv_http: httpx.Client, glmv_server: Any, kind: str) -> None:
     params, choice, strict = SCHEMAS[kind]
-    ex = chat(glmv_http, body(glmv_server.model, "Look up cats.", max_tokens=8, tools=[_tool(params)],
-                              tool_choice=choice))
+    tool = _tool(params, strict=kind == "bad-pattern")
+    ex = chat(glmv_http, body(glmv_server.model, "Look up cats.", max_tokens=8, tools=[tool], tool_choice=choice))
     if strict:
         assert 400 <= ex.status < 500, f"a {kind} tool schema must be refused with a 4xx (CVE-2025-48944)\n{ex}"
     else:  # a grammar compiler may take a deep $ref chain; crashing on it is the defect
@@ -230,7 +237,7 @@ def test_concurrent_images_with_malformed_ones(glmv_http: httpx.Client, glmv_ser
 
 @pytest.mark.parametrize("how", ["trickle", "huge"])
 def test_slow_or_huge_media_url_fails_in_time(glmv_http: httpx.Client, glmv_server: Any, glmv_media: Any,
-                                              how: str) -> None:
+                                              glmv_settings: Any, how: str) -> None:
     if glmv_media is None:
         pytest.skip("the server is remote and no --glmv-media-host names an address it can fetch media from")
     path = f"/robustness/{uuid.uuid4().hex}.png"
@@ -246,8 +253,13 @@ def test_slow_or_huge_media_url_fails_in_time(glmv_http: httpx.Client, glmv_serv
         try:
             ex = fut.result()
         except httpx.TimeoutException:
-            pytest.fail(f"a {how} media URL held the request past {bound:.0f} s (fetch timeout "
-                        f"{VLLM_IMAGE_FETCH_TIMEOUT:.0f} s + 5): media fetches need a deadline")
+            # vLLM retries a media fetch on purpose (VLLM_MEDIA_FETCH_MAX_RETRIES, default 3, each timeout x4 the
+            # last: 5 + 20 + 80 s plus back-off), so one such URL can hold a request ~110 s: a hardening finding.
+            report(Finding("media-fetch-held", f"a {how} media URL held the request past {bound:.0f} s (fetch "
+                           f"timeout {VLLM_IMAGE_FETCH_TIMEOUT:.0f} s + 5); with vLLM's fetch retries "
+                           "(VLLM_MEDIA_FETCH_MAX_RETRIES=3, timeout x4 each) one request can be held ~110 s",
+                           "bound it with VLLM_MEDIA_FETCH_MAX_RETRIES=1 and a smaller VLLM_IMAGE_FETCH_TIMEOUT in "
+                           "vLLM's environment, or send media as data: URLs"), glmv_settings.waive)
     assert 400 <= ex.status < 500, f"a {how} media URL must fail with a 4xx\n{ex.evidence()}"
     assert ok.elapsed < QUICK, f"the canary took {ok.elapsed:.1f} s while a {how} fetch hung\n{ok.evidence()}"
     canary(glmv_http, glmv_server.model, f"a {how} media URL")
