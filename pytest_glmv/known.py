@@ -24,7 +24,8 @@ else:  # pragma: no cover
 
 ENGINES = ("vllm", "sglang")
 POLICIES = ("fail", "xfail")
-_FIELDS = {"id", "check", "engine", "versions", "fixed_in", "reference", "remedy", "summary", "evidence"}
+_FIELDS = {"id", "check", "engine", "versions", "fixed_in", "reference", "remedy", "summary", "evidence",
+           "depends_on_weights"}
 _EVIDENCE_FIELDS = {"status", "pattern", "observed"}
 
 
@@ -67,6 +68,9 @@ class Entry:
     pattern: re.Pattern[str] | None
     observed: str
     source: str
+    # True: whether it shows depends on what the model generates (random weights, the GPU's numerics), so a run
+    # that does not show it proves no fix (the strict "still shows" check of the project's CI skips it)
+    depends_on_weights: bool = False
 
     def applies_to(self, engine: str | None, version: Version | None) -> bool:
         return engine == self.engine and version is not None and (
@@ -161,8 +165,12 @@ def _entry(raw: Mapping[str, Any], where: str) -> Entry:
         pattern = re.compile(ev["pattern"]) if ev.get("pattern") else None
     except (re.error, TypeError) as e:
         raise KnowledgeBaseError(f"{where}: evidence.pattern is not a regular expression: {e}") from None
+    weights = raw.get("depends_on_weights", False)
+    if not isinstance(weights, bool):
+        raise KnowledgeBaseError(f"{where}: depends_on_weights must be true or false")
     return Entry(raw["id"], raw["check"], raw["engine"], versions, fixed, str(raw.get("reference") or "none found"),
-                 raw["remedy"].strip(), raw["summary"].strip(), status, pattern, str(ev.get("observed") or ""), where)
+                 raw["remedy"].strip(), raw["summary"].strip(), status, pattern, str(ev.get("observed") or ""), where,
+                 weights)
 
 
 def load(paths: Iterable[Path] | None = None) -> KnowledgeBase:

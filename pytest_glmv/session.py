@@ -215,7 +215,7 @@ class GlmvSession:
             return
         fid = known.finding_id(area, item.name)
         version = self.target.server.version if self.target.server is not None else None
-        match = self.known.match(fid, report.longreprtext or "", known.engine_of(version), version)
+        match = self.known.match(fid, _failure_message(report), known.engine_of(version), version)
         props: list[tuple[str, object]] = [("glmv_finding", fid)]
         if match is not None:
             report.glmv_known = match.record()  # type: ignore[attr-defined]
@@ -266,3 +266,11 @@ class GlmvSession:
         if verdict:
             tr.write_line(verdict, red=verdict.startswith("glmv verdict: FAIL"),
                           green=verdict.startswith("glmv verdict: PASS"), bold=True)
+
+
+def _failure_message(report: pytest.TestReport) -> str:
+    """What the check said (its exception's message, the evidence in it), never the traceback's source lines:
+    a signature must not match the text of the assertion that was not reached."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    message = getattr(crash, "message", None)
+    return str(message) if message else (report.longreprtext or "")

@@ -178,3 +178,19 @@ def test_bad_policy_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--glmv-known-findings", "ignore")
     result.stderr.fnmatch_lines(["*--glmv-known-findings: unknown value 'ignore'; valid choices: fail, xfail*"])
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_the_signature_is_held_against_the_message_not_the_traceback_source(pytester: pytest.Pytester) -> None:
+    # Same check name and the entry's text in the source of an assertion that was never reached: no match.
+    pytester.makepyfile(test_mine='''
+import pytest
+
+@pytest.mark.robustness
+def test_decompression_bomb_is_refused_quickly(glmv_server):
+    if glmv_server.version == "never":
+        assert False, "status: 500 ... could be decompression bomb DOS attack"
+    assert glmv_server.version == "x", "status: 500 after 0.01 s: something else went wrong"
+''')
+    result = pytester.runpytest_subprocess("test_mine.py", "--glmv-server", "reference")
+    result.assert_outcomes(failed=1)
+    assert "glmv known upstream finding" not in result.stdout.str()
