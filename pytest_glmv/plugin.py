@@ -87,7 +87,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    session_of(item.config).test_starting(item.nodeid)
+    session_of(item.config).test_starting(item)
 
 
 @pytest.hookimpl(wrapper=True)

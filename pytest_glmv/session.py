@@ -99,6 +99,7 @@ class GlmvSession:
         self.slo_deselected = 0
         self.collected = 0
         self.failures = 0
+        self.hung: str | None = None  # why the server is taken for hung (the canary got no answer)
         self._log_mark: int | None = None
         self._said: set[str] = set()  # target lines already printed, not repeated in the summary
         if self.settings.slo is not None:
@@ -145,7 +146,33 @@ class GlmvSession:
             for line in self.target.describe_lines():
                 self.say(f"glmv: {line}")
                 self._said.add(line)
+            self.hung = self._canary()
+            if self.hung:
+                self.say(f"glmv: {self.hung}")
         return self.target
+
+    def _canary(self) -> str | None:
+        """One 1-token chat before any check: a server whose /health says 200 while its engine is stuck (vLLM
+        #39863) is found in --glmv-canary-timeout seconds, not one request timeout per check. Any answer, an
+        error status included, is an answer; only silence is a hang."""
+        import httpx
+
+        from .kit.evidence import CHAT, chat_body
+
+        srv = self.target.server
+        assert srv is not None
+        timeout = self.settings.canary_timeout
+        headers = {"Authorization": f"Bearer {srv.api_key}"} if srv.api_key else {}
+        try:
+            httpx.post(srv.root_url + CHAT, json=chat_body(srv.model or "", "Say hi.", max_tokens=1), headers=headers,
+                       timeout=timeout)
+        except httpx.TimeoutException:
+            return (f"the server answers /health but a 1-token chat request got no answer in {timeout:g} s "
+                    "(--glmv-canary-timeout): its engine is stuck (vLLM #39863); every check that needs the server "
+                    "fails with this reason instead of waiting out its own timeout")
+        except httpx.TransportError as e:
+            return f"the server stopped answering: a 1-token chat request failed ({type(e).__name__}: {e})"
+        return None
 
     def stop(self) -> None:
         try:  # logs stay for a failed run (and always in --glmv-log-dir); temporary media never do
@@ -183,8 +210,10 @@ class GlmvSession:
             return None
         return collect.jsonable(self.target.info())  # type: ignore[no-any-return]
 
-    def test_starting(self, nodeid: str) -> None:
+    def test_starting(self, item: pytest.Item) -> None:
         self._log_mark = self._log_size()
+        if self.hung and NEEDS_TARGET & set(getattr(item, "fixturenames", ())):
+            pytest.fail(f"glmv: {self.hung}", pytrace=False)
 
     def _log_size(self) -> int | None:
         srv = self.target.server

@@ -101,3 +101,19 @@ def test_temporary_folders_go_unless_a_check_failed(pytester: pytest.Pytester, t
     pytester.runpytest_subprocess("--glmv-server", "reference", "test_bad.py").assert_outcomes(failed=1)
     left = sorted(p.name.split("-")[1] for p in tmp.iterdir() if p.name.startswith("glmv-"))
     assert left == ["logs"], left  # the failed run's log stays for the reader; its media folder does not
+
+
+def test_a_healthy_server_that_never_answers_ends_the_run_in_bounded_time(pytester: pytest.Pytester) -> None:
+    # vLLM #39863: /health says 200 while every request hangs. Without the canary each check would wait out its
+    # own request timeout (600 s by default): hours for the suites.
+    import time
+
+    began = time.monotonic()
+    result = pytester.runpytest_subprocess(str(SUITES), "--glmv-server", "reference", "--glmv-fault", "engine-hung",
+                                           "--glmv-canary-timeout", "3", "-m", "not slo")
+    took = time.monotonic() - began
+    assert took < 120, f"took {took:.0f} s"
+    result.stdout.fnmatch_lines(["glmv: the server answers /health but a 1-token chat request got no answer in 3 s*"])
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("errors", 0) >= 100 and not outcomes.get("passed"), outcomes
+    assert result.stdout.str().count("glmv: the server answers /health but") >= 100  # each check says why

@@ -70,6 +70,8 @@ OPTIONS: tuple[Opt, ...] = (
         "(a cold 106B FP8 load takes 10-20 minutes)", minimum=1.0),
     Opt("request_timeout", "float", 600.0, "seconds a single request may take before the check calls the server "
         "hung", minimum=0.1),
+    Opt("canary_timeout", "float", 60.0, "seconds the first inference request may take before the server is "
+        "called hung and the run stops (/health can say 200 while the engine is stuck: vLLM #39863)", minimum=0.1),
     Opt("log_dir", "path", None, "directory for launched servers' logs (default: a temporary directory)"),
     Opt("print_command", "bool", False, "print the exact `vllm serve` command and exit"),
     Opt("fault", "list", (), "reference server fault mode to inject (repeatable; see python -m "
@@ -177,6 +179,7 @@ class Settings:
     allowed_media_path: Path | None = None
     startup_timeout: float = 2400.0
     request_timeout: float = 600.0
+    canary_timeout: float = 60.0
     log_dir: Path | None = None
     print_command: bool = False
     fault: tuple[str, ...] = ()
