@@ -206,3 +206,60 @@ def load(paths: Iterable[Path] | None = None) -> KnowledgeBase:
 def engine_of(version: str | None) -> str | None:
     """Which engine a server is, from what it says about itself: a /version answer means vLLM."""
     return "vllm" if version else None
+
+
+_FINDING = re.compile(r"(?:Failed: )?finding ([a-z0-9-]+):")
+
+
+def message_of(evidence: str) -> str:
+    """The failure's message inside a report's evidence (pytest's long text): its `E ` lines, else the text."""
+    lines = [line[1:].strip() for line in evidence.splitlines() if line.startswith("E ")]
+    return "\n".join(lines) if lines else evidence
+
+
+def rematch(report: Mapping[str, Any], kb: KnowledgeBase, version: str | None = None) -> list[tuple[str, str, str]]:
+    """(check, outcome, verdict) for every failed or xfailed suite check of a report.json, matched against `kb`:
+    how an earlier run reads under today's knowledge base (and how docs/vllm-matrix.md is made)."""
+    version = version or (report.get("target") or {}).get("vllm_version")
+    out = []
+    for c in report.get("checks", []):
+        if c.get("outcome") not in ("failed", "error", "xfailed") or not c.get("area"):
+            continue
+        fid = finding_id(c["area"], c["key"].split("::")[-1])
+        message = message_of(c.get("evidence") or "")
+        m = kb.match(fid, message, engine_of(version), version)
+        verdict = ("REGRESSION " if m and m.regression else "") + (m.entry.id if m else "unexplained")
+        own = _FINDING.match(message)
+        if m is None and own:  # a finding of the deployment itself (e.g. the recommended launch flags)
+            verdict = f"deployment finding {own.group(1)} (waive with --glmv-waive {own.group(1)})"
+        out.append((fid, c["outcome"], verdict))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m pytest_glmv.known",
+                                 description="Match the failures of a report.json against the shipped knowledge base.")
+    ap.add_argument("report", type=Path, help="report.json written by --glmv-report DIR")
+    ap.add_argument("--version", help="the server's vLLM version (default: the one the report recorded)")
+    a = ap.parse_args(argv)
+    try:
+        report = json.loads(a.report.read_text(encoding="utf-8"))
+        kb = load()
+    except (OSError, ValueError) as e:
+        print(f"glmv: {a.report}: {e}", file=sys.stderr)
+        return 2
+    rows = rematch(report, kb, a.version)
+    for fid, outcome, verdict in rows:
+        print(f"{outcome:8} {fid:70} {verdict}")
+    unexplained = sum(1 for *_, v in rows if v == "unexplained" or v.startswith("REGRESSION"))
+    own = sum(1 for *_, v in rows if v.startswith("deployment finding"))
+    print(f"{len(rows)} failed or xfailed: {len(rows) - unexplained - own} known upstream, {own} findings of the "
+          f"deployment, {unexplained} unexplained")
+    return 1 if unexplained else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

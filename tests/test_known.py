@@ -194,3 +194,31 @@ def test_decompression_bomb_is_refused_quickly(glmv_server):
     result = pytester.runpytest_subprocess("test_mine.py", "--glmv-server", "reference")
     result.assert_outcomes(failed=1)
     assert "glmv known upstream finding" not in result.stdout.str()
+
+
+def test_an_earlier_report_is_read_again_under_todays_knowledge_base(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def check(key: str, area: str, evidence: str) -> dict:
+        return {"key": f"suites/test_{area}.py::{key}", "area": area, "outcome": "failed", "evidence": evidence}
+
+    report = {"target": {"vllm_version": "0.26.0"}, "checks": [
+        check("test_decompression_bomb_is_refused_quickly", "robustness",
+              "    def test_x():\n>       assert 400 <= ex.status < 500\nE       AssertionError: a bomb must be refused\n"
+              "E           status: 500 after 0.01 s\nE           answer: could be decompression bomb DOS attack."),
+        check("test_decompression_bomb_is_refused_quickly", "robustness",  # same check, other evidence
+              "E       AssertionError: a bomb must be refused\nE           status: 502 after 0.01 s"),
+        check("test_launch_does_not_open_the_whole_disk", "security",
+              "Failed: finding media-path-root: the server was launched with ... /"),
+        {"key": "tests/test_x.py::test_mine", "area": None, "outcome": "failed", "evidence": "x"}]}
+    rows = known.rematch(report, known.load())
+    assert [v for *_, v in rows] == ["vllm-decompression-bomb-500", "unexplained",
+                                     "deployment finding media-path-root (waive with --glmv-waive media-path-root)"]
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    proc = subprocess.run([sys.executable, "-m", "pytest_glmv.known", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "1 known upstream, 1 findings of the deployment, 1 unexplained" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "pytest_glmv.known", str(tmp_path / "none.json")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "none.json" in bad.stderr

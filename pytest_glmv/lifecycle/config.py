@@ -47,7 +47,8 @@ class Opt:
 
 OPTIONS: tuple[Opt, ...] = (
     # target
-    Opt("model", "str", None, "launch vLLM serving this model (HF id or path; 'tiny' = built-in tiny GLM-4.5V)"),
+    Opt("model", "str", None, "launch vLLM serving this model (HF id or path; 'tiny' = built-in tiny GLM-4.5V, "
+        "'tiny-dense' = tiny GLM-4.6V-Flash / 4.1V layout)"),
     Opt("base_url", "str", None, "judge a server that is already running, e.g. http://host:8000/v1"),
     Opt("server", "choice", None, "which target: reference (built-in double), vllm (launch), external (attach)",
         choices=TARGETS),

@@ -20,6 +20,11 @@ from .profiles import Profile
 from .server import ExternalServer, LaunchedServer, Server, ServerError, VllmServer, free_port
 
 
+# --glmv-model names of the built-in tiny random-weight models -> architecture: GLM-4.5V/4.6V's MoE, and the dense
+# Glm4vForConditionalGeneration of GLM-4.6V-Flash and GLM-4.1V-Thinking (profile glm-4.6v-flash unless given)
+TINY = {"tiny": "moe", "tiny-dense": "dense"}
+
+
 class Target:
     def __init__(self, settings: Settings, progress: Callable[[str], None] | None = None) -> None:
         self.settings = settings
@@ -68,7 +73,7 @@ class Target:
     def vllm_plan(self, port: int | None = None) -> tuple[launch.LaunchPlan, Profile]:
         s = self.settings
         assert s.model is not None
-        if s.model == "tiny":
+        if s.model in TINY:
             return self._tiny_plan(port)
         try:
             profile = profiles.resolve(s.profile, s.model)
@@ -83,7 +88,7 @@ class Target:
         from .. import tiny
 
         s = self.settings
-        model = tiny.prepare()
+        model = tiny.prepare(arch=TINY[s.model or "tiny"])
         profile = profiles.get(s.profile or model.profile)
         profile = profile.with_window(s.max_model_len or model.max_model_len)
         exe = s.vllm_executable
