@@ -19,7 +19,6 @@ from .config import Settings
 from .profiles import Profile
 from .server import ExternalServer, LaunchedServer, Server, ServerError, VllmServer, free_port
 
-
 # --glmv-model names of the built-in tiny random-weight models -> architecture: GLM-4.5V/4.6V's MoE, and the dense
 # Glm4vForConditionalGeneration of GLM-4.6V-Flash and GLM-4.1V-Thinking (profile glm-4.6v-flash unless given)
 TINY = {"tiny": "moe", "tiny-dense": "dense"}
