@@ -58,6 +58,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-media-domains", default="", metavar="HOST,...")
     p.add_argument("--limit-images", type=int, default=999)
     p.add_argument("--reasoning-field", choices=("reasoning", "reasoning_content"), default="reasoning")
+    p.add_argument("--vllm-version", default=None, metavar="VERSION",
+                   help="the release /version reports (default 0.32.0; 0.11.0 with --reasoning-field "
+                        "reasoning_content)")
     p.add_argument("--ttft-ms", type=_non_negative, default=0.0)
     p.add_argument("--tpot-ms", type=_non_negative, default=0.0)
     p.add_argument("--jitter", type=_non_negative, default=0.0, help="fraction of each delay, seeded")
@@ -89,7 +92,7 @@ def settings_from(argv: list[str]) -> ReferenceSettings:
     return ReferenceSettings(host=a.host, port=a.port, served_model_name=a.model, root=a.root,
                     max_model_len=a.max_model_len, api_key=a.api_key, allowed_local_media_path=path,
                     allowed_media_domains=domains, limit_images=a.limit_images, reasoning_field=a.reasoning_field,
-                    ttft_ms=a.ttft_ms, tpot_ms=a.tpot_ms, jitter=a.jitter,
+                    vllm_version=a.vllm_version, ttft_ms=a.ttft_ms, tpot_ms=a.tpot_ms, jitter=a.jitter,
                     slowdown_per_request=a.slowdown_per_request, trace=a.trace, faults=active)
 
 

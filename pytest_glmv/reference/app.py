@@ -21,7 +21,7 @@ from .ids import perm_id
 from .keys import CFG, METRICS, STATE, TRACER, State
 from .metrics import Metrics
 from .request import check_model, parse_json
-from .settings import VLLM_VERSION, ReferenceSettings
+from .settings import ReferenceSettings
 from .trace import Tracer, arrivals
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -91,7 +91,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def version(request: web.Request) -> web.Response:
-    return _json({"version": VLLM_VERSION})
+    return _json({"version": request.app[CFG].vllm_version})
 
 
 async def models(request: web.Request) -> web.Response:

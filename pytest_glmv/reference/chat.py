@@ -243,6 +243,7 @@ class ChatHandler:
                 final = k == last and gen.finish_reason == "length" or (k == last and isinstance(gen.stop_reason, str))
                 if final:
                     delta = _merge(delta, streamer.flush())
+                delta = self._named_call_empty(delta, req)
                 if delta is None and not final:
                     continue
                 choice: dict[str, Any] = {"index": i, "delta": delta or {}, "logprobs": lp}
@@ -254,15 +255,18 @@ class ChatHandler:
                     choice.update(finish_reason=None, token_ids=None)
                 await send(dumps({**head, "choices": [choice]}))
             if not finish_sent:
-                tail = streamer.flush()
+                tail = self._named_call_empty(streamer.flush(), req)
                 if tail:
                     await send(dumps({**head, "choices": [{"index": i, "delta": tail, "logprobs": None,
                                                            "finish_reason": None, "token_ids": None}]}))
                 await send(dumps({**head, "choices": [{"index": i, "delta": {}, "logprobs": None,
                                                        "finish_reason": self._finish(gen, streamer, req),
                                                        "stop_reason": gen.stop_reason, "token_ids": None}]}))
-        if req.include_usage:
-            await send(dumps({**head, "choices": [], "usage": self._usage(prompt, gens, False),
+        if req.include_usage and not self.cfg.faults.on("stream-usage-dropped"):
+            usage = self._usage(prompt, gens, False)
+            if self.cfg.faults.on("stream-usage-miscounted"):
+                usage.update(completion_tokens=usage["completion_tokens"] - 1, total_tokens=usage["total_tokens"] - 1)
+            await send(dumps({**head, "choices": [], "usage": usage,
                               "system_fingerprint": self.cfg.system_fingerprint}))
         await send("[DONE]")
         await resp.write_eof()
@@ -273,6 +277,12 @@ class ChatHandler:
         if not delta or field == "reasoning" or "reasoning" not in delta:
             return delta
         return {(field if k == "reasoning" else k): v for k, v in delta.items()}
+
+    def _named_call_empty(self, delta: dict[str, Any] | None, req: ChatRequest) -> dict[str, Any] | None:
+        """The stream-named-call-empty fault: a streamed named tool_choice loses its content and tool_calls."""
+        if not delta or not isinstance(req.tool_choice, dict) or not self.cfg.faults.on("stream-named-call-empty"):
+            return delta
+        return {k: v for k, v in delta.items() if k not in ("content", "tool_calls")} or None
 
     def _one_call(self, req: ChatRequest) -> bool:
         # vLLM's maybe_filter_parallel_tool_calls: parallel_tool_calls=false keeps the first call only.

@@ -56,6 +56,15 @@ FAULTS: dict[str, str] = {
     "tool-call-in-reasoning": "a tool call made right after thinking is swallowed into the reasoning text: no tool_calls",
     "reasoning-streamed-as-content": "streamed answers carry the reasoning text as content deltas; non-streamed answers are right",
     "parallel-calls-collapsed": "parallel tool calls are collapsed to the first one, streaming and not",
+    "stream-named-call-empty": "a streamed named tool_choice carries neither content nor tool_calls: the role chunk, "
+                               "then only the finish chunk (non-streamed answers are right; seen on vLLM 0.32)",
+    "stream-usage-dropped": "stream_options.include_usage is ignored: no usage chunk ends the stream, so clients "
+                            "(and vllm bench serve's TPOT) have no token counts",
+    "stream-usage-miscounted": "the streamed usage chunk's completion_tokens leaves out the last token: one short of "
+                               "the non-streamed answer's for the same greedy request",
+    "reasoning-field-legacy": "the server reports vLLM 0.32.0 but sends reasoning only as `reasoning_content`, the "
+                              "name releases before 0.12 used: clients written for current vLLM read `reasoning` "
+                              "and see none",
     "media-url-confusion": "the media allowlist looks for an allowed host anywhere in the URL's authority text, while "
                            "the fetcher parses it the WHATWG way ('\\' ends the authority, '#' starts the fragment, "
                            "the host follows '@'): backslash, '@' and '#' URLs reach any host (CVE-2026-24779)",

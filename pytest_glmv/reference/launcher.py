@@ -30,6 +30,7 @@ class ReferenceServer(LaunchedServer):
         allowed_media_domains: Iterable[str] = (),
         limit_images: int | None = None,
         reasoning_field: str | None = None,
+        vllm_version: str | None = None,
         ttft_ms: float | None = None,
         tpot_ms: float | None = None,
         jitter: float | None = None,
@@ -49,7 +50,8 @@ class ReferenceServer(LaunchedServer):
         options: dict[str, Any] = {
             "--max-model-len": max_model_len, "--api-key": api_key,
             "--allowed-local-media-path": allowed_local_media_path, "--limit-images": limit_images,
-            "--reasoning-field": reasoning_field, "--ttft-ms": ttft_ms, "--tpot-ms": tpot_ms, "--jitter": jitter,
+            "--reasoning-field": reasoning_field, "--vllm-version": vllm_version, "--ttft-ms": ttft_ms,
+            "--tpot-ms": tpot_ms, "--jitter": jitter,
             "--slowdown-per-request": slowdown_per_request, "--trace": trace,
             "--allowed-media-domains": ",".join(allowed_media_domains) or None,
         }

@@ -9,6 +9,7 @@ from ..lifecycle import profiles
 from .faults import SMALL_WINDOW, Faults
 
 VLLM_VERSION = "0.32.0"
+LEGACY_VLLM_VERSION = "0.11.0"  # the release a server sending only `reasoning_content` plays by default
 DEFAULT_SERVED_NAME = "glmv-reference"
 DEFAULT_ROOT = "zai-org/GLM-4.5V-FP8"
 
@@ -26,6 +27,10 @@ class ReferenceSettings:
     limit_images: int = 999  # vLLM's default per-prompt limit; GLM-4V supports any number
     limit_videos: int = 1  # GLM-4V's processor takes one video per prompt
     reasoning_field: str = "reasoning"
+    # What /version reports. None: 0.32.0, or 0.11.0 with reasoning_field "reasoning_content" (a double of
+    # a release that used that name; vLLM sends only `reasoning` from 0.16.0 on), except under the
+    # reasoning-field-legacy fault, which is a 0.32.0 sending the legacy name.
+    vllm_version: str | None = None
     ttft_ms: float = 0.0
     tpot_ms: float = 0.0
     jitter: float = 0.0
@@ -35,6 +40,11 @@ class ReferenceSettings:
     faults: Faults = field(default_factory=Faults)
 
     def __post_init__(self) -> None:
+        if self.faults.on("reasoning-field-legacy"):  # a current release that sends the legacy name
+            self.reasoning_field = "reasoning_content"
+            self.vllm_version = self.vllm_version or VLLM_VERSION
+        elif self.vllm_version is None:
+            self.vllm_version = LEGACY_VLLM_VERSION if self.reasoning_field == "reasoning_content" else VLLM_VERSION
         self.profile = profiles.detect(self.root, self.served_model_name) or profiles.get("glm-4.5v-fp8")
         if self.max_model_len is None:
             self.max_model_len = self.profile.max_model_len
@@ -60,4 +70,4 @@ class ReferenceSettings:
     def system_fingerprint(self) -> str:
         # vLLM derives it from the version and the engine config; stable per launch configuration.
         digest = hashlib.sha256(f"{self.root}|{self.window}|{self.served_model_name}".encode()).hexdigest()[:8]
-        return f"vllm-{VLLM_VERSION}-ep-{digest}"
+        return f"vllm-{self.vllm_version}-ep-{digest}"

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from pytest_glmv.reference.faults import FAULTS, Faults, UnknownFault
 
-from .conftest import WEATHER_TOOL, chat, data_url, image_message, png
+from .conftest import WEATHER_TOOL, chat, chunks, data_url, image_message, png
 
 pytestmark = pytest.mark.asyncio
 
@@ -163,6 +163,69 @@ async def test_media_access_faults(make_client, tmp_path: Path) -> None:
         await server.close()
 
 
+async def test_stream_usage_faults(make_client) -> None:
+    """The usage chunk (choices [], last before [DONE]) carries the non-streamed counts; the faults drop it or
+    count one token short."""
+    body = {"messages": WEATHER, "temperature": 0, "max_tokens": 8, "ignore_eos": True}
+    good, dropped = await both(make_client, "stream-usage-dropped")
+    miscounted = await make_client(faults=["stream-usage-miscounted"])
+    covers("stream-usage-miscounted")
+    _, whole = await chat(good, **body)
+    want = {k: whole["usage"][k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    assert want["completion_tokens"] == 8
+
+    async def streamed(client, **extra: Any) -> list[dict[str, Any]]:
+        return chunks((await chat(client, stream=True, **body, **extra))[1])
+
+    events = await streamed(good, stream_options={"include_usage": True})
+    assert events[-1]["choices"] == [] and {k: events[-1]["usage"][k] for k in want} == want
+    assert not [e for e in events[:-1] if "usage" in e]
+    assert not [e for e in await streamed(good) if "usage" in e]  # not asked for: none
+    assert not [e for e in await streamed(dropped, stream_options={"include_usage": True}) if "usage" in e]
+    last = (await streamed(miscounted, stream_options={"include_usage": True}))[-1]["usage"]
+    assert (last["completion_tokens"], last["total_tokens"]) == (7, want["total_tokens"] - 1)
+
+
+async def test_stream_named_call_empty(make_client) -> None:
+    good, bad = await both(make_client, "stream-named-call-empty")
+    named = {"messages": WEATHER, "tools": [WEATHER_TOOL], "temperature": 0, "stream": True,
+             "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+             "chat_template_kwargs": {"enable_thinking": False}}
+
+    def deltas(text: str) -> list[dict[str, Any]]:
+        return [c["delta"] for e in chunks(text) for c in e["choices"]]
+
+    ok = deltas((await chat(good, **named))[1])
+    assert any(d.get("tool_calls") for d in ok)
+    empty = deltas((await chat(bad, **named))[1])
+    assert not any(d.get("tool_calls") or d.get("content") for d in empty)
+    assert empty[0] == {"role": "assistant", "content": ""}  # the role chunk, then only the finish
+    # not named: untouched; and non-streamed named answers keep their call
+    auto = deltas((await chat(bad, **{**named, "tool_choice": "auto"}))[1])
+    assert any(d.get("tool_calls") for d in auto)
+    _, whole = await chat(bad, **{**named, "stream": False})
+    assert whole["choices"][0]["message"]["tool_calls"]
+
+
+async def test_reported_release_and_the_legacy_field(make_client) -> None:
+    """/version: 0.32.0; a server sending `reasoning_content` plays 0.11.0 unless told its release; the
+    reasoning-field-legacy fault is a 0.32.0 that sends the legacy name."""
+    async def seen(client) -> tuple[str, list[str]]:
+        version = (await (await client.get("/version")).json())["version"]
+        _, body = await chat(client, messages=WEATHER, temperature=0)
+        msg = body["choices"][0]["message"]
+        assert body["system_fingerprint"].startswith(f"vllm-{version}-")
+        return version, [k for k in ("reasoning", "reasoning_content") if msg.get(k)]
+
+    good, bad = await both(make_client, "reasoning-field-legacy")
+    assert await seen(good) == ("0.32.0", ["reasoning"])
+    assert await seen(bad) == ("0.32.0", ["reasoning_content"])
+    assert await seen(await make_client(reasoning_field="reasoning_content")) == ("0.11.0", ["reasoning_content"])
+    told = await make_client(reasoning_field="reasoning_content", vllm_version="0.14.1")
+    assert await seen(told) == ("0.14.1", ["reasoning_content"])
+    assert (await seen(await make_client(faults=["reasoning-field-legacy"], vllm_version="0.20.0")))[0] == "0.20.0"
+
+
 async def test_registry() -> None:
     with pytest.raises(UnknownFault, match="valid faults: no-reasoning-parser"):
         Faults(["nope"])
@@ -173,7 +236,8 @@ async def test_registry() -> None:
 # The faults this module owns; faults other suites register are proven by their own tests.
 OWN = {"no-reasoning-parser", "no-tool-parser", "no-auto-tool-choice", "untyped-tool-args", "small-window",
        "silent-truncation", "images-ignored", "bad-image-500", "box-tokens-leak", "box-tokens-stripped",
-       "slow-first-token", "api-key-ignored", "file-anywhere", "ssrf-open"}
+       "slow-first-token", "api-key-ignored", "file-anywhere", "ssrf-open", "stream-usage-dropped",
+       "stream-usage-miscounted", "stream-named-call-empty", "reasoning-field-legacy"}
 
 
 async def test_every_fault_here_has_a_test() -> None:

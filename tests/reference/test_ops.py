@@ -149,3 +149,14 @@ async def test_metrics_names_and_counts(make_client) -> None:
         declared = set(prometheus.types((WIRE / "metrics.txt").read_text()))
         mine = set(prometheus.types(text))
         assert mine <= declared, mine - declared
+
+
+def test_vllm_version_option() -> None:
+    from pytest_glmv.reference.__main__ import settings_from
+
+    assert settings_from(["--port", "8000"]).vllm_version == "0.32.0"
+    assert settings_from(["--port", "8000", "--reasoning-field", "reasoning_content"]).vllm_version == "0.11.0"
+    assert settings_from(["--port", "8000", "--reasoning-field", "reasoning_content", "--vllm-version",
+                          "0.14.1+cpu"]).vllm_version == "0.14.1+cpu"
+    with ReferenceServer(reasoning_field="reasoning_content", vllm_version="0.13.0") as srv:
+        assert srv.version == "0.13.0"
