@@ -63,9 +63,9 @@ def ask(glmv_server: Any) -> Callable[..., dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def thinking_on(http: httpx.Client, ask: Callable[..., dict[str, Any]], glmv_target: Any,
-                glmv_settings: Any) -> Exchange:
+                glmv_settings: Any, glmv_server: Any) -> Exchange:
     ex = evidence.chat(http, ask(QUESTION))
-    verdict = judge_field(texts(ex.message), glmv_settings.reasoning_field)
+    verdict = judge_field(texts(ex.message), glmv_settings.reasoning_field, glmv_server.version)
     # Reported once per session, whichever check asked first: the terminal summary's target section
     # prints glmv_target.notes.
     if glmv_target.reasoning_field is None and not glmv_target.notes.count(verdict.summary):
@@ -107,16 +107,21 @@ def test_reasoning_in_its_own_field(thinking_on: Exchange) -> None:
     # content may be null: random weights never close </think> and stop at max_tokens ("length")
 
 
-def test_reasoning_field_name(thinking_on: Exchange, glmv_settings: Any,
+def test_reasoning_field_name(thinking_on: Exchange, glmv_settings: Any, glmv_server: Any,
                               record_property: Callable[[str, object], None]) -> None:
+    """The field must be the one clients read: what --glmv-reasoning-field says, else what the release the
+    server reports sends (a vLLM from 0.16.0 on sends `reasoning`; legacy-only there is a fault). Only a
+    server that reports no release gets a warning for a legacy-only answer."""
     _ok(thinking_on)
-    verdict = judge_field(texts(thinking_on.message), glmv_settings.reasoning_field)
+    verdict = judge_field(texts(thinking_on.message), glmv_settings.reasoning_field, glmv_server.version)
     record_property("glmv_reasoning_field", verdict.name or "none")
     print(verdict.summary)
     assert verdict.ok, f"{verdict.summary}\n{thinking_on.evidence()}"
-    if verdict.legacy_only and verdict.expected == "auto":
-        warnings.warn(LegacyReasoningField(verdict.summary + "; pass --glmv-reasoning-field reasoning_content "
-                                           "to state that your clients expect it"), stacklevel=1)
+    if verdict.legacy_only and verdict.expected == "auto" and verdict.release_unknown:
+        warnings.warn(LegacyReasoningField(verdict.summary + "; the server reports no release (/version), so "
+                                           "whether its vLLM should send `reasoning` is unknown; pass "
+                                           "--glmv-reasoning-field reasoning_content to state that your clients "
+                                           "expect it"), stacklevel=1)
 
 
 def test_thinking_off_gives_direct_answer(thinking_off: Exchange, glmv_profile: Any) -> None:

@@ -1,15 +1,22 @@
 """Where reasoning sits in an answer, and what the field name in use says about the server.
 
-vLLM's reasoning parsers put the thinking text in `reasoning_content` up to about 0.15 and in
-`reasoning` from about 0.16 on (0.32 sends only `reasoning`, null when there is none). Clients read one
-of the two names, so the suite detects which one a server uses and judges it against what the user
-said to expect (`--glmv-reasoning-field auto|reasoning|reasoning_content`).
+vLLM's reasoning parsers put the thinking text in `reasoning_content` only before 0.12 (read in 0.11.x),
+in either or both while the name changed (0.12-0.15, vllm#27752; not verified here, so either is
+accepted) and only in `reasoning` from 0.16.0 on (vllm#33402; read in the released code; 0.32 sends
+`reasoning`, null when there is none). Clients read one of the two names, so the suite detects which one
+a server uses and judges it against what the user said to expect (`--glmv-reasoning-field
+auto|reasoning|reasoning_content`); with auto, against the release the server reports (/version): a
+release that sends `reasoning` must send it. Only when the release is unknown does a legacy-only server
+get no more than a warning.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from packaging.version import Version
+
+from ..known import parse_version
 from . import evidence
 
 CURRENT, LEGACY = "reasoning", "reasoning_content"
@@ -17,6 +24,23 @@ FIELDS = (CURRENT, LEGACY)
 THINK_TAGS = ("<think>", "</think>")
 BOX_TOKENS = ("<|begin_of_box|>", "<|end_of_box|>")
 CALL_MARKUP = ("<tool_call>", "</tool_call>", "<arg_key>", "<arg_value>")
+# vLLM's field by release: only `reasoning_content` before TRANSITION, either (both or in transition) up to
+# CURRENT_FROM, only `reasoning` from CURRENT_FROM on.
+TRANSITION, CURRENT_FROM = Version("0.12"), Version("0.16")
+RELEASE_RULE = ("vLLM sends reasoning only as `reasoning_content` before 0.12, as either while the name changed "
+                "(0.12-0.15) and only as `reasoning` from 0.16.0 on (vllm#27752, vllm#33402)")
+
+
+def release_field(version: str | None) -> str | None:
+    """The field a vLLM of this release sends: reasoning, reasoning_content, "either" (0.12-0.15), or None
+    when the release is unknown (no /version, or a version that does not parse)."""
+    v = parse_version(version)
+    if v is None:
+        return None
+    release = Version(".".join(str(p) for p in v.release))
+    if release < TRANSITION:
+        return LEGACY
+    return "either" if release < CURRENT_FROM else CURRENT
 
 
 def texts(d: dict[str, Any]) -> dict[str, str]:
@@ -83,6 +107,7 @@ class FieldVerdict:
     expected: str  # auto | reasoning | reasoning_content
     ok: bool
     summary: str  # one line for the report
+    version: str | None = None  # the release the server reports (None: unknown)
 
     @property
     def name(self) -> str | None:
@@ -95,21 +120,37 @@ class FieldVerdict:
     def legacy_only(self) -> bool:
         return self.found == (LEGACY,)
 
+    @property
+    def release_unknown(self) -> bool:
+        return release_field(self.version) is None
 
-def judge_field(found: Iterable[str], expected: str) -> FieldVerdict:
+
+def judge_field(found: Iterable[str], expected: str, version: str | None = None) -> FieldVerdict:
+    """Judge the field names that carried reasoning against --glmv-reasoning-field `expected`; with auto,
+    against the release the server reports (`version`, /version's text): a release that sends `reasoning`
+    must send it."""
     names = tuple(n for n in FIELDS if n in set(found))
     if not names:
         summary = ("reasoning field: none carried text with thinking on (is the server missing "
                    "--reasoning-parser glm45?)")
-        return FieldVerdict(names, expected, False, summary)
+        return FieldVerdict(names, expected, False, summary, version)
     if names == (CURRENT,):
-        summary = "reasoning field: `reasoning` (the name vLLM uses from about 0.16 on)"
+        summary = "reasoning field: `reasoning` (the name vLLM sends from 0.16.0 on)"
     elif names == (LEGACY,):
-        summary = ("reasoning field: `reasoning_content` ONLY (legacy name, vLLM before about 0.16); clients that "
+        summary = ("reasoning field: `reasoning_content` ONLY (the legacy name, vLLM before 0.16); clients that "
                    "read `reasoning` see no reasoning at all")
     else:
         summary = "reasoning field: both `reasoning` and `reasoning_content` (a transition-era server)"
-    ok = expected == "auto" or expected in names
+    if expected != "auto":  # the user said what their clients read: that alone decides
+        ok = expected in names
+        if not ok:
+            summary += f"; but --glmv-reasoning-field says clients read `{expected}`"
+        return FieldVerdict(names, expected, ok, summary, version)
+    rule = release_field(version)
+    ok = rule != CURRENT or CURRENT in names
     if not ok:
-        summary += f"; but --glmv-reasoning-field says clients read `{expected}`"
-    return FieldVerdict(names, expected, ok, summary)
+        summary += (f"; but the server reports vLLM {version}, a release that sends `reasoning`: {RELEASE_RULE}; "
+                    f"clients written for it see no reasoning")
+    elif rule is not None and names == (LEGACY,):
+        summary += f"; as vLLM {version} does ({RELEASE_RULE})"
+    return FieldVerdict(names, expected, ok, summary, version)
