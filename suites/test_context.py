@@ -16,10 +16,12 @@ import pytest
 
 from pytest_glmv.kit import media
 from pytest_glmv.kit.context import (
+    COUNTS,
     FILLER_SENTENCES,
     Messages,
     Prompt,
     Tokenizer,
+    counts,
     exact,
     filler_user,
     is_context_error,
@@ -27,8 +29,9 @@ from pytest_glmv.kit.context import (
     small_chat,
     stated_window,
     usage,
+    usage_chunks,
 )
-from pytest_glmv.kit.evidence import Exchange, chat, chat_body, request
+from pytest_glmv.kit.evidence import Exchange, chat, chat_body, finish_reasons, request, stream
 
 pytestmark = pytest.mark.context
 
@@ -161,6 +164,56 @@ def test_max_tokens_beyond_what_is_left(glmv_http: Any, glmv_server: Any, window
     assert (use.get("completion_tokens") or 0) <= left, (
         f"the answer ran past the window: {prompt.tokens} prompt + {use.get('completion_tokens')} completion "
         f"tokens > {window}\n{ex.evidence()}")
+
+
+# ---------------------------------------------------------------------------------------------- usage
+
+USAGE_MAX_TOKENS = 8
+
+
+def test_streamed_usage_matches_non_streamed(glmv_http: Any, glmv_server: Any) -> None:
+    """With stream_options.include_usage the stream ends with one usage chunk (`choices: []`, before [DONE])
+    whose counts are the non-streamed answer's for the same greedy request; without it no chunk carries usage.
+    Clients bill by it, and vllm bench serve computes TPOT over its completion_tokens.
+
+    Holds for any weights: prompt_tokens must be equal; completion_tokens are compared when both answers
+    stop at max_tokens ("length"), which vLLM's ignore_eos makes certain for a random-weight model (a
+    server that refuses ignore_eos is asked without it)."""
+    body = chat_body(glmv_server.model, QUESTION, max_tokens=USAGE_MAX_TOKENS, greedy=True, ignore_eos=True)
+    whole = chat(glmv_http, body)
+    if whole.status == 400:  # not vLLM's extra sampling flag: the same request without it
+        body.pop("ignore_eos")
+        whole = chat(glmv_http, body)
+    assert whole.status == 200, f"the non-streamed request failed\n{whole.evidence()}"
+    want = usage(whole)
+    assert want.get("prompt_tokens") and want.get("completion_tokens") is not None, (
+        f"the non-streamed answer carries no usage counts: {want}\n{whole.evidence()}")
+    with_usage = stream(glmv_http, {**body, "stream_options": {"include_usage": True}})
+    assert with_usage.status == 200, f"the streamed request failed\n{with_usage.evidence()}"
+    found = usage_chunks(with_usage.events)
+    assert found, (f"stream_options.include_usage was true but the stream has no usage chunk: clients get no "
+                   f"token counts, and vllm bench serve falls back to re-tokenizing the text for TPOT\n"
+                   f"{with_usage.evidence(2000)}")
+    at, last = found[-1]
+    assert len(found) == 1 and at == len(with_usage.events) - 1 and last.get("choices") == [], (
+        f"the usage must come once, in the last chunk before [DONE], with `choices: []` (vLLM's shape); "
+        f"usage came in chunks {[i for i, _ in found]} of {len(with_usage.events)}\n{with_usage.evidence(2000)}")
+    got = last["usage"]
+    streamed_finish, whole_finish = finish_reasons(with_usage.events), whole.choice.get("finish_reason")
+    same_length = streamed_finish == [whole_finish] == ["length"]
+    keys = COUNTS if same_length else ("prompt_tokens",)
+    print(f"usage non-streamed {counts(want)}, streamed {counts(got)}; finish {whole_finish} / {streamed_finish}"
+          f"{'' if same_length else ': completion_tokens not compared (not both cut at max_tokens)'}")
+    assert counts(got, keys) == counts(want, keys), (
+        f"the streamed usage {counts(got)} differs from the non-streamed {counts(want)} for the same greedy "
+        f"request (finish_reason {streamed_finish} / {whole_finish!r})\n"
+        f"non-streamed {whole.evidence()}\nstreamed {with_usage.evidence(2000)}")
+    assert got.get("total_tokens") == (got.get("prompt_tokens") or 0) + (got.get("completion_tokens") or 0), (
+        f"the streamed usage does not add up: {counts(got)}\n{with_usage.evidence(2000)}")
+    without = stream(glmv_http, body)
+    assert without.status == 200, f"the streamed request failed\n{without.evidence()}"
+    assert not usage_chunks(without.events), (
+        f"a chunk carries usage although stream_options.include_usage was not asked for\n{without.evidence(2000)}")
 
 
 # ---------------------------------------------------------------------------------------------- images

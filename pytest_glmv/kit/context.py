@@ -132,6 +132,18 @@ def usage(ex: Exchange) -> dict[str, Any]:
     return body.get("usage") or {} if isinstance(body, dict) else {}
 
 
+COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def usage_chunks(events: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """(position, event) of every streamed event that carries a usage object."""
+    return [(i, ev) for i, ev in enumerate(events) if isinstance(ev.get("usage"), dict)]
+
+
+def counts(use: dict[str, Any], keys: tuple[str, ...] = COUNTS) -> dict[str, Any]:
+    return {k: use.get(k) for k in keys}
+
+
 def small_chat(http: httpx.Client, model: str) -> Exchange:
     """The cheapest request that must succeed: proves the server still answers."""
     return chat(http, chat_body(model, "Say OK.", max_tokens=1, greedy=True))
