@@ -11,8 +11,11 @@ Facts carried over from vLLM 0.32 (vllm/benchmarks/serve.py, calculate_metrics a
   in every bucket from int(start) to int(end) inclusive; the peak is the fullest bucket. Peak
   output tokens per second buckets each streamed chunk's time the same way;
 - goodput: a request is good when its TTFT, TPOT and E2EL are each <= the given SLO (ms).
-Where vLLM re-tokenizes the generated text when usage is missing, we count streamed chunks
-(no tokenizer here); such requests are counted in `usage_missing`.
+When a stream has no usage chunk, vllm bench serve re-tokenizes the generated text and keeps the
+request in every statistic, TPOT included; we keep it too, with its streamed chunks (those with
+choices, the role chunk included) as its output tokens (no tokenizer here, and collecting the text
+would slow the timed path), and 0 input tokens. Such requests are never hidden: `usage_missing` counts
+them and `usage_missing_note` (in the JSON and the result block) says how they were counted.
 Added here: send lag (dispatch time minus schedule) and client queue time (waiting on the
 concurrency limit), both over all requests, failed ones included: they describe the client.
 """
@@ -25,6 +28,16 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 METRICS = ("ttft", "tpot", "itl", "e2el", "send_lag", "client_queue_time")
+USAGE_MISSING_RULE = ("their output tokens (TPOT, output throughput) are the streamed chunks that carried choices, "
+                      "the role chunk included, and their input tokens count 0; vllm bench serve re-tokenizes the "
+                      "generated text instead; the server ignored stream_options.include_usage")
+
+
+def usage_note(missing: int, completed: int) -> str | None:
+    """One sentence on the successful requests whose stream had no usage chunk, None when there are none."""
+    if not missing:
+        return None
+    return f"{missing} of {completed} successful requests had no usage chunk: {USAGE_MISSING_RULE}"
 
 
 @dataclass
@@ -158,6 +171,7 @@ def compute(
         "max_concurrent_requests": peak_conc,
         "usage_missing": sum(1 for r in ok if r.output_tokens is None),
     }
+    result["usage_missing_note"] = usage_note(result["usage_missing"], len(ok))
     series = {
         "ttft": ttfts, "tpot": tpots(ok), "itl": itls, "e2el": e2els,
         "send_lag": [r.send_lag for r in records], "client_queue_time": [r.queue_time for r in records],

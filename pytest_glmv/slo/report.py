@@ -4,7 +4,7 @@ The block reproduces vLLM 0.32's labels and layout (40-wide labels, 50-wide rule
 default metric set (TTFT, TPOT, ITL, percentiles as selected), with E2EL, send lag and client
 queue time added as further sections in the same style. The JSON carries vLLM's saved-result
 keys (run metadata, counts, throughputs, {mean,median,std,pNN}_{ttft,tpot,itl,e2el}_ms,
-max_concurrent_requests ...) plus ours (send_lag, client_queue_time, usage_missing, cpu);
+max_concurrent_requests ...) plus ours (send_lag, client_queue_time, usage_missing and its note, cpu);
 per-request lists use vLLM's --save-detailed names and are added only when asked for.
 """
 from __future__ import annotations
@@ -63,7 +63,9 @@ def block(result: Mapping[str, Any], percentiles: Sequence[float] = (99,), title
             w = pword(p)
             lines.append(_row(f"P{w[1:]} {name} (ms):", result[f"{w}_{key}_ms"], ".2f"))
     if result.get("usage_missing"):
-        lines.append(_row("Requests without usage (chunks counted):", result["usage_missing"]))
+        # Not in vLLM's block: a server that drops the usage chunk changes what TPOT and throughput count.
+        lines.append(_row("Requests without a usage chunk:", result["usage_missing"]))
+        lines.append("  (their output tokens: streamed chunks; vllm bench serve re-tokenizes the text)")
     lines.append("=" * 50)
     return "\n".join(lines)
 

@@ -75,6 +75,8 @@ class Outcome:
         errs = metrics.errors(self.records, 5)
         if errs:
             context.append("first failures: " + "; ".join(errs))
+        if self.result.get("usage_missing_note"):
+            context.append(self.result["usage_missing_note"])
         return ok, line + "\n" + "\n".join(context)
 
 

@@ -97,3 +97,18 @@ def test_my_deployment(glmv_slo):
                                  "*scenario test_my_deployment: 3 prompts of synthetic*"])
     result.stdout.no_fnmatch_line("*mean_ttft_ms*MISSES*")
     result.assert_outcomes(failed=1)
+
+
+def test_a_server_that_drops_the_usage_chunk_is_named_in_the_block_json_and_verdicts(pytester: pytest.Pytester) -> None:
+    out = pytester.path / "out.json"
+    result = pytester.runpytest_subprocess(str(SUITE), "--glmv-server", "reference", "--glmv-fault",
+                                           "stream-usage-dropped", "--glmv-slo", spec(pytester, SPEC.replace(
+                                               "output_throughput = 1", "output_throughput = 1000000")),
+                                           "--glmv-slo-json", str(out), "-rf")
+    result.assert_outcomes(passed=5, failed=1)
+    # the verdicts (here the throughput miss) carry the note; the result block below says it again
+    result.stdout.fnmatch_lines(["*4 of 4 successful requests had no usage chunk: their output tokens*",
+                                 "Requests without a usage chunk: * 4*",
+                                 "*(their output tokens: streamed chunks; vllm bench serve re-tokenizes the text)"])
+    data = json.loads(out.read_text())
+    assert data["usage_missing"] == 4 and "re-tokenizes" in data["usage_missing_note"]

@@ -76,3 +76,15 @@ def test_extra_percentiles_get_vllm_key_spelling() -> None:
     r = compute(trace(), 2.0, percentiles=(50, 90, 99.9))
     assert {"p50_ttft_ms", "p90_itl_ms", "p99.9_tpot_ms"} <= set(r)
     assert r["request_goodput"] is None  # no goodput asked for, as in vLLM
+
+
+def test_requests_without_usage_are_counted_and_the_rule_is_stated() -> None:
+    # As vllm bench serve: such a request stays in every statistic (TPOT over its 4 chunks), never dropped;
+    # unlike it, nothing hides the fallback: a count and a sentence that says how they were counted.
+    r = compute(trace(), 2.0)
+    assert r["usage_missing"] == 1 and r["mean_tpot_ms"] == pytest.approx((25 + 200 / 3) / 2)
+    assert r["usage_missing_note"].startswith("1 of 3 successful requests had no usage chunk: their output tokens")
+    assert "re-tokenizes" in r["usage_missing_note"] and "input tokens count 0" in r["usage_missing_note"]
+    # failed requests are not in the count, and a run where every stream had usage says nothing
+    assert compute(trace()[:3], 2.0)["usage_missing"] == 0
+    assert compute(trace()[:3], 2.0)["usage_missing_note"] is None

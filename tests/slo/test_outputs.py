@@ -91,3 +91,20 @@ def test_cross_check_agrees_and_flags() -> None:
         "client mean TTFT 120.000 ms is below the server's 150.000 ms: one of the two clocks is wrong"]
     assert not promcheck.cross_check(None, None, r).available
     assert "no vllm:request_success_total" in promcheck.cross_check("x 1", "x 2", r).note
+
+
+def test_block_and_json_say_how_requests_without_usage_were_counted(tmp_path: Path) -> None:
+    recs = records()
+    recs[0].output_tokens, recs[0].chunks = None, 3
+    r = report.metadata(model="m", base_url="http://x", num_prompts=4, request_rate=1.0, burstiness=1.0,
+                        max_concurrency=None, dataset="synthetic", seed=0)
+    r.update(compute(recs, 2.0))
+    lines = report.block(r).splitlines()
+    assert "Requests without a usage chunk:          1         " in lines
+    assert "  (their output tokens: streamed chunks; vllm bench serve re-tokenizes the text)" in lines
+    assert lines[-1] == "=" * 50
+    data = json.loads(report.write_json(tmp_path / "r.json", r).read_text())
+    assert data["usage_missing"] == 1 and data["usage_missing_note"].startswith("1 of 3 successful requests had no "
+                                                                                "usage chunk")
+    # every stream had usage: the block is vLLM's, the JSON says 0 and carries no note
+    assert "usage chunk" not in report.block(result()) and compute(records(), 2.0)["usage_missing_note"] is None
