@@ -99,6 +99,7 @@ class GlmvSession:
         self.slo_deselected = 0
         self.collected = 0
         self.failures = 0
+        self.start_error: str | None = None  # why the target could not be started (then no check runs)
         self.hung: str | None = None  # why the server is taken for hung (the canary got no answer)
         self._log_mark: int | None = None
         self._said: set[str] = set()  # target lines already printed, not repeated in the summary
@@ -202,6 +203,16 @@ class GlmvSession:
         if self.config.option.collectonly:
             return
         if any(NEEDS_TARGET & set(getattr(item, "fixturenames", ())) for item in session.items):
+            try:
+                self.target.start()
+            except ServerError as e:
+                # Said once, in pytest's own words for a run that could not begin, without pytest.exit's
+                # "_pytest.outcomes.Exit" banner: no check runs, and the exit status is 3 (finish()).
+                self.start_error = str(e)
+                for line in self.start_error.splitlines():
+                    self.say(line)
+                session.items[:] = []
+                return
             self.ensure_started()
 
     # -- reports -------------------------------------------------------------------------------------
@@ -264,6 +275,8 @@ class GlmvSession:
             report.wasxfail = f"waived finding {fid}"  # type: ignore[attr-defined]
 
     def finish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.start_error is not None:
+            session.exitstatus = EXIT_SERVER
         info = collect.jsonable(self.target.info())
         self.report.finish(session, exitstatus, info, self.slo_runs.done)
 
@@ -292,6 +305,8 @@ class GlmvSession:
                           "pytest --glmv-server reference (the built-in double), --glmv-base-url URL, or "
                           "--glmv-model ID")
         verdict = self.report.verdict()
+        if self.start_error is not None:
+            verdict = f"glmv verdict: NOT RUN: {self.start_error.splitlines()[0].removeprefix('glmv: ')}"
         if verdict:
             tr.write_line(verdict, red=verdict.startswith("glmv verdict: FAIL"),
                           green=verdict.startswith("glmv verdict: PASS"), bold=True)

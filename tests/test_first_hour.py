@@ -117,3 +117,15 @@ def test_a_healthy_server_that_never_answers_ends_the_run_in_bounded_time(pytest
     outcomes = result.parseoutcomes()
     assert outcomes.get("errors", 0) >= 100 and not outcomes.get("passed"), outcomes
     assert result.stdout.str().count("glmv: the server answers /health but") >= 100  # each check says why
+
+
+def test_a_target_that_cannot_start_is_said_once_in_plain_words(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_one="def test_one(glmv_server):\n    pass\n")
+    result = pytester.runpytest_subprocess("--glmv-model", "zai-org/GLM-4.5V-FP8", "--glmv-vllm-executable",
+                                           str(pytester.path / "no-vllm"), "test_one.py")
+    assert result.ret == 3
+    text = result.stdout.str() + result.stderr.str()
+    assert "_pytest.outcomes" not in text and "Exit:" not in text and "Traceback" not in text
+    result.stdout.fnmatch_lines([f"glmv: cannot run '{pytester.path / 'no-vllm'}': No such file or directory;*",
+                                 "glmv verdict: NOT RUN: cannot run*"])
+    assert text.count("No such file or directory") == 2  # the error line and the verdict
