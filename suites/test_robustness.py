@@ -145,13 +145,15 @@ DEEP_REF = {"type": "object", "properties": {"a": {"$ref": "#/$defs/d0"}},
             "$defs": {f"d{i}": ({"type": "object", "properties": {"x": {"$ref": f"#/$defs/d{i + 1}"}}} if i < 199
                                 else {"type": "string"}) for i in range(200)}}
 BAD_PATTERN = {"type": "object", "properties": {"q": {"type": "string", "pattern": "(["}}}
+BAD_TYPE = {"type": "object", "properties": {"q": {"type": "no-such-type"}}}
 # A tool's schema reaches a grammar compiler only when it is strict ("strict": true; vLLM builds a structural tag
 # from it), so only a strict tool's invalid pattern must be refused (the CVE-2025-48944 crash probe); a
 # non-strict tool's pattern is never compiled, and answering it harms nothing: there only a 5xx is a defect.
 SCHEMAS: dict[str, tuple[dict[str, Any], Any, bool]] = {  # tools, tool_choice, must be a 4xx (else: never 5xx)
     "bad-pattern": (BAD_PATTERN, "required", True),  # sent as a strict tool
     "bad-pattern-loose": (BAD_PATTERN, "required", False),  # the same, not strict
-    "bad-type": ({"type": "object", "properties": {"q": {"type": "no-such-type"}}}, "required", True),
+    "bad-type": (BAD_TYPE, "required", True),  # sent as a strict tool
+    "bad-type-loose": (BAD_TYPE, "required", False),
     "deep-ref": (DEEP_REF, "required", False),
     "unknown-named-tool": ({"type": "object", "properties": {"q": {"type": "string"}}},
                            {"type": "function", "function": {"name": "no_such_tool"}}, True),
@@ -161,7 +163,7 @@ SCHEMAS: dict[str, tuple[dict[str, Any], Any, bool]] = {  # tools, tool_choice, 
 @pytest.mark.parametrize("kind", list(SCHEMAS))
 def test_malformed_tool_schema_is_refused(glmv_http: httpx.Client, glmv_server: Any, kind: str) -> None:
     params, choice, strict = SCHEMAS[kind]
-    tool = _tool(params, strict=kind == "bad-pattern")
+    tool = _tool(params, strict=kind in ("bad-pattern", "bad-type"))
     ex = chat(glmv_http, body(glmv_server.model, "Look up cats.", max_tokens=8, tools=[tool], tool_choice=choice))
     if strict:
         assert 400 <= ex.status < 500, f"a {kind} tool schema must be refused with a 4xx (CVE-2025-48944)\n{ex}"
