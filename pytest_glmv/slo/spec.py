@@ -21,6 +21,7 @@ from KEY=VALUE lines. Every problem is one line naming where it came from.
 """
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import sys
@@ -96,6 +97,18 @@ class Spec:
     scenarios: tuple[Scenario, ...]
 
 
+def _known_keys() -> list[str]:
+    metric = [f"{s}_{m}_ms" for s in ("mean", "median", "std", "p50", "p90", "p95", "p99") for m in METRICS]
+    return [*RUN_KEYS, *FLOORS, *CEILINGS, *metric, *(f"{m}_ms" for m in METRICS), "goodput", "slo", "scenarios",
+            "description"]
+
+
+def _did_you_mean(key: str) -> str:
+    """'; did you mean X?' for a typo of a run key, a metric key or a table name (request_rat -> request_rate)."""
+    close = difflib.get_close_matches(key, _known_keys(), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _number(value: Any, where: str, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SpecError(f"{where}: {key} = {value!r} is not a number")
@@ -111,6 +124,9 @@ def _threshold(key: str, value: Any, tolerance: float, where: str) -> Threshold:
         limit = nominal * (1 + tolerance) if ceiling else nominal * (1 - tolerance)
         return Threshold(key, limit, ceiling, nominal)
     valid = ", ".join(FLOORS + CEILINGS)
+    hint = _did_you_mean(key)
+    if hint:
+        raise SpecError(f"{where}: unknown SLO key {key!r}{hint}")
     raise SpecError(f"{where}: unknown SLO key {key!r}; use STAT_METRIC_ms (STAT mean, median, std or pNN; "
                     f"METRIC {', '.join(METRICS)}) or one of {valid}")
 
@@ -164,6 +180,10 @@ def scenario(name: str, mapping: Mapping[str, Any], where: str) -> Scenario:
     for key, value in raw:
         if isinstance(value, Mapping):  # ttft_ms = { mean = 500, p99 = 900 }
             metric = key[:-3] if key.endswith("_ms") else key
+            if metric not in METRICS:  # e.g. [scenario.a] for [scenarios.a]: a table no metric is named after
+                hint = _did_you_mean(key) or ("; a table of thresholds is named after a metric ("
+                                              + ", ".join(f"{m}_ms" for m in METRICS) + ")")
+                raise SpecError(f"{where}: unknown table {key!r}{hint}")
             for stat, v in value.items():
                 thresholds.append(_threshold(f"{stat}_{metric}_ms", v, tolerance, where))
         else:

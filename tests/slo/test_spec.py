@@ -100,3 +100,20 @@ def test_multi_scenario_errors_name_the_scenario(tmp_path: Path) -> None:
 def test_bad_pair() -> None:
     with pytest.raises(SpecError, match="expected KEY=VALUE"):
         spec.from_pairs(["p99_ttft_ms"])
+
+
+@pytest.mark.parametrize("text,says", [
+    ("request_rat = 5\n[slo]\nmean_ttft_ms = 1", "unknown SLO key 'request_rat'; did you mean 'request_rate'?"),
+    ("[scenario.a]\nrequest_rate = 5\n[scenario.a.slo]\nmean_ttft_ms = 1",
+     "unknown table 'scenario'; did you mean 'scenarios'?"),
+    ("[scenarios.a]\n[scenarios.a.slo]\nmean_tft_ms = 1", "[scenarios.a]: unknown SLO key 'mean_tft_ms'; did you mean "
+     "'mean_ttft_ms'?"),
+    ("[slo]\nttft_mss = { mean = 1 }", "unknown table 'ttft_mss'; did you mean 'ttft_ms'?"),
+    ("[slo]\nlatency = { mean = 1 }", "unknown table 'latency'; a table of thresholds is named after a metric"),
+])
+def test_typos_get_a_did_you_mean_over_run_and_metric_keys(text: str, says: str) -> None:
+    import tomllib
+
+    with pytest.raises(SpecError) as e:
+        spec.parse(tomllib.loads(text), "my.toml")
+    assert says in str(e.value) and "\n" not in str(e.value), str(e.value)
