@@ -93,6 +93,22 @@ def _recall(ctx: Context, question: str) -> tuple[str, str] | None:
     return f"The document states the {subject}.", f"The {subject} is {fact.group(1).strip()}."
 
 
+# "Answer with one word", "Reply with a number": a real model answers that tersely, and elaborates otherwise.
+_TERSE = re.compile(r"\b(?:answer|reply|respond)\s+(?:with|in)\s+(?:one|a single|a)\s+(?:word|number)\b", re.I)
+
+
+def _elaboration(seen: Any, what: str) -> str:
+    """What a model adds to a description unless told to be terse: as long as real answers to image questions
+    (vllm bench serve's VisionArena runs of GLM-4.5V average ~120 output tokens), so that throughput SLOs
+    measured against the double mean something."""
+    one = seen.shapes == 1
+    colours = " and ".join(seen.foreground) or seen.dominant
+    text = ", beside the written text" if seen.text else ""
+    return (f" The {colours} shape{' stands' if one else 's stand'} out against the {seen.background} ground"
+            f"{text}, and nothing else is in view. The {what} is plain and evenly lit, with sharp edges and flat "
+            "colours. A viewer takes it in at a glance: the layout is simple and the shapes do not overlap.")
+
+
 def _answer(ctx: Context, question: str) -> tuple[str, str]:
     q = question.lower()
     recalled = None if ctx.media else _recall(ctx, question)
@@ -113,6 +129,7 @@ def _answer(ctx: Context, question: str) -> tuple[str, str]:
     if which:
         return which
     answers, notes = [], []
+    terse = _TERSE.search(question) is not None
     for i, item in enumerate(ctx.media):
         seen = item.seen[0]
         tag = f"Image {i + 1}: " if len(ctx.media) > 1 else ""
@@ -136,6 +153,8 @@ def _answer(ctx: Context, question: str) -> tuple[str, str]:
             what = "video" if item.kind == "video" else "image"
             ans = (f"The {what} shows {seen.shapes} {colours} shape{'' if seen.shapes == 1 else 's'} "
                    f"on a {seen.background} background.")
+        if not terse:
+            ans += _elaboration(seen, "video" if item.kind == "video" else "picture")
         answers.append(tag + (f"{BOX}{ans}{END_BOX}" if ctx.leak_boxes else ans))
     reasoning = "Looking at the input: " + "; ".join(notes) + "."
     if ctx.leak_boxes:
