@@ -112,3 +112,12 @@ def test_a_server_that_drops_the_usage_chunk_is_named_in_the_block_json_and_verd
                                  "*(their output tokens: streamed chunks; vllm bench serve re-tokenizes the text)"])
     data = json.loads(out.read_text())
     assert data["usage_missing"] == 4 and "re-tokenizes" in data["usage_missing_note"]
+
+
+def test_a_missed_slo_says_where_the_spec_came_from_and_how_to_give_yours(pytester: pytest.Pytester) -> None:
+    text = SPEC.replace("mean_ttft_ms = 1000", "mean_ttft_ms = 0.000001")
+    result = pytester.runpytest_subprocess(str(SUITE), "--glmv-server", "reference", "--glmv-slo",
+                                           spec(pytester, text), "-W", "error::pytest.PytestWarning")
+    result.assert_outcomes(passed=5, failed=1)
+    result.stdout.fnmatch_lines(["*the spec: *small.toml; give your own with --glmv-slo FILE.toml or "
+                                 "--glmv-slo-threshold KEY=VALUE*"])
