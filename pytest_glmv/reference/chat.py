@@ -77,6 +77,8 @@ class ChatHandler:
         cid = completion_id()
         rec = self.app[TRACER].start(cid, stream=False, arrived=request.get(ARRIVED))
         try:
+            if cfg.faults.on("engine-hung"):
+                await asyncio.Event().wait()  # never set: the request stays open until the client gives up
             if self.app[STATE].engine_dead:
                 raise ApiError("EngineCore encountered an issue. See stack trace (above) for the root cause.", 500)
             try:

@@ -33,6 +33,8 @@ FAULTS: dict[str, str] = {
     "address-leak": "image decode errors keep PIL's '<_io.BytesIO object at 0x7f...>' heap address (CVE-2026-22778)",
     "engine-dead-after-bad-image": "an undecodable image kills the engine: /health stays 200, chats answer 500 "
                                    "(vLLM #39863)",
+    "engine-hung": "the engine deadlocks: /health stays 200 while every chat request hangs without an answer "
+                   "(vLLM #39863)",
     "streams-never-freed": "a stream whose client disconnects is never aborted: num_requests_running stays up",
     "n-unbounded": "no upper bound on n: the API server blocks for seconds fanning out copies, then fails "
                    "(CVE-2026-34756)",
