@@ -104,10 +104,18 @@ def run_suite(paths: list[str], fault: str | None = None, extra: list[str] | Non
         if fault:
             argv += ["--glmv-fault", fault]
         env = {k: v for k, v in os.environ.items() if not k.startswith("GLMV_")}
-        proc = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env,
-                              check=False)
+        try:
+            proc = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env,
+                                  check=False)
+            code, output = proc.returncode, proc.stdout + proc.stderr
+        except subprocess.TimeoutExpired as e:  # a verdict with what it printed, not an exception
+            code, output = 124, f"{_text(e.stdout)}{_text(e.stderr)}\nglmv matrix: timed out after {timeout:.0f} s"
         outcomes, messages = read_junit(xml) if xml.exists() else ({}, {})
-    return SuiteRun(fault, proc.returncode, outcomes, messages, proc.stdout + proc.stderr)
+    return SuiteRun(fault, code, outcomes, messages, output)
+
+
+def _text(out: str | bytes | None) -> str:
+    return out.decode(errors="replace") if isinstance(out, bytes) else out or ""
 
 
 # ---------------------------------------------------------------------------------------------- the table
@@ -115,7 +123,7 @@ def run_suite(paths: list[str], fault: str | None = None, extra: list[str] | Non
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 _SUITE_KEYS = {"files", "args", "fail_messages", "timeout", "workdir"}
 _PROOF_KEYS = {"suite", "fault", "name", "args", "target", "server", "fail", "pass", "skipped", "min_passed",
-               "output", "output_absent", "messages", "workdir", "timeout", "why", "xfailed", "suite_args"}
+               "output", "output_absent", "messages", "workdir", "timeout", "why", "xfailed", "suite_args", "share"}
 
 
 class ProofTableError(ValueError):
@@ -146,6 +154,7 @@ class Proof:
     files: Mapping[str, str] = field(default_factory=dict)  # written into the run's working directory
     timeout: float = 600
     why: str = ""
+    share: str | None = None  # fault proofs of one suite with the same `share` run as one suite run
 
     @property
     def id(self) -> str:
@@ -156,12 +165,13 @@ class Proof:
         """Every check name this case mentions (each must exist in its suite)."""
         return {*self.fail, *self.must_pass, *(self.skipped or ()), *self.xfailed, *self.messages}
 
-    def judge(self, run: SuiteRun) -> str:
-        """Why `run` does not prove this case ('' when it does), with the run's output tail."""
+    def judge(self, run: SuiteRun, excused: Iterable[str] = ()) -> str:
+        """Why `run` does not prove this case ('' when it does), with the run's output tail. `excused`: the
+        checks that other faults of a shared run must fail."""
         if not run.outcomes:
             return f"{self.id}: no check ran (exit {run.returncode})\n{run.output[-3000:]}"
         why = []
-        missed, stray = self.fail - run.failed, run.failed - self.fail
+        missed, stray = self.fail - run.failed, run.failed - self.fail - set(excused)
         if missed:
             why.append(f"fault {self.fault} was not caught by {sorted(missed)}" if self.fault
                        else f"checks that must fail did not: {sorted(missed)}")
@@ -255,7 +265,16 @@ def load_proofs(text: str | None = None) -> ProofTable:
             output_absent=_strs(entry.get("output_absent", []), f"{where} output_absent"),
             messages={k: v for k, v in messages.items() if v},
             files={**defaults[suite].get("workdir", {}), **entry.get("workdir", {})},
-            timeout=float(entry.get("timeout", defaults[suite].get("timeout", 600))), why=entry.get("why", "")))
+            timeout=float(entry.get("timeout", defaults[suite].get("timeout", 600))), why=entry.get("why", ""),
+            share=entry.get("share")))
+    for name, members in shares(proofs).items():
+        rest = {(p.fault is None, p.name, p.server, p.target, tuple(a for a in p.args if a != "-k"
+                 and a not in _k_exprs(p.args)), tuple(sorted(p.files.items()))) for p in members}
+        if len(rest) > 1:
+            raise ProofTableError(f"share {name}: its fault proofs differ in more than their fault and -k")
+        fails = [c for p in members for c in p.fail]
+        if len(fails) != len(set(fails)):
+            raise ProofTableError(f"share {name}: a check is the target of two of its faults")
     ids = [p.id for p in proofs]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -263,6 +282,33 @@ def load_proofs(text: str | None = None) -> ProofTable:
     unproven = {k: str(v) for k, v in data.get("unproven", {}).items()}
     workdirs = {name: dict(table.get("workdir", {})) for name, table in defaults.items()}
     return ProofTable(suites, suite_args, workdirs, tuple(proofs), unproven)
+
+
+def _k_exprs(args: Iterable[str]) -> list[str]:
+    args = list(args)
+    return [args[i + 1] for i, a in enumerate(args[:-1]) if a == "-k"]
+
+
+def shares(proofs: Iterable[Proof]) -> dict[str, list[Proof]]:
+    """Fault proofs that share one suite run, by "suite/share"."""
+    out: dict[str, list[Proof]] = {}
+    for p in proofs:
+        if p.share:
+            out.setdefault(f"{p.suite}/{p.share}", []).append(p)
+    return out
+
+
+def shared_run(members: list[Proof]) -> tuple[list[str], list[str]]:
+    """(faults, pytest args) of one run of several fault proofs: all their faults, their -k joined."""
+    first = members[0]
+    args = [a for a in first.args if a != "-k" and a not in _k_exprs(first.args)]
+    exprs = [e for p in members for e in _k_exprs(p.args)]
+    if exprs and len(exprs) == len(members):
+        args += ["-k", " or ".join(f"({e})" for e in dict.fromkeys(exprs))]
+    faults = [p.fault for p in members if p.fault]
+    for f in faults[1:]:
+        args += ["--glmv-fault", f]
+    return faults, args
 
 
 # ------------------------------------------------------------------------------------------ the runner

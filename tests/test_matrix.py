@@ -140,3 +140,38 @@ def test_render_judges_a_fault_by_its_proof() -> None:
     out = matrix.render(correct, [messy], {"no-tool-parser": proof})
     assert "expected checks passed: test_a  <-- UNCAUGHT" in out and "also failed: test_b  <-- UNEXPECTED" in out
     assert not matrix.verdict(correct, [messy], {"no-tool-parser": proof})
+
+
+SHARED = TABLE + """
+[[proof]]
+suite = "demo"
+fault = "untyped-tool-args"
+args = ["-k", "typed"]
+fail = ["test_t"]
+share = "one"
+"""
+
+
+def test_fault_proofs_that_share_a_run_join_their_faults_and_k() -> None:
+    table = matrix.load_proofs(SHARED.replace('fault = "no-tool-parser"\n', 'fault = "no-tool-parser"\nshare = "one"\n'
+                                              'args = ["-k", "parsed"]\n'))
+    members = matrix.shares(table.proofs)["demo/one"]
+    assert [p.fault for p in members] == ["no-tool-parser", "untyped-tool-args"]
+    faults, args = matrix.shared_run(members)
+    assert faults == ["no-tool-parser", "untyped-tool-args"]
+    assert args == ["-m", "not slo", "-k", "(parsed) or (typed)", "--glmv-fault", "untyped-tool-args"]
+    run = matrix.SuiteRun("no-tool-parser", 1, {"test_a": "failed", "test_c": "passed", "test_t": "failed"},
+                          {"test_a": "tool_calls status:"})
+    assert members[0].judge(run, excused=members[1].fail) == ""
+    assert "unexpected failures ['test_t']" in members[0].judge(run)
+
+
+def test_fault_proofs_that_share_a_run_must_differ_only_in_fault_and_k() -> None:
+    clash = SHARED.replace('fault = "no-tool-parser"\n', 'fault = "no-tool-parser"\nshare = "one"\n'
+                           'args = ["--glmv-request-timeout", "8"]\n')
+    with pytest.raises(matrix.ProofTableError, match="differ in more than their fault and -k"):
+        matrix.load_proofs(clash)
+    twice = SHARED.replace('fault = "no-tool-parser"\n', 'fault = "no-tool-parser"\nshare = "one"\n'
+                           'args = ["-k", "t"]\n').replace('fail = ["test_t"]', 'fail = ["test_a"]')
+    with pytest.raises(matrix.ProofTableError, match="target of two"):
+        matrix.load_proofs(twice)

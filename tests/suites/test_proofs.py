@@ -2,8 +2,9 @@
 on the correct server (and its variants), each fault mode is caught by exactly the checks the table names,
 and every other check that ran passes.
 
-One suite run per [[proof]] case, all started at once on a small pool: each run is mostly a subprocess
-waiting on pytest start-up, its reference server, sleeps and timeouts. Cases that attach to a server of
+One suite run per [[proof]] case (fault proofs with the same `share` run as one), all started at once on a
+small pool: each run is mostly a subprocess waiting on pytest start-up, its reference server, sleeps and
+timeouts. Cases that attach to a server of
 their own (a legacy-field server, a "remote" server on a non-loopback address) get it from `servers()`.
 """
 from __future__ import annotations
@@ -21,12 +22,14 @@ import pytest
 
 from pytest_glmv.kit import media
 from pytest_glmv.kit.hardening import launch_flag
-from pytest_glmv.matrix import Proof, SuiteRun, load_proofs, run_suite
+from pytest_glmv.matrix import Proof, SuiteRun, load_proofs, run_suite, shared_run, shares
 from pytest_glmv.reference.faults import FAULTS
 from pytest_glmv.reference.launcher import ReferenceServer
 
 TABLE = load_proofs()
 PROOFS = {p.id: p for p in TABLE.proofs}
+SHARES = shares(TABLE.proofs)  # "suite/share" -> the fault proofs that run as one suite run
+RUN_OF = {p.id: f"{p.suite}/{p.share}" if p.share else p.id for p in TABLE.proofs}  # case -> its run
 WORKERS = 4
 
 
@@ -59,11 +62,15 @@ def servers(stack: contextlib.ExitStack, needed: set[str | None]) -> dict[str, d
     return out
 
 
-def _run(proof: Proof, places: Mapping[str, str]) -> SuiteRun:
-    args = [a.format(**places) for a in proof.args]
+def _run(members: list[Proof], places: Mapping[str, str]) -> SuiteRun:
+    """One suite run: a case's, or that of several fault proofs sharing it."""
+    proof = members[0]
+    faults, args = shared_run(members) if len(members) > 1 else ([proof.fault] if proof.fault else [], proof.args)
+    args = [a.format(**places) for a in args]
     target = [a.format(**places) for a in proof.target] or None
-    run = run_suite(list(proof.paths), proof.fault, args, target=target, timeout=proof.timeout, files=proof.files)
-    run.fault = run.fault or proof.id
+    run = run_suite(list(proof.paths), faults[0] if faults else None, args, target=target,
+                    timeout=max(p.timeout for p in members), files=proof.files)
+    run.fault = " + ".join(faults) or proof.id
     return run
 
 
@@ -85,8 +92,11 @@ def runs(request: pytest.FixtureRequest) -> Iterator[dict[str, Future[SuiteRun]]
         places = servers(stack, {PROOFS[case].server for case in wanted})
         pool = stack.enter_context(ThreadPoolExecutor(WORKERS))
         order = sorted((p for p in TABLE.proofs if p.id in wanted), key=lambda p: (p.fault is not None, "-k" in p.args))
-        jobs = {p.id: pool.submit(_run, p, places.get(p.server, {})) for p in order
-                if p.server is None or p.server in places}
+        jobs: dict[str, Future[SuiteRun]] = {}
+        for p in order:
+            if RUN_OF[p.id] not in jobs and (p.server is None or p.server in places):
+                members = SHARES.get(RUN_OF[p.id], [p])
+                jobs[RUN_OF[p.id]] = pool.submit(_run, members, places.get(p.server or "", {}))
         yield jobs
         for job in jobs.values():
             job.cancel()
@@ -95,10 +105,11 @@ def runs(request: pytest.FixtureRequest) -> Iterator[dict[str, Future[SuiteRun]]
 @pytest.mark.parametrize("case", sorted(PROOFS))
 def test_proof(runs: dict[str, Future[SuiteRun]], case: str) -> None:
     proof = PROOFS[case]
-    if case not in runs:
+    if RUN_OF[case] not in runs:
         pytest.skip(f"server {proof.server} unavailable: this machine has no non-loopback address to play a "
                     "remote server on")
-    why = proof.judge(runs[case].result())
+    others = [c for p in SHARES.get(RUN_OF[case], []) if p.id != case for c in p.fail]
+    why = proof.judge(runs[RUN_OF[case]].result(), excused=others)
     assert not why, why
 
 
@@ -117,8 +128,9 @@ def test_every_fault_of_the_reference_server_is_proven() -> None:
 def test_every_check_the_table_names_exists(runs: dict[str, Future[SuiteRun]]) -> None:
     """A typo in the table fails here by name (the case itself fails too, less plainly)."""
     known: dict[str, set[str]] = defaultdict(set)
-    for case, job in runs.items():
-        known[PROOFS[case].suite] |= set(job.result().outcomes)
+    for key, job in runs.items():
+        if job.exception() is None:
+            known[key.split("/")[0]] |= set(job.result().outcomes)
     unknown = {p.id: sorted(p.checks - known[p.suite]) for p in TABLE.proofs if p.checks - known[p.suite]}
     assert not unknown, f"checks named in fixtures/proofs.toml that no run of their suite has: {unknown}"
 
