@@ -1,0 +1,72 @@
+"""The vLLM release matrix of docs/vllm-matrix.md: one column per run's report.json, one row per check that
+did not pass somewhere, each cell matched against today's knowledge base.
+
+    python benchmarks/vllm_matrix.py 0.27.1=runs/0.27.1/report.json 0.32.0=runs/0.32.0/report.json ...
+
+A cell is `pass`, `skip`, a known finding's id, `deployment: ID` (a finding of the launch itself, such as the
+recommended --allowed-local-media-path /), or `UNEXPLAINED` (a failure no entry explains: either a new
+upstream fault for the knowledge base, or a mistake of the suite). Prints markdown; exit 1 when any cell is
+UNEXPLAINED.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pytest_glmv import known  # noqa: E402
+
+
+def column(report: dict[str, Any], kb: known.KnowledgeBase) -> dict[str, str]:
+    cells: dict[str, str] = {}
+    for c in report.get("checks", []):
+        if not c.get("area"):
+            continue
+        fid = known.finding_id(c["area"], c["key"].split("::")[-1])
+        outcome = c.get("outcome")
+        if outcome in ("passed", "xpassed"):
+            cells[fid] = "pass"
+        elif outcome == "skipped":
+            cells[fid] = "skip"
+    version = (report.get("target") or {}).get("vllm_version")
+    for fid, _, verdict in known.rematch(report, kb, version):
+        if verdict == "unexplained":
+            cells[fid] = "UNEXPLAINED"
+        elif verdict.startswith("deployment finding"):
+            cells[fid] = "deployment: " + verdict.split()[2]
+        else:
+            cells[fid] = verdict
+    return cells
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python benchmarks/vllm_matrix.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", metavar="LABEL=REPORT_JSON")
+    a = ap.parse_args(argv)
+    kb = known.load()
+    columns: dict[str, dict[str, str]] = {}
+    for run in a.runs:
+        label, sep, path = run.partition("=")
+        if not sep:
+            ap.error(f"{run!r}: expected LABEL=path/to/report.json")
+        try:
+            columns[label] = column(json.loads(Path(path).read_text(encoding="utf-8")), kb)
+        except (OSError, ValueError) as e:
+            ap.error(f"{path}: {e}")
+    rows = sorted({fid for cells in columns.values() for fid, v in cells.items() if v not in ("pass", "skip")})
+    print("| check | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for fid in rows:
+        print(f"| {fid} | " + " | ".join(cells.get(fid, "-") for cells in columns.values()) + " |")
+    totals = [f"{sum(v == 'pass' for v in cells.values())} pass" for cells in columns.values()]
+    print("| (checks passed) | " + " | ".join(totals) + " |")
+    return 1 if any(v == "UNEXPLAINED" for cells in columns.values() for v in cells.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
