@@ -97,8 +97,21 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("burstiness", "float", 1.0, "gamma shape of arrivals; 1 is Poisson", minimum=0.0, open_min=True),
     Opt("max_concurrency", "int", None, "most requests in flight at once", minimum=1),
     Opt("seed", "int", 0, "seed for workloads and arrivals"),
-    Opt("dataset", "str", "synthetic", "workload: synthetic (VisionArena-Chat-shaped, offline) or "
-        "lmarena-ai/VisionArena-Chat (needs the datasets extra and the hub)"),
+    Opt("dataset", "str", "synthetic", "workload: synthetic (VisionArena-Chat-shaped, offline), random (text of "
+        "--glmv-random-input-len tokens, --glmv-random-output-len out, ignore_eos on, as vllm bench serve's random) "
+        "or lmarena-ai/VisionArena-Chat (needs the datasets extra and the hub)"),
+    Opt("random_input_len", "int", 1024, "input tokens per request of --glmv-dataset random (cut to length with "
+        "the server's /tokenize)", minimum=1),
+    Opt("random_output_len", "int", 128, "output tokens per request of --glmv-dataset random", minimum=1),
+    Opt("ignore_eos", "bool", False, "send ignore_eos: true (vllm bench serve's --ignore-eos): every answer runs "
+        "to its max tokens; --glmv-dataset random turns it on, as vllm bench serve does"),
+    Opt("temperature", "float", None, "sampling temperature sent with every SLO request (vllm bench serve's "
+        "--temperature; unset: none sent, the server's default)", minimum=0.0),
+    Opt("extra_body", "str", None, "JSON object merged into every SLO request body (vllm bench serve's "
+        "--extra-body), e.g. '{\"chat_template_kwargs\": {\"enable_thinking\": false}}'", metavar="JSON"),
+    Opt("slo_max_send_lag_ms", "float", 10.0, "the client kept up only when its p99 send lag (and, under "
+        "--glmv-max-concurrency, nothing else) stays within this many ms; otherwise every SLO threshold check "
+        "fails as 'run not valid' instead of judging the server", minimum=0.0, open_min=True),
     Opt("slo", "path", None, "TOML file with SLO thresholds (default: the reference results)"),
     Opt("slo_json", "path", None, "write the SLO run's results here, with vllm bench serve's keys"),
     Opt("slo_threshold", "list", (), "SLO threshold KEY=VALUE (repeatable), e.g. p99_ttft_ms=900; replaces the "
@@ -196,6 +209,12 @@ class Settings:
     max_concurrency: int | None = None
     seed: int = 0
     dataset: str = "synthetic"
+    random_input_len: int = 1024
+    random_output_len: int = 128
+    ignore_eos: bool = False
+    temperature: float | None = None
+    extra_body: str | None = None
+    slo_max_send_lag_ms: float = 10.0
     slo: Path | None = None
     slo_json: Path | None = None
     slo_threshold: tuple[str, ...] = ()

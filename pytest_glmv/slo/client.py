@@ -170,13 +170,18 @@ async def run(
                 await send(pool, requests[0], first, timeout)
             before = await _scrape(session, metrics_url, headers)
             sem = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+            freed = [0.0]  # when a concurrency slot was last given back
 
             async def limited(request: bytes, rec: Record) -> None:
                 if sem is None:
                     await send(pool, request, rec, timeout)
                 else:
                     async with sem:
+                        waited_for = freed[0]
                         await send(pool, request, rec, timeout)
+                        freed[0] = perf_counter()
+                    if waited_for > rec.dispatched:  # it queued: how long the freed slot stayed unused
+                        rec.slot_lag = rec.start - waited_for
                 rec.queue_time = rec.start - rec.dispatched
 
             records = [Record(i, scheduled=due) for i, due in enumerate(schedule)]
@@ -226,6 +231,6 @@ def body(model: str, text: str, image_url: str | None, max_tokens: int, extra: d
     content: list[dict] = [{"type": "text", "text": text}]
     if image_url:
         content.append(image_part(image_url))
-    payload = chat_body(model, content, max_tokens=max_tokens, token_key="max_completion_tokens", stream=True,
-                        **(extra or {}))
+    payload = chat_body(model, content, max_tokens=max_tokens, token_key="max_completion_tokens", stream=True)
+    payload.update(extra or {})  # as vLLM's payload.update(extra_body): a key given again keeps its place
     return json.dumps(payload).encode()

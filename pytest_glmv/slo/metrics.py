@@ -17,7 +17,9 @@ choices, the role chunk included) as its output tokens (no tokenizer here, and c
 would slow the timed path), and 0 input tokens. Such requests are never hidden: `usage_missing` counts
 them and `usage_missing_note` (in the JSON and the result block) says how they were counted.
 Added here: send lag (dispatch time minus schedule) and client queue time (waiting on the
-concurrency limit), both over all requests, failed ones included: they describe the client.
+concurrency limit), both over all requests, failed ones included: they describe the client; and
+p99_slot_lag_ms (a queued request's start minus the moment a slot freed). When either p99 lag
+exceeds a bound (--glmv-slo-max-send-lag-ms), client_fell_behind() says the run is not valid.
 """
 from __future__ import annotations
 
@@ -58,6 +60,7 @@ class Record:
     chunks: int = 0  # chunks with choices (the role chunk included, as in vLLM)
     send_lag: float = 0.0
     queue_time: float = 0.0
+    slot_lag: float = 0.0  # queued under a concurrency limit: from the slot freeing to this request's start
 
     def output_len(self) -> int:
         if self.output_tokens is None:
@@ -179,7 +182,23 @@ def compute(
     for name, values in series.items():
         for stat, value in _stats(values, percentiles).items():
             result[f"{stat}_{name}_ms"] = value
+    # the client's own lateness when a concurrency slot freed (it should start the next request at once)
+    result["p99_slot_lag_ms"] = float(np.percentile([r.slot_lag for r in records] or [0.0], 99)) * 1000.0
     return result
+
+
+def client_fell_behind(result: Mapping[str, Any], bound_ms: float) -> str | None:
+    """Why the run cannot judge the server (the client was the bottleneck), or None when it kept up: its
+    p99 send lag (released late against the schedule) or, under a concurrency limit, its p99 slot lag
+    (a freed slot left unused) above bound_ms."""
+    lags = [("send lag", result.get("p99_send_lag_ms")), ("slot lag", result.get("p99_slot_lag_ms"))]
+    over = [f"p99 {name} {value:.2f} ms > {bound_ms:g} ms" for name, value in lags
+            if value is not None and value > bound_ms]
+    if not over:
+        return None
+    return (f"run not valid: the client fell behind ({'; '.join(over)}), so this run measured the client, not "
+            f"the server; give the client a CPU of its own, lower the load (--glmv-request-rate, "
+            f"--glmv-num-prompts), or allow more lag with --glmv-slo-max-send-lag-ms")
 
 
 def errors(records: Sequence[Record], limit: int = 10) -> list[str]:

@@ -66,6 +66,8 @@ def block(result: Mapping[str, Any], percentiles: Sequence[float] = (99,), title
         # Not in vLLM's block: a server that drops the usage chunk changes what TPOT and throughput count.
         lines.append(_row("Requests without a usage chunk:", result["usage_missing"]))
         lines.append("  (their output tokens: streamed chunks; vllm bench serve re-tokenizes the text)")
+    if result.get("run_not_valid"):
+        lines.append("RUN NOT VALID: " + str(result["run_not_valid"]).removeprefix("run not valid: "))
     lines.append("=" * 50)
     return "\n".join(lines)
 

@@ -52,6 +52,20 @@ def load_spec(settings: Any) -> Spec:
         raise pytest.UsageError(str(e)) from None
 
 
+def check_options(settings: Any) -> None:
+    """Run options whose bad values only the SLO code can see (--glmv-extra-body's JSON, the dataset name):
+    a pytest.UsageError of one line, raised when the session starts (Runs is made there)."""
+    from .workload import DATASETS, WorkloadError
+
+    try:
+        runner.extra_body(getattr(settings, "extra_body", None))
+    except WorkloadError as e:
+        raise pytest.UsageError(str(e)) from None
+    dataset = getattr(settings, "dataset", None)
+    if dataset is not None and dataset not in DATASETS:
+        raise pytest.UsageError(f"glmv: unknown --glmv-dataset {dataset!r}; valid: {', '.join(DATASETS)}")
+
+
 def split(items: list[pytest.Item]) -> tuple[list[pytest.Item], list[pytest.Item]]:
     """(kept, dropped): slo-marked items are dropped."""
     keep: list[pytest.Item] = []
@@ -65,6 +79,7 @@ class Runs:
     """One load run per scenario per session, shared by every threshold test of that scenario."""
 
     def __init__(self, settings: Any, spec: Callable[[], Spec]) -> None:
+        check_options(settings)
         self.settings = settings
         self.spec = spec
         self.done: dict[str, runner.Outcome] = {}
@@ -73,10 +88,10 @@ class Runs:
         key = f"{sc.name}|{sc.run}|{sc.goodput}|{sc.percentiles}"
         if key not in self.done:
             server = request.getfixturevalue("glmv_server")  # started only when an SLO check runs
-            params = runner.params_for(self.settings, sc)
             from .workload import WorkloadError
 
             try:
+                params = runner.params_for(self.settings, sc)
                 outcome = runner.run_scenario(server.root_url, server.model, sc, params, api_key=server.api_key)
             except WorkloadError as e:
                 pytest.fail(str(e), pytrace=False)
@@ -102,6 +117,8 @@ class Check:
 
     def check(self) -> None:
         verdicts = [self.outcome.judge(t) for t in self.outcome.scenario.thresholds]
+        if self.result.get("run_not_valid"):
+            raise AssertionError(verdicts[0][1])
         misses = [msg.splitlines()[0] for ok, msg in verdicts if not ok]
         if misses:
             context = verdicts[0][1].splitlines()[1:]

@@ -10,6 +10,8 @@ TOML layout (a single scenario may also sit at top level, with its thresholds un
     [scenarios.rate20]
     request_rate = 20          # or "inf"
     num_prompts = 1000
+    dataset = "random"         # or "synthetic" (images); random_input_len / random_output_len with it
+    ignore_eos = true          # temperature = 0, extra_body = { ... }: vllm bench serve's body options
     tolerance = 0.10           # slack: ceilings x1.10, floors x0.90
     goodput = { ttft = 3000, tpot = 100 }   # ms, as vllm bench serve's --goodput
     [scenarios.rate20.slo]
@@ -22,6 +24,7 @@ from KEY=VALUE lines. Every problem is one line naming where it came from.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 import sys
@@ -41,7 +44,10 @@ FLOORS = ("request_throughput", "output_throughput", "total_token_throughput", "
           "max_output_tokens_per_s")
 CEILINGS = ("failed", "max_concurrent_requests")
 RUN_KEYS = {"num_prompts": int, "request_rate": float, "burstiness": float, "max_concurrency": int,
-            "dataset": str, "max_tokens": int, "seed": int, "tolerance": float}
+            "dataset": str, "max_tokens": int, "seed": int, "tolerance": float,
+            # the request body and the random dataset, as vllm bench serve's options of the same names
+            "ignore_eos": bool, "temperature": float, "extra_body": dict, "random_input_len": int,
+            "random_output_len": int}
 GOODPUT_KEYS = ("ttft", "tpot", "e2el")
 _STAT = r"(mean|median|std|p\d+(?:\.\d+)?)"
 _LATENCY_KEY = re.compile(rf"^{_STAT}_({'|'.join(METRICS)})_ms$")
@@ -140,6 +146,20 @@ def _run_value(key: str, value: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise SpecError(f"{where}: {key} = {value!r} must be a string")
         return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise SpecError(f"{where}: {key} = {value!r} must be true or false")
+        return value
+    if kind is dict:  # a table, or JSON text as vllm bench serve's --extra-body takes it
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as e:
+                raise SpecError(f"{where}: {key} is not valid JSON ({e})") from None
+        if not isinstance(value, Mapping):
+            raise SpecError(f"{where}: {key} must be a table (or a JSON object), e.g. "
+                            f"{key} = {{ chat_template_kwargs = {{ enable_thinking = false }} }}")
+        return dict(value)
     number = _number(value, where, key)
     if kind is int:
         if number != int(number) or number < 1:

@@ -1,4 +1,4 @@
-"""Workloads: an offline replica of VisionArena-Chat's shape, or the real set from the HF hub.
+"""Workloads: an offline replica of VisionArena-Chat's shape, the real set from the HF hub, or random text.
 
 VisionArena-Chat as `vllm bench serve` uses it (vLLM 0.32, VisionArenaDataset): the prompt is
 the first turn's text, the image is the first image, re-encoded as JPEG into a base64 data
@@ -6,6 +6,13 @@ URL; the output length defaults to 128; the streamed HF split is shuffled with t
 The synthetic replica keeps that shape: one image of varied size per request (photos as JPEG,
 screenshots as PNG), a short question of about 90 tokens in one of several languages, 128
 max tokens, all drawn from the seed, so the same seed gives the same bytes.
+
+`random` mirrors vllm bench serve's random dataset (vLLM 0.32, RandomDataset with its defaults: range
+ratio 0, no prefix): text only, every prompt exactly --random-input-len tokens and every answer
+--random-output-len tokens (vllm bench serve turns ignore_eos on for it; the runner does too). vLLM
+decodes seeded token ids with the model's tokenizer and then re-aligns the prompts with the server's
+/tokenize and /detokenize; having no tokenizer here, we draw seeded words (different from the first
+word on, so no prefix-cache hits) and cut them to length with the same two endpoints (`align`).
 """
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ import functools
 import io
 import random
 from dataclasses import dataclass
+from typing import Callable
 
 from PIL import Image, ImageDraw
 
@@ -20,8 +28,12 @@ from ..kit.media import data_url, encode
 
 SYNTHETIC = "synthetic"
 VISION_ARENA = "lmarena-ai/VisionArena-Chat"
-DATASETS = (SYNTHETIC, VISION_ARENA)
+RANDOM = "random"
+DATASETS = (SYNTHETIC, VISION_ARENA, RANDOM)
 OUTPUT_LEN = 128
+RANDOM_INPUT_LEN = 1024  # vllm bench serve's --random-input-len default
+# texts, target token count -> the texts cut to that many tokens by the server's tokenizer
+Align = Callable[[list[str], int], list[str]]
 
 
 class WorkloadError(RuntimeError):
@@ -135,9 +147,41 @@ def vision_arena(n: int, seed: int = 0, max_tokens: int = OUTPUT_LEN) -> list[Re
     return [out[i % len(out)] for i in range(n)]
 
 
-def load(name: str, n: int, seed: int = 0, max_tokens: int = OUTPUT_LEN) -> list[Request]:
+_WORDS = ("time year people way day man thing woman life child world school state family student group country "
+          "problem hand part place case week company system program question work government number night point "
+          "home water room mother area money story fact month lot right study book eye job word business issue "
+          "side kind head house service friend father power hour game line end member law car city community name "
+          "president team minute idea kid body information back parent face others level office door health person "
+          "art war history party result change morning reason research girl guy moment air teacher force education "
+          "blue green red seven twelve forty quick slow bright dark river stone cloud market signal engine paper "
+          "garden window bridge village letter music number table orange silver winter summer").split()
+
+
+def _words(rng: random.Random, count: int) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(count))
+
+
+def random_text(n: int, seed: int = 0, input_len: int = RANDOM_INPUT_LEN, output_len: int = OUTPUT_LEN,
+                align: Align | None = None) -> list[Request]:
+    """n text-only requests of input_len prompt tokens (cut by `align`, else about 4 characters a token)
+    and output_len max tokens, drawn from the seed."""
+    rng = random.Random(f"{seed}/random")
+    # about input_len tokens of words on a real tokenizer; the reference's takes ~3.3 characters a token
+    texts = [_words(rng, input_len + 8) for _ in range(n)]
+    if align is not None:
+        texts = align(texts, input_len)
+    else:
+        texts = [t[: 4 * input_len] for t in texts]
+    return [Request(t, None, output_len) for t in texts]
+
+
+def load(name: str, n: int, seed: int = 0, max_tokens: int = OUTPUT_LEN, *, input_len: int = RANDOM_INPUT_LEN,
+         output_len: int = OUTPUT_LEN, align: Align | None = None) -> list[Request]:
+    """The named workload; max_tokens for the image sets, input_len/output_len/align for random."""
     if name == SYNTHETIC:
         return synthetic(n, seed, max_tokens)
+    if name == RANDOM:
+        return random_text(n, seed, input_len, output_len, align)
     if name == VISION_ARENA:
         return vision_arena(n, seed, max_tokens)
     raise WorkloadError(f"glmv: unknown --glmv-dataset {name!r}; valid: {', '.join(DATASETS)}")
