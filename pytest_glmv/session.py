@@ -133,16 +133,21 @@ class GlmvSession:
         """An explicit --glmv-base-url is checked at session start: unreachable is a usage error."""
         if self.target.kind == "external" and self.settings.explicit_target:
             try:
-                self.target.start()
+                self._start()
             except ServerError as e:
                 raise pytest.UsageError(str(e).splitlines()[0]) from None
 
     def ensure_started(self) -> Target:
-        fresh = not self.target.started
+        """The started target (a fixture asks mid-run); a start that fails there ends the run with exit 3."""
         try:
-            self.target.start()
+            return self._start()
         except ServerError as e:
             pytest.exit(str(e), returncode=EXIT_SERVER)
+
+    def _start(self) -> Target:
+        """Start or attach once; the first time, say what was started and send the canary."""
+        fresh = not self.target.started
+        self.target.start()
         if fresh:
             for line in self.target.describe_lines():
                 self.say(f"glmv: {line}")
@@ -204,7 +209,7 @@ class GlmvSession:
             return
         if any(NEEDS_TARGET & set(getattr(item, "fixturenames", ())) for item in session.items):
             try:
-                self.target.start()
+                self._start()
             except ServerError as e:
                 # Said once, in pytest's own words for a run that could not begin, without pytest.exit's
                 # "_pytest.outcomes.Exit" banner: no check runs, and the exit status is 3 (finish()).
@@ -212,8 +217,6 @@ class GlmvSession:
                 for line in self.start_error.splitlines():
                     self.say(line)
                 session.items[:] = []
-                return
-            self.ensure_started()
 
     # -- reports -------------------------------------------------------------------------------------
     def target_info(self) -> dict[str, Any] | None:
