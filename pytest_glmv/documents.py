@@ -22,3 +22,26 @@ def load(path: Path | str, parse: Callable[[str], Any], unreadable: Failure, unp
         return parse(text)
     except ValueError as e:
         raise unparsable(e) from None
+
+
+def shipped(name: str) -> Path:
+    """A data file the package ships in fixtures/ (e.g. "proofs.toml", "known/vllm.toml").
+
+    Installed, that folder is the package pytest_glmv.fixtures; in a source tree that was put on sys.path
+    without an install (pytest run from a copy of the repo, as on the GPU machine) it is the repo's fixtures/
+    beside pytest_glmv/. Either way one path, so no reader depends on how the package got there.
+    """
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("pytest_glmv.fixtures")
+    except ModuleNotFoundError:
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        here = Path(next(iter(spec.submodule_search_locations)))
+    else:
+        here = Path(__file__).resolve().parent.parent / "fixtures"
+    path = here / name
+    if not path.is_file():
+        raise FileNotFoundError(f"pytest-glmv ships no data file {name!r} (looked in {here})")
+    return path

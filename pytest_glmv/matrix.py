@@ -21,9 +21,10 @@ import tempfile
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from .documents import shipped
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -220,7 +221,7 @@ def _strs(value: Any, where: str) -> tuple[str, ...]:
 def load_proofs(text: str | None = None) -> ProofTable:
     """The proof table: fixtures/proofs.toml as shipped (package pytest_glmv.fixtures), or `text`."""
     if text is None:
-        text = resources.files("pytest_glmv.fixtures").joinpath("proofs.toml").read_text(encoding="utf-8")
+        text = shipped("proofs.toml").read_text(encoding="utf-8")
     data = tomllib.loads(text)
     extra = set(data) - {"suite", "proof", "unproven"}
     if extra:

@@ -262,7 +262,5 @@ def from_pairs(pairs: Iterable[str], where: str = "--glmv-slo-threshold") -> Spe
 
 def default() -> Spec:
     """The default spec, shipped as fixtures/slo_default.toml: the 4xH100 GLM-4.5V-FP8 results."""
-    from ..fixtures import path
-
-    text = path("slo_default.toml").read_text(encoding="utf-8")
+    text = documents.shipped("slo_default.toml").read_text(encoding="utf-8")
     return parse(tomllib.loads(text), "built-in reference spec (GLM-4.5V-FP8 on 4xH100)")
