@@ -57,7 +57,7 @@ def _release(v: Version) -> Version:
 @dataclass(frozen=True)
 class Entry:
     id: str
-    check: str  # the finding id it explains (AREA/NAME)
+    checks: tuple[str, ...]  # the finding ids it explains (AREA/NAME): one fault can fail several checks
     engine: str
     versions: SpecifierSet
     fixed_in: Version | None
@@ -88,6 +88,7 @@ class Entry:
 @dataclass(frozen=True)
 class Match:
     entry: Entry
+    finding: str  # the check it explained
     version: str
     regression: bool  # the server's version is at or past the fix: the fault came back
 
@@ -104,7 +105,7 @@ class Match:
 
     def record(self) -> dict[str, Any]:
         e = self.entry
-        return {"id": e.id, "finding": e.check, "engine": e.engine, "versions": str(e.versions),
+        return {"id": e.id, "finding": self.finding, "engine": e.engine, "versions": str(e.versions),
                 "fixed_in": str(e.fixed_in) if e.fixed_in else None, "reference": e.reference,
                 "remedy": e.remedy, "summary": e.summary, "server_version": self.version,
                 "regression": self.regression, "text": self.text}
@@ -119,9 +120,9 @@ class KnowledgeBase:
         range (or fixed at or below it: a regression) whose signature the evidence matches."""
         v = parse_version(version)
         for e in self.entries:
-            if e.check == finding and e.applies_to(engine, v) and e.evidence_matches(evidence):
+            if finding in e.checks and e.applies_to(engine, v) and e.evidence_matches(evidence):
                 assert v is not None
-                return Match(e, str(version), regression=e.is_fixed_at(v))
+                return Match(e, finding, str(version), regression=e.is_fixed_at(v))
         return None
 
     def for_version(self, engine: str, version: str) -> list[Entry]:
@@ -135,13 +136,18 @@ def _entry(raw: Mapping[str, Any], where: str) -> Entry:
     if unknown:
         raise KnowledgeBaseError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
                                  f"valid: {', '.join(sorted(_FIELDS))}")
-    for key in ("id", "check", "engine", "versions", "remedy", "summary"):
+    for key in ("id", "engine", "versions", "remedy", "summary"):
         if not isinstance(raw.get(key), str) or not raw[key].strip():
             raise KnowledgeBaseError(f"{where}: '{key}' is required (a non-empty string)")
+    checks = raw.get("check")
+    checks = [checks] if isinstance(checks, str) else checks
+    if not checks or not isinstance(checks, list) or not all(isinstance(c, str) and c.strip() for c in checks):
+        raise KnowledgeBaseError(f"{where}: 'check' is required: a finding id AREA/NAME, or a list of them")
     if raw["engine"] not in ENGINES:
         raise KnowledgeBaseError(f"{where}: unknown engine {raw['engine']!r}; known: {', '.join(ENGINES)}")
-    if "/" not in raw["check"]:
-        raise KnowledgeBaseError(f"{where}: check {raw['check']!r} is not a finding id AREA/NAME")
+    for c in checks:
+        if "/" not in c:
+            raise KnowledgeBaseError(f"{where}: check {c!r} is not a finding id AREA/NAME")
     try:
         versions = SpecifierSet(raw["versions"])
     except InvalidSpecifier:
@@ -168,7 +174,7 @@ def _entry(raw: Mapping[str, Any], where: str) -> Entry:
     weights = raw.get("depends_on_weights", False)
     if not isinstance(weights, bool):
         raise KnowledgeBaseError(f"{where}: depends_on_weights must be true or false")
-    return Entry(raw["id"], raw["check"], raw["engine"], versions, fixed, str(raw.get("reference") or "none found"),
+    return Entry(raw["id"], tuple(checks), raw["engine"], versions, fixed, str(raw.get("reference") or "none found"),
                  raw["remedy"].strip(), raw["summary"].strip(), status, pattern, str(ev.get("observed") or ""), where,
                  weights)
 

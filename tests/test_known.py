@@ -87,6 +87,7 @@ def test_at_or_past_the_fix_the_same_evidence_is_a_regression(tmp_path: Path) ->
     (('status = 500\n', 'status = 5000\n'), "is not an HTTP status"),
     (('reference = "vllm#1"', 'referense = "vllm#1"'), "unknown key(s) referense"),
     (('check = "robustness/thing_is_refused"', 'check = "thing_is_refused"'), "is not a finding id AREA/NAME"),
+    (('check = "robustness/thing_is_refused"', 'check = []'), "'check' is required: a finding id AREA/NAME, or a list"),
     (('remedy = "upgrade"\n', ''), "'remedy' is required"),
 ])
 def test_a_bad_knowledge_base_is_one_clear_line(tmp_path: Path, change: tuple[str, str], says: str) -> None:
@@ -112,7 +113,7 @@ def test_the_shipped_knowledge_base_loads_and_names_real_checks(pytester: pytest
         if "::" in line:
             path, _, name = line.partition("::")
             ids.add(f"{Path(path).stem[5:]}/{name[5:]}")
-    missing = [e.check for e in kb.entries if e.check not in ids]
+    missing = [c for e in kb.entries for c in e.checks if c not in ids]
     assert not missing, f"knowledge-base entries name checks that do not exist: {missing}"
     assert all(e.reference and e.remedy for e in kb.entries)
 
@@ -222,3 +223,12 @@ def test_an_earlier_report_is_read_again_under_todays_knowledge_base(tmp_path: P
     bad = subprocess.run([sys.executable, "-m", "pytest_glmv.known", str(tmp_path / "none.json")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "none.json" in bad.stderr
+
+
+def test_one_entry_can_explain_several_checks(tmp_path: Path) -> None:
+    kb = kb_of(tmp_path, ENTRY.replace('check = "robustness/thing_is_refused"',
+                                       'check = ["robustness/thing_is_refused", "robustness/other_thing"]'))
+    for finding in ("robustness/thing_is_refused", "robustness/other_thing"):
+        m = kb.match(finding, BOOM, "vllm", "0.26.0")
+        assert m is not None and m.record()["finding"] == finding
+    assert kb.match("robustness/third", BOOM, "vllm", "0.26.0") is None
