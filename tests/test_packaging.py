@@ -42,3 +42,9 @@ def test_shipped_data_is_found_installed_and_from_a_bare_source_tree(monkeypatch
         assert "ships no data file 'nope.toml'" in str(e)
     else:
         raise AssertionError("a missing data file must say so")
+
+
+def test_the_plugin_does_not_pull_pytest_asyncio_into_a_users_environment() -> None:
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not [d for d in conf["dependencies"] if d.startswith("pytest-asyncio")]
+    assert any(d.startswith("pytest-asyncio") for d in conf["optional-dependencies"]["dev"])
