@@ -174,6 +174,9 @@ def test_streamed_forced_call_matches_non_streamed(label_pair: tuple[Exchange, E
     leaked = markup_in(content)
     assert not leaked, f"streamed forced call sent its markup {leaked} as content\n{sx.evidence(2000)}"
     plain = [(c["function"]["name"], arguments(c)) for c in valid(ex, [LABEL])]
+    # Two empty lists are no match: without a forced call to compare with, the stream proves nothing.
+    assert plain, f"a named tool_choice returned no call (non-streamed), so the stream has nothing to match\n" \
+                  f"{ex.evidence()}"
     joined = [(c["function"]["name"], arguments(c)) for c in streamed_calls(sx)]
     if joined != plain and not joined and sx.status == 200 and not content.strip():
         pytest.fail(f"streamed forced call sent neither content nor tool_calls: streamed calls [] differ from the "
