@@ -143,9 +143,18 @@ class Bench:
         recs = [metrics.Record(i, start=s, ttft=t, latency=lat, itl=itl, ok=not err, output_tokens=n_out,
                                chunks=len(itl) + 1)
                 for i, (s, t, lat, itl, err, n_out) in enumerate(zip(
-                    data["start_times"], data["ttfts"], data["latencies"], data["itls"], data["errors"],
+                    data["start_times"], data["ttfts"], latencies(data), data["itls"], data["errors"],
                     data["output_lens"], strict=True))]
         return {"result": data, "records": recs, **json.loads(cpu_file.read_text())}, cpu
+
+
+def latencies(data: dict[str, Any]) -> list[float]:
+    """Per-request latencies from a `vllm bench serve --save-detailed` result. Releases before 0.31 (0.26.0's
+    KeyError: 'latencies', 0.27.1, 0.28.0) save no "latencies" list: there a request's latency is its TTFT
+    plus its inter-token gaps: its last token chunk's arrival, where those releases end a latency too."""
+    if "latencies" in data:
+        return list(data["latencies"])
+    return [ttft + sum(itl) for ttft, itl in zip(data["ttfts"], data["itls"], strict=True)]
 
 
 def server_means(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
