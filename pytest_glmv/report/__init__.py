@@ -6,7 +6,7 @@
     baseline.py  report.json of an earlier run: load it, compare, list regressions
     plots.py     PNG plots drawn with Pillow (CDFs, histograms, throughput over time)
     html.py      the single self-contained report.html
-    plugin.py    the pytest hooks (registered by pytest_glmv/plugin.py)
+    recorder.py  what the session does with reports: stamp, gather, build, write, gate, summarise
 """
 from __future__ import annotations
 
