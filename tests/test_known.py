@@ -24,7 +24,8 @@ remedy = "upgrade"
 status = 500
 pattern = "no attribute 'get'"
 """
-BOOM = "request: POST /v1/chat/completions [1]\n  status: 500 after 0.01 s\n  answer: 'list' object has no attribute 'get'"
+BOOM = ("request: POST /v1/chat/completions [1]\n  status: 500 after 0.01 s\n"
+        "  answer: 'list' object has no attribute 'get'")
 
 
 def kb_of(tmp_path: Path, text: str = ENTRY) -> known.KnowledgeBase:
@@ -206,7 +207,8 @@ def test_an_earlier_report_is_read_again_under_todays_knowledge_base(tmp_path: P
 
     report = {"target": {"vllm_version": "0.26.0"}, "checks": [
         check("test_decompression_bomb_is_refused_quickly", "robustness",
-              "    def test_x():\n>       assert 400 <= ex.status < 500\nE       AssertionError: a bomb must be refused\n"
+              "    def test_x():\n>       assert 400 <= ex.status < 500\n"
+              "E       AssertionError: a bomb must be refused\n"
               "E           status: 500 after 0.01 s\nE           answer: could be decompression bomb DOS attack."),
         check("test_decompression_bomb_is_refused_quickly", "robustness",  # same check, other evidence
               "E       AssertionError: a bomb must be refused\nE           status: 502 after 0.01 s"),

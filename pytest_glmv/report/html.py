@@ -202,7 +202,8 @@ def render(rep: Mapping[str, Any]) -> str:
         "<h2>Conformance matrix</h2>", _matrix(rep),
         f"<p class=\"muted\">{rep['summary'].get('deselected', 0)} check(s) deselected.</p>",
         "<h2>Target</h2>", table([], target_rows, ' id="glmv-target"'),
-        _baseline(cmp), _known(rep["checks"]), _failures(rep["checks"], rep.get("collection_errors") or []), _slo(rep.get("slo") or []),
+        _baseline(cmp), _known(rep["checks"]), _failures(rep["checks"], rep.get("collection_errors") or []),
+        _slo(rep.get("slo") or []),
         _all_checks(rep["checks"]), "<h2>Environment</h2>", table([], env_rows),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
