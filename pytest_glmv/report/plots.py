@@ -17,7 +17,7 @@ from ..kit.media import data_url, encode
 W, H = 360, 260  # one panel of report.html
 PAD_L, PAD_R, PAD_T, PAD_B = 58, 16, 30, 40
 COLOURS = {"ttft": (31, 119, 180), "tpot": (255, 127, 14), "itl": (44, 160, 44), "e2el": (148, 103, 189),
-           "output_tokens": (31, 119, 180), "in_flight": (214, 39, 40)}
+           "output_tokens": (31, 119, 180), "in_flight": (214, 39, 40), "at_once": (44, 160, 44)}
 Font = ImageFont.ImageFont | ImageFont.FreeTypeFont
 
 
@@ -148,7 +148,9 @@ def slo_figures(dist: Mapping[str, Any]) -> list[tuple[str, str]]:
             [histogram_panel(k, v.get("edges", []), v.get("counts", [])) for k, v in dist["histogram_ms"].items()])),
         ("Throughput over time (one-second buckets)", lambda: row([
             timeline_panel("output tokens per second", {"output_tokens": dist["timeline"]["output_tokens"]}),
-            timeline_panel("requests in flight", {"in_flight": dist["timeline"]["in_flight"]})])),
+            timeline_panel("requests per second: active in it (vLLM's peak), at once (exact)",
+                           {"in_flight": dist["timeline"]["in_flight"],
+                            "at_once": dist["timeline"].get("at_once", [])})])),
     ]
     for caption, make in makers:
         try:

@@ -66,9 +66,9 @@ def timeline(records: Sequence[Record]) -> dict[str, Any]:
     """One-second buckets from the first successful start, as vLLM's peak metrics bucket them."""
     b = metrics.buckets(records)
     if b is None:
-        return {"bucket_s": 1.0, "output_tokens": [], "completed": [], "in_flight": []}
+        return {"bucket_s": 1.0, "output_tokens": [], "completed": [], "in_flight": [], "at_once": []}
     return {"bucket_s": 1.0, "output_tokens": [round(float(x), 2) for x in b.tokens],
-            "completed": b.completed.tolist(), "in_flight": b.in_flight.tolist()}
+            "completed": b.completed.tolist(), "in_flight": b.in_flight.tolist(), "at_once": b.at_once.tolist()}
 
 
 def summarize(outcome: Any, key: str) -> dict[str, Any]:

@@ -103,7 +103,8 @@ class Buckets:
     chunks: np.ndarray  # token chunks received in each second
     tokens: np.ndarray  # usage's output tokens spread over each request's chunks
     completed: np.ndarray  # requests that ended in each second
-    in_flight: np.ndarray  # requests running during each second
+    in_flight: np.ndarray  # requests running at any time during each second (vLLM's peak definition)
+    at_once: np.ndarray  # the most requests running at the same instant within each second (exact)
 
 
 def buckets(records: Sequence[Record]) -> Buckets | None:
@@ -128,7 +129,18 @@ def buckets(records: Sequence[Record]) -> Buckets | None:
                 tokens[at] += per
         done[min(n - 1, int(r.start + r.latency - t0))] += 1
         flight[int(r.start - t0): int(r.start + r.latency - t0) + 1] += 1
-    return Buckets(chunks, tokens, done, flight)
+    # A second holds every request that ran at any time in it, so one-at-a-time requests of 30 ms show as ~30
+    # there; the exact count sweeps starts and ends (an end before a start at the same instant).
+    at_once = np.zeros(n, dtype=int)
+    running, second = 0, 0
+    for when, step in sorted([(r.start, 1) for r in ok] + [(r.start + r.latency, -1) for r in ok]):
+        at = min(n - 1, int(when - t0))
+        while second < at:  # the seconds up to this event start with whoever is running
+            second += 1
+            at_once[second] = running
+        running += step
+        at_once[at] = max(at_once[at], running)
+    return Buckets(chunks, tokens, done, flight, at_once)
 
 
 def peaks(records: Sequence[Record]) -> tuple[float, int]:

@@ -88,3 +88,19 @@ def test_requests_without_usage_are_counted_and_the_rule_is_stated() -> None:
     # failed requests are not in the count, and a run where every stream had usage says nothing
     assert compute(trace()[:3], 2.0)["usage_missing"] == 0
     assert compute(trace()[:3], 2.0)["usage_missing_note"] is None
+
+
+def test_exact_in_flight_beside_vllms_per_second_count() -> None:
+    # Concurrency 1, thirty 30 ms requests in one second: vLLM's bucket counts all 30 as "in flight" in that
+    # second; at the same instant there is only ever one.
+    one_at_a_time = [Record(i, start=i * 0.033, ttft=0.01, latency=0.03, itl=[0.01, 0.01], ok=True,
+                            output_tokens=3, chunks=3) for i in range(30)]
+    from pytest_glmv.slo.metrics import buckets
+
+    b = buckets(one_at_a_time)
+    assert b is not None and b.in_flight.tolist()[0] == 30 and b.at_once.tolist()[0] == 1
+    # A long request through several seconds and a short one beside it in the fourth.
+    long_and_short = [Record(0, start=0.0, ttft=0.5, latency=5.2, itl=[1.0], ok=True, output_tokens=2, chunks=2),
+                      Record(1, start=3.1, ttft=0.1, latency=0.2, itl=[], ok=True, output_tokens=1, chunks=1)]
+    b = buckets(long_and_short)
+    assert b is not None and b.at_once.tolist()[:6] == [1, 1, 1, 2, 1, 1]
