@@ -145,7 +145,7 @@ def run_scenario(root_url: str, model: str | None, sc: Scenario, p: Params, *, a
     times = schedule.arrivals(p.num_prompts, p.request_rate, p.burstiness, p.seed)
     out = asyncio.run(client.run(root_url.rstrip("/") + "/v1/chat/completions", bodies, times,
                                  max_concurrency=p.max_concurrency, api_key=api_key, timeout=p.timeout,
-                                 metrics_url=root_url.rstrip("/") + "/metrics"))
+                                 metrics_url=root_url.rstrip("/") + "/metrics", awake=True))
     result = report.metadata(model=model, base_url=root_url, num_prompts=p.num_prompts, request_rate=p.request_rate,
                              burstiness=p.burstiness, max_concurrency=p.max_concurrency, dataset=p.dataset,
                              seed=p.seed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import time
 from typing import Any, Awaitable, Callable
 
 import pytest
@@ -205,3 +206,39 @@ def test_an_unexpected_error_fails_its_request_and_spares_the_rest(monkeypatch: 
     out = run(streamer([(0, chunk("a")), (0, USAGE)]), 3, bodies=[b'{"i":0}', b'{"i":1}', b'{"i":2}'])
     assert [r.ok for r in out.records] == [True, False, True]
     assert out.records[1].error == "RuntimeError: a bug below the client"
+
+
+def test_the_loop_polls_only_while_a_request_waits_for_its_first_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An idle CPU wakes 0.1-0.3 ms late when the first chunk arrives; polling inside TTFT windows avoids it.
+    made: list[client.Awake] = []
+    seen: list[int] = []
+
+    class Recording(client.Awake):
+        def __init__(self) -> None:
+            super().__init__()
+            made.append(self)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        seen.append(made[0].waiting)  # the request is in its TTFT window: the keeper polls
+        return await streamer([(0.01, chunk("a")), (0.01, chunk("b")), (0, USAGE)])(request)
+
+    monkeypatch.setattr(client, "Awake", Recording)
+    cpu0 = time.process_time()
+    out = run(handle, 3, schedule=[0.0, 0.4, 0.8], awake=True)
+    assert all(r.ok for r in out.records) and seen == [1, 1, 1]
+    assert made[0].waiting == made[0].inflight == 0 and made[0]._task is not None and made[0]._task.cancelled()
+    assert time.process_time() - cpu0 < 0.4  # idle between requests (spinning the whole run: ~0.85 s)
+    # a request that never gets a first token leaves the window too
+    made.clear()
+    out = run(streamer([], status=500), 2, awake=True)
+    assert not any(r.ok for r in out.records) and made[0].waiting == made[0].inflight == 0
+    # with more than one request in flight, other streams keep the loop busy: no polling
+    made.clear()
+    passes = []
+
+    async def handle_two(request: web.Request) -> web.StreamResponse:
+        passes.append(made[0].waiting > 0 and made[0].inflight <= 1)
+        return await streamer([(0.05, chunk("a")), (0, USAGE)])(request)
+
+    out = run(handle_two, 2, awake=True)  # both at t=0
+    assert all(r.ok for r in out.records) and passes[-1] is False

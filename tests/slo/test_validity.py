@@ -53,6 +53,13 @@ def test_late_releases_make_every_threshold_fail_as_not_valid() -> None:
     assert outcome(recs, bound_ms=50.0).result["run_not_valid"] is None
 
 
+def test_at_an_infinite_rate_send_lag_is_task_creation_not_lateness() -> None:
+    result = {"request_rate": "inf", "p99_send_lag_ms": 25.0, "p99_slot_lag_ms": 0.05}
+    assert client_fell_behind(result, 10.0) is None
+    assert "p99 slot lag 12.00 ms" in (client_fell_behind({**result, "p99_slot_lag_ms": 12.0}, 10.0) or "")
+    assert client_fell_behind({**result, "request_rate": 20.0}, 10.0) is not None
+
+
 def test_an_unused_freed_slot_counts_as_falling_behind() -> None:
     o = outcome([record(i, slot_lag=0.015 if i % 5 == 0 else 0.0) for i in range(100)])
     assert o.result["p99_slot_lag_ms"] > 10 and "p99 slot lag 15.00 ms > 10 ms" in o.result["run_not_valid"]
@@ -69,9 +76,9 @@ def test_the_client_measures_its_slot_lag_under_a_concurrency_limit(monkeypatch:
     # a client that is slow to start the next request once a slot frees shows it as slot lag
     real = client.send
 
-    async def late(pool: Any, request: bytes, rec: Record, timeout: float | None = None) -> None:
+    async def late(pool: Any, request: bytes, rec: Record, timeout: float | None = None, awake: Any = None) -> None:
         time.sleep(0.02)  # blocks the loop, as a busy client would
-        await real(pool, request, rec, timeout)
+        await real(pool, request, rec, timeout, awake)
 
     monkeypatch.setattr(client, "send", late)
     out = run(streamer([(0.002, chunk("a")), (0, USAGE)]), 4, max_concurrency=1)
