@@ -105,7 +105,8 @@ def test_bad_extra_body_option_is_one_usage_line(value: str, says: str) -> None:
     with pytest.raises(pytest.UsageError) as e:
         selection.check_options(settings(extra_body=value))
     assert says in str(e.value) and "\n" not in str(e.value)
-    with pytest.raises(pytest.UsageError, match="unknown --glmv-dataset 'nope'; valid: synthetic, lmarena-ai/VisionArena-Chat, random"):
+    with pytest.raises(pytest.UsageError,
+                       match="unknown --glmv-dataset 'nope'; valid: synthetic, lmarena-ai/VisionArena-Chat, random"):
         selection.check_options(settings(dataset="nope"))
 
 
