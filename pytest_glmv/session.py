@@ -36,6 +36,8 @@ MARKERS = {
 # fixtures that need the target started
 NEEDS_TARGET = {"glmv_target", "glmv_server", "glmv_profile", "glmv_client", "glmv_async_client", "glmv_http",
                 "glmv_media", "glmv_media_dir", "glmv_http_shared"}
+# fixtures through which a check sends the server requests (directly or through a fixture of its own)
+TALKS_TO_SERVER = {"glmv_client", "glmv_async_client", "glmv_http", "glmv_http_shared", "glmv_slo", "glmv_slo_runs"}
 EXIT_SERVER = 3  # pytest.exit code when the target cannot be started or reached mid-run
 SESSION_KEY = pytest.StashKey["GlmvSession"]()
 
@@ -242,10 +244,13 @@ class GlmvSession:
             self._judge_failure(item, report)
         if report.failed:
             self.failures += 1
-        # The server's log goes with a failure only when the server wrote to it during the test (it served
-        # something): a check that only read the launch flags gets no 40 lines of unrelated log.
+        # The server's log goes with a failure that involved the server: the check (or a fixture it uses, which
+        # may have asked before the check began) talks to it, or the server wrote to its log during the check.
+        # A check that only read the launch flags gets no 40 lines of unrelated log.
         size = self._log_size()
-        if report.failed and is_launched(self.target.server) and size is not None and size != self._log_mark:
+        talks = bool(TALKS_TO_SERVER & set(getattr(item, "fixturenames", ()))) or (
+            size is not None and size != self._log_mark)
+        if report.failed and is_launched(self.target.server) and talks:
             assert self.target.server is not None
             report.sections.append(("glmv server log (last 40 lines)", self.target.server.log_tail(40)))
         self.report.stamp(item, report, self.target_info(), self.slo_runs.done)
