@@ -297,13 +297,8 @@ def test_watchdog_frees_mapped_segments_after_owner_sigkill(fake_shm: Path, fake
         names = shm_names(fake_shm, 2)
         pids = read_pids(fake_vllm)
         assert len(names) == 2 and len(pids) == 2
-        os.kill(owner.pid, signal.SIGKILL)
-        owner.wait()
-        began = time.monotonic()
-        # watchdog: EOF within its 0.5 s poll, 5 s SIGTERM grace for a ready server (honoured here), SIGKILL
-        assert not gone(pids, 20.0), "processes outlived the killed owner"
-        assert shm_gone(names, 10.0) == [], "the watchdog left the mapped segments behind"
-        print(f"watchdog after owner SIGKILL: tree and segments gone {time.monotonic() - began:.2f} s later")
+        took = kill_owner_and_await_cleanup(owner, pids, names)
+        print(f"watchdog after owner SIGKILL: tree and segments gone {took:.2f} s later")
     finally:
         owner.kill()
 
@@ -368,3 +363,14 @@ def test_startup_death_names_vllms_root_cause_first(fake_vllm: Path, monkeypatch
     assert first == (f"glmv: vllm server exited with code 3 during startup: ModuleNotFoundError: No module named "
                      f"'flashinfer' (log {srv.log_path}); last 40 log lines:")
     assert "Engine core initialization failed" in rest
+
+
+def kill_owner_and_await_cleanup(owner: subprocess.Popen, pids: list[int], names: list[str]) -> float:
+    """SIGKILL the process that launched the server; the watchdog must take down its tree and segments (EOF
+    within its poll, a 5 s SIGTERM grace, SIGKILL, then /dev/shm). Returns the seconds that took."""
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait()
+    began = time.monotonic()
+    assert not gone(pids, 20.0), "the server's processes outlived the killed owner"
+    assert shm_gone(names, 10.0) == [], "the watchdog left the server's /dev/shm segments behind"
+    return time.monotonic() - began

@@ -1,7 +1,6 @@
 """Whole pytest sessions (pytester) against a fake vllm: launch, attach, header, log tail, kill -9."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 from pytest_glmv.lifecycle.server import free_port
 
 from . import test_launcher
-from .test_launcher import FLASHINFER_LOG, gone, read_pids, shm_gone, shm_names
+from .test_launcher import FLASHINFER_LOG, gone, kill_owner_and_await_cleanup, read_pids, shm_gone, shm_names
 
 fake_shm = test_launcher.fake_shm  # the fixture: FAKE_VLLM_SHM, and the fake's segments removed afterwards
 
@@ -145,13 +144,8 @@ def test_kill_9_of_pytest_leaves_no_server(pytester: pytest.Pytester, fake_vllm:
         assert len(pids) == 4
         names = shm_names(fake_shm, 2) + [f"psm_glmvfake{pids[0]}"]
         assert all(Path("/dev/shm", n).exists() for n in names)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        began = time.monotonic()
-        # watchdog: EOF within 0.5 s, a 5 s SIGTERM grace (the grandchildren ignore it), SIGKILL, then /dev/shm
-        assert not gone(pids, 20.0), "the server's processes outlived pytest's SIGKILL"
-        assert shm_gone(names, 10.0) == [], "the watchdog left the server's /dev/shm segments behind"
-        print(f"kill -9 of pytest: tree and segments gone {time.monotonic() - began:.2f} s later")
+        took = kill_owner_and_await_cleanup(proc, pids, names)  # the grandchildren ignore SIGTERM
+        print(f"kill -9 of pytest: tree and segments gone {took:.2f} s later")
     finally:
         proc.kill()
 
