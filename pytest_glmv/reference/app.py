@@ -82,8 +82,10 @@ async def _unclean_shutdown(app: web.Application) -> None:
     if cfg.faults.on("orphan-worker"):
         shm = Path("/dev/shm") / f"psm_glmvref{os.getpid()}"
         shm.write_bytes(b"\0" * 4096)
-        code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)"
-        subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL)
+        # The worker keeps the segment mapped, as vLLM's shm cache does: what a launcher's cleanup can see.
+        code = ("import mmap, os, signal, sys, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                "fd = os.open(sys.argv[1], os.O_RDWR)\nm = mmap.mmap(fd, 4096)\ntime.sleep(600)")
+        subprocess.Popen([sys.executable, "-c", code, str(shm)], stdin=subprocess.DEVNULL)
 
 
 async def health(request: web.Request) -> web.Response:
