@@ -24,23 +24,27 @@ def load(path: Path | str, parse: Callable[[str], Any], unreadable: Failure, unp
         raise unparsable(e) from None
 
 
-def shipped(name: str) -> Path:
-    """A data file the package ships in fixtures/ (e.g. "proofs.toml", "known/vllm.toml").
+def folder(package: str) -> Path:
+    """Where the repo folder the package ships as pytest_glmv.PACKAGE lies ("suites", "fixtures").
 
-    Installed, that folder is the package pytest_glmv.fixtures; in a source tree that was put on sys.path
-    without an install (pytest run from a copy of the repo, as on the GPU machine) it is the repo's fixtures/
-    beside pytest_glmv/. Either way one path, so no reader depends on how the package got there.
+    Installed, it is that package; in a source tree put on sys.path without an install (pytest run from a copy
+    of the repo, as on the GPU machine) it is the repo's folder beside pytest_glmv/. Either way one path, so no
+    reader depends on how the package got there.
     """
     import importlib.util
 
     try:
-        spec = importlib.util.find_spec("pytest_glmv.fixtures")
+        spec = importlib.util.find_spec(f"pytest_glmv.{package}")
     except ModuleNotFoundError:
         spec = None
     if spec is not None and spec.submodule_search_locations:
-        here = Path(next(iter(spec.submodule_search_locations)))
-    else:
-        here = Path(__file__).resolve().parent.parent / "fixtures"
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parent.parent / package
+
+
+def shipped(name: str) -> Path:
+    """A data file the package ships in fixtures/ (e.g. "proofs.toml", "known/vllm.toml")."""
+    here = folder("fixtures")
     path = here / name
     if not path.is_file():
         raise FileNotFoundError(f"pytest-glmv ships no data file {name!r} (looked in {here})")

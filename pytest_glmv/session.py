@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from . import known
+from . import documents, known
 from .lifecycle import config as cfg
 from .lifecycle.server import ServerError
 from .lifecycle.target import Target, is_launched
@@ -52,12 +52,7 @@ def session_of(config: pytest.Config) -> "GlmvSession":
 
 
 def suites_dir() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("pytest_glmv.suites")
-    if spec and spec.submodule_search_locations:
-        return Path(next(iter(spec.submodule_search_locations)))
-    return Path(__file__).resolve().parent.parent / "suites"
+    return documents.folder("suites")
 
 
 def check_command_line(config: pytest.Config) -> int | None:
