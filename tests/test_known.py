@@ -234,3 +234,14 @@ def test_one_entry_can_explain_several_checks(tmp_path: Path) -> None:
         m = kb.match(finding, BOOM, "vllm", "0.26.0")
         assert m is not None and m.record()["finding"] == finding
     assert kb.match("robustness/third", BOOM, "vllm", "0.26.0") is None
+
+
+def test_a_regression_is_not_counted_as_known(pytester: pytest.Pytester) -> None:
+    # The reference reports 0.32.0; forced calls not enforced is known for 0.28-0.30, fixed in 0.31.0.
+    result = pytester.runpytest_subprocess(str(SUITES / "test_tools.py"), "--glmv-server", "reference",
+                                           "--glmv-fault", "forced-call-not-enforced", "-k", "required_returns",
+                                           "--glmv-known-findings", "xfail")
+    result.assert_outcomes(failed=1)  # xfail policy or not, a regression fails
+    result.stdout.fnmatch_lines(["*REGRESSION of known vLLM fault vllm-forced-tool-call-not-enforced*",
+                                 "glmv verdict: FAIL: 1 failed (1 regression of known faults, 0 unexplained)*"])
+    result.stdout.re_match_lines([r"tools +server-level +0 +1 +0 +0 +0 +"])

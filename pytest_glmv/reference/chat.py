@@ -141,6 +141,9 @@ class ChatHandler:
             ctx = answers.Context(req.messages, items, req.tools, req.tool_choice, req.thinking, variant,
                                 leak_boxes=cfg.faults.on("box-tokens-leak"))
             raw = answers.respond(ctx)
+        forced = req.tool_choice == "required" or isinstance(req.tool_choice, dict)
+        if cfg.faults.on("forced-call-not-enforced") and forced and "<tool_call>" in raw:
+            raw = raw[:raw.index("<tool_call>")].rstrip() or "I would look that up for you."  # no call at all
         if cfg.faults.on("tool-call-in-reasoning") and "</think>\n<tool_call>" in raw:
             # a reasoning parser that misses the end of thinking before a call: all of it is reasoning
             raw = raw.replace("</think>", "", 1) + "</think>"

@@ -58,6 +58,8 @@ FAULTS: dict[str, str] = {
     "tool-call-in-reasoning": "a tool call made right after thinking is swallowed into the reasoning text: no tool_calls",
     "reasoning-streamed-as-content": "streamed answers carry the reasoning text as content deltas; non-streamed answers are right",
     "parallel-calls-collapsed": "parallel tool calls are collapsed to the first one, streaming and not",
+    "forced-call-not-enforced": "tool_choice required or a named function is not enforced: the model answers in "
+                                "plain text and no call comes back (vLLM 0.28.0 and 0.23.0 with glm45)",
     "stream-named-call-empty": "a streamed named tool_choice carries neither content nor tool_calls: the role chunk, "
                                "then only the finish chunk (non-streamed answers are right; seen on vLLM 0.32)",
     "stream-usage-dropped": "stream_options.include_usage is ignored: no usage chunk ends the stream, so clients "

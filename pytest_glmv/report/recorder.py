@@ -121,10 +121,14 @@ class Recorder:
         rep = self.result["report"]
         rows = rep["summary"]["matrix"]
         total = {k: sum(r[k] for r in rows) for k in ("passed", "failed", "error", "skipped", "xfailed", "xpassed")}
-        known = sum(1 for c in rep["checks"] if c.get("known") and c["outcome"] in ("failed", "error"))
+        bad_checks = [c for c in rep["checks"] if c["outcome"] in ("failed", "error")]
+        known = sum(1 for c in bad_checks if c.get("known") and not c["known"]["regression"])
+        back = sum(1 for c in bad_checks if c.get("known") and c["known"]["regression"])  # no excuse: they failed
         bad = total["failed"] + total["error"]
         regs = len((rep.get("baseline") or {}).get("regressions") or [])
-        parts = [f"{bad} failed" + (f" ({known} known upstream, {bad - known} unexplained)" if known else ""),
+        why = [f"{known} known upstream"] if known else []
+        why += [f"{back} regression{'s' if back != 1 else ''} of known faults"] if back else []
+        parts = [f"{bad} failed" + (f" ({', '.join(why)}, {bad - known - back} unexplained)" if why else ""),
                  f"{total['passed'] + total['xpassed']} passed", f"{total['skipped']} skipped",
                  f"{total['xfailed']} xfailed"]
         if regs:
