@@ -55,9 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             ap.error(f"{run!r}: expected LABEL=path/to/report.json")
         try:
-            columns[label] = column(json.loads(Path(path).read_text(encoding="utf-8")), kb)
+            report = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             ap.error(f"{path}: {e}")
+        if not isinstance(report, dict) or not isinstance(report.get("checks", []), list):
+            ap.error(f"{path}: not a report.json of --glmv-report (no list of checks)")
+        columns[label] = column(report, kb)
     rows = sorted({fid for cells in columns.values() for fid, v in cells.items() if v not in ("pass", "skip")})
     print("| check | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))

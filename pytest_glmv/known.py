@@ -257,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         print(f"glmv: {a.report}: {e}", file=sys.stderr)
         return 2
+    if not isinstance(report, dict) or not isinstance(report.get("checks", []), list):
+        print(f"glmv: {a.report}: not a report.json of --glmv-report (no list of checks)", file=sys.stderr)
+        return 2
     rows = rematch(report, kb, a.version)
     for fid, outcome, verdict in rows:
         print(f"{outcome:8} {fid:70} {verdict}")

@@ -225,6 +225,10 @@ def test_an_earlier_report_is_read_again_under_todays_knowledge_base(tmp_path: P
     bad = subprocess.run([sys.executable, "-m", "pytest_glmv.known", str(tmp_path / "none.json")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "none.json" in bad.stderr
+    (tmp_path / "list.json").write_text("[1, 2]")
+    odd = subprocess.run([sys.executable, "-m", "pytest_glmv.known", str(tmp_path / "list.json")],
+                         capture_output=True, text=True)
+    assert odd.returncode == 2 and odd.stderr.count("\n") == 1 and "not a report.json" in odd.stderr
 
 
 def test_one_entry_can_explain_several_checks(tmp_path: Path) -> None:
