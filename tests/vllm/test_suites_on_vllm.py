@@ -35,7 +35,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[SuiteRun, dict[str, A
     target = ["--glmv-model", "tiny", "--glmv-log-dir", str(logs), "--glmv-waive", "media-path-root",
               "--glmv-api-key", "sk-glmv-ci", "--glmv-vllm-arg=--allowed-media-domains", "--glmv-vllm-arg=127.0.0.1",
               "--glmv-known-findings", "xfail", "--glmv-report", str(report),
-              "--glmv-slo", str(Path(__file__).with_name("slo_tiny.toml"))]
+              "--glmv-slo", str(Path(__file__).with_name("slo_tiny.toml")),
+              # vLLM-CPU and the client share this machine's 2 cores, so the client's send lag measures the
+              # machine (13 ms p99 slot lag seen in CI); this run proves the harness's framing, not its timing.
+              "--glmv-slo-max-send-lag-ms", "2000"]
     result = run_suite([str(ROOT / "suites")], target=target,
                        extra=["-m", "not behavior", "-p", "no:randomly"], cwd=ROOT, timeout=2400)
     summary = {o: len(result.named(o)) for o in ("passed", "failed", "error", "skipped", "xfailed")}
