@@ -34,12 +34,16 @@ numbers from an overloaded host mean little, and --max-load waits for a quiet mo
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
+import shlex
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
@@ -105,21 +109,21 @@ def cpu_rows(o: tuple[dict, float, dict, float], v: tuple[dict, float, dict, flo
              f"ours/vllm {o_diff / v_diff:.2f}")]
 
 
-def parity_rows(b: Bench, n: int, rate: float, blocks: int, view: View) -> list[Row]:
+def parity_rows(b: Bench, n: int, rate: float, blocks: int, view: View, concurrency: int | None = None) -> list[Row]:
     ours: list[dict[str, Any]] = []
     theirs: list[dict[str, Any]] = []
     for _ in range(blocks):  # o v v o: a steady drift of the host weighs on both tools alike
-        ours.append(b.ours(n, rate, None)[0])
-        theirs += [b.vllm(n, rate, None)[0], b.vllm(n, rate, None)[0]]
-        ours.append(b.ours(n, rate, None)[0])
-    tag = f"parity @{rate:g} req/s"
+        ours.append(b.ours(n, rate, concurrency)[0])
+        theirs += [b.vllm(n, rate, concurrency)[0], b.vllm(n, rate, concurrency)[0]]
+        ours.append(b.ours(n, rate, concurrency)[0])
+    tag = f"parity @{rate:g} req/s" if concurrency is None else f"parity @concurrency {concurrency}"
     rows: list[Row] = []
 
     def joined(runs: list[dict[str, Any]], get: Callable[[dict[str, Any]], float], fmt: str) -> str:
         return " / ".join(fmt.format(get(d)) for d in runs)
 
     for key in ("completed", "failed", "total_output_tokens", "mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms",
-                "p99_itl_ms", "mean_e2el_ms", "request_throughput", "max_concurrent_requests"):
+                "mean_itl_ms", "p99_itl_ms", "mean_e2el_ms", "request_throughput", "max_concurrent_requests"):
         fmt = "{:.0f}" if key in ("completed", "failed", "total_output_tokens") else "{:.2f}"
         note = f"{blocks} block(s) of ours, vllm, vllm, ours" if key == "completed" else ""
         mo = float(np.mean([d["result"][key] for d in ours]))
@@ -158,16 +162,16 @@ def parity_rows(b: Bench, n: int, rate: float, blocks: int, view: View) -> list[
     def gap(d: dict[str, Any]) -> float:
         ys = sorted(r.start for r in d["records"])
         return max(abs((x - base[0]) - (y - ys[0])) for x, y in zip(base, ys, strict=True)) * 1000
-    rows.append(("parity: max difference of send offsets vs our first run, ms", joined(ours[1:], gap, "{:.2f}"),
+    rows.append((f"{tag}: max difference of send offsets vs our first run, ms", joined(ours[1:], gap, "{:.2f}"),
                  joined(theirs, gap, "{:.2f}"), "same schedule"))
     return rows
 
 
 def concurrency_one(b: Bench, small: int, big: int) -> tuple[tuple, tuple]:
-    o_small, o_cpu_small = b.ours(small, math.inf, 1)
-    o_big, o_cpu_big = b.ours(big, math.inf, 1)
+    o_small, o_cpu_small = b.ours(small, math.inf, 1)  # ours, vllm, vllm, ours: a drift weighs on both alike
     v_small, v_cpu_small = b.vllm(small, math.inf, 1)
     v_big, v_cpu_big = b.vllm(big, math.inf, 1)
+    o_big, o_cpu_big = b.ours(big, math.inf, 1)
     return (o_small, o_cpu_small, o_big, o_cpu_big), (v_small, v_cpu_small, v_big, v_cpu_big)
 
 
@@ -228,26 +232,55 @@ def on_tiny(a: argparse.Namespace, work: Path, rows: list[Row]) -> str:
         env["VLLM_CPU_OMP_THREADS_BIND"] = str(cpus[0])
         os.sched_setaffinity(0, {cpus[0]})
     port = free_port()
-    argv = tiny.plan(exe, port, tp=1).argv
+    over: dict[str, Any] = {"tp": 1}
+    if a.gpu_memory_utilization is not None:
+        over["gpu_memory_utilization"] = a.gpu_memory_utilization
+    argv = tiny.plan(exe, port, **over).argv + list(a.serve_arg)
+    t0 = time.monotonic()
     with VllmServer(argv, model=tiny.served_name, port=port, env=env, startup_timeout=900, log_dir=work) as srv:
+        ready = time.monotonic() - t0
         pinned = pin(srv.pid, not pinning, cpus)
-        n = max(a.sizes[1], a.parity_n)
+        n = max(a.sizes[1], a.parity_n, a.conc1_n)
         write_workload(work, workload.synthetic(n, seed=a.seed), tiny.served_name)
         b = Bench(a, srv.root_url, tiny.served_name, work, metrics_too=True)
         # Every run sends the same first rows (parity needs the same requests from both tools), and vLLM
         # caches prefixes and processed images: one unmeasured pass over every row first, so that every
         # measured request finds the caches in the same state whichever tool sends it.
-        b.ours(n, math.inf, 4)
-        o, v = concurrency_one(b, *a.sizes)
-        for name, key, ck in (("TTFT", "ttft", "mean_ttft_ms"), ("TPOT", "tpot", "mean_tpot_ms")):
-            do = o[2]["result"][ck] - o[2]["server"][key]
-            dv = v[2]["result"][ck] - v[2]["server"][key]
-            rows.append((f"concurrency 1: client minus vLLM /metrics mean {name} ms", f"{do:.3f}", f"{dv:.3f}",
-                         f"client {o[2]['result'][ck]:.2f} vs {v[2]['result'][ck]:.2f}; server "
-                         f"{o[2]['server'][key]:.2f} vs {v[2]['server'][key]:.2f}"))
-        rows += cpu_rows(o, v)
+        b.ours(n, math.inf, a.warm_concurrency)
+        if not a.no_cpu:
+            o, v = concurrency_one(b, *a.sizes)
+            for name, key, ck in (("TTFT", "ttft", "mean_ttft_ms"), ("TPOT", "tpot", "mean_tpot_ms")):
+                do = o[2]["result"][ck] - o[2]["server"][key]
+                dv = v[2]["result"][ck] - v[2]["server"][key]
+                rows.append((f"concurrency 1: client minus vLLM /metrics mean {name} ms", f"{do:.3f}", f"{dv:.3f}",
+                             f"client {o[2]['result'][ck]:.2f} vs {v[2]['result'][ck]:.2f}; server "
+                             f"{o[2]['server'][key]:.2f} vs {v[2]['server'][key]:.2f}"))
+            rows += cpu_rows(o, v)
+        if a.conc1_n:
+            rows += parity_rows(b, a.conc1_n, math.inf, a.blocks, lambda d: d["server"], concurrency=1)
         rows += parity_rows(b, a.parity_n, a.parity_rate, a.blocks, lambda d: d["server"])
-    return f"server: real vLLM-CPU, tiny {tiny.served_name} ({exe}); {pinned}"
+        version = served_version(srv.root_url)
+    return (f"server: real vLLM {version} ({hardware()}), tiny {tiny.served_name}, ready in {ready:.0f} s; "
+            f"{shlex.join(argv[1:])}; {pinned}")
+
+
+def served_version(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url + "/version", timeout=10) as resp:
+            return str(json.loads(resp.read()).get("version", "?"))
+    except (OSError, ValueError):
+        return "?"
+
+
+def hardware() -> str:
+    """The GPUs nvidia-smi lists (one name per GPU), else "CPU"."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return "CPU"
+    names = [x.strip() for x in out if x.strip()]
+    return f"{len(names)} x {names[0]}" if names else "CPU"
 
 
 def pin(pid: int | None, off: bool, cpus: list[int] | None = None) -> str:
@@ -268,6 +301,19 @@ def main() -> None:
     p.add_argument("--server", choices=("reference", "tiny"), default="reference")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vllm", default=str(ROOT / ".venv-vllm/bin/vllm"))
+    p.add_argument("--vllm-python", default=None,
+                   help="python that runs vllm bench serve (default: the one beside --vllm, else this one if it "
+                        "imports vllm, as on the GPU bundle)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=None, help="--server tiny on a GPU")
+    p.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
+                   help="extra `vllm serve` argument for --server tiny (repeat; e.g. --serve-arg=--enforce-eager)")
+    p.add_argument("--warm-concurrency", type=int, default=4,
+                   help="concurrency of the unmeasured pass that fills vLLM's caches (--server tiny)")
+    p.add_argument("--sizes", default=None, metavar="SMALL,BIG",
+                   help="prompts of the two concurrency-1 runs per tool (CPU per chunk from their difference)")
+    p.add_argument("--no-cpu", action="store_true", help="skip the concurrency-1 CPU runs")
+    p.add_argument("--conc1-n", type=int, default=0,
+                   help="prompts per run of a concurrency-1 parity block (ours, vllm, vllm, ours; 0: none)")
     p.add_argument("--tokenizer", default=None, help="for vllm bench serve; default: the tiny model's")
     p.add_argument("--ttft-ms", type=float, default=50.0), p.add_argument("--tpot-ms", type=float, default=10.0)
     p.add_argument("--quick", action="store_true", help="fewer prompts")
@@ -287,12 +333,28 @@ def main() -> None:
             p.error(f"--{name.replace('_', '-')} must be above 0, got {value:g}")
     if a.ttft_ms < 0:
         p.error(f"--ttft-ms must be 0 or more, got {a.ttft_ms:g}")
-    if not (Path(a.vllm).parent / "python").exists():
-        p.error(f"--vllm {a.vllm}: no python beside it to run vllm bench serve; run scripts/install_vllm_cpu.sh")
+    if a.vllm_python is None:
+        beside = Path(a.vllm).parent / "python"
+        if beside.exists():
+            a.vllm_python = str(beside)
+        elif importlib.util.find_spec("vllm") is not None:
+            a.vllm_python = sys.executable
+        else:
+            p.error(f"--vllm {a.vllm}: no python beside it to run vllm bench serve, and this python has no vllm; "
+                    "run scripts/install_vllm_cpu.sh or give --vllm-python")
     tiny = a.server == "tiny"
     a.parity_rate = a.parity_rate or (1.0 if tiny else 10.0)
     a.parity_n = a.parity_n or ((20 if a.quick else 40) if tiny else (40 if a.quick else 100))
-    a.sizes = (8, 24) if tiny else ((10, 20) if a.quick else (10, 40))
+    if a.sizes is not None:
+        try:
+            small, big = (int(x) for x in a.sizes.split(","))
+        except ValueError:
+            p.error(f"--sizes wants SMALL,BIG (two whole numbers), got {a.sizes!r}")
+        if not 0 < small < big:
+            p.error(f"--sizes wants 0 < SMALL < BIG, got {a.sizes!r}")
+        a.sizes = (small, big)
+    else:
+        a.sizes = (8, 24) if tiny else ((10, 20) if a.quick else (10, 40))
     if a.tokenizer is None:
         from pytest_glmv.tiny import prepare
 
