@@ -127,8 +127,9 @@ class Bench:
     def _vllm(self, n: int, rate: float, concurrency: int | None) -> tuple[dict[str, Any], float]:
         self.k += 1
         name = f"vllm-{self.k}.json"
-        argv = [self.a.vllm_python, "-c", VLLM_CPU_WRAPPER, "bench", "serve", "--backend", "openai-chat", "--base-url", self.url,
-                "--endpoint", "/v1/chat/completions", "--model", self.model, "--tokenizer", self.a.tokenizer,
+        argv = [self.a.vllm_python, "-c", VLLM_CPU_WRAPPER, "bench", "serve", "--backend", "openai-chat",
+                "--base-url", self.url, "--endpoint", "/v1/chat/completions", "--model", self.model,
+                "--tokenizer", self.a.tokenizer,
                 "--dataset-name", "custom_image", "--dataset-path", str(self.work / "vllm.jsonl"),
                 "--disable-shuffle", "--custom-output-len", "128", "--num-prompts", str(n),
                 "--request-rate", str(rate), "--seed", str(self.a.seed), "--save-result", "--save-detailed",
