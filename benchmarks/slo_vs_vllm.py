@@ -39,6 +39,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -239,6 +240,7 @@ def on_tiny(a: argparse.Namespace, work: Path, rows: list[Row]) -> str:
     t0 = time.monotonic()
     with VllmServer(argv, model=tiny.served_name, port=port, env=env, startup_timeout=900, log_dir=work) as srv:
         ready = time.monotonic() - t0
+        print(f"# vLLM {served_version(srv.root_url)} ({hardware()}) ready in {ready:.0f} s", flush=True)
         pinned = pin(srv.pid, not pinning, cpus)
         n = max(a.sizes[1], a.parity_n, a.conc1_n)
         write_workload(work, workload.synthetic(n, seed=a.seed), tiny.served_name)
@@ -294,6 +296,10 @@ def pin(pid: int | None, off: bool, cpus: list[int] | None = None) -> str:
     pin_tree(pid, cpus[0])
     os.sched_setaffinity(0, set(cpus[1:]))
     return f"server pinned to CPU {cpus[0]}, clients to {','.join(map(str, cpus[1:]))}"
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> None:
@@ -359,6 +365,8 @@ def main() -> None:
         from pytest_glmv.tiny import prepare
 
         a.tokenizer = str(prepare().path)
+    # a timeout's SIGTERM ends the run like Ctrl-C: the server is stopped and the finished rows printed
+    signal.signal(signal.SIGTERM, _interrupt)
     work = Path(tempfile.mkdtemp(prefix="glmv-bench-"))
     rows: list[Row] = []
     waited = wait_quiet(a.max_load, a.wait) if a.max_load is not None else ""
@@ -367,6 +375,10 @@ def main() -> None:
         head = (on_tiny if tiny else on_reference)(a, work, rows)
     except (ServerError, subprocess.CalledProcessError) as e:  # one line, the logs stay in the work dir
         raise SystemExit(f"slo_vs_vllm: {str(e).splitlines()[0]} (logs and results in {work})") from None
+    except KeyboardInterrupt:  # Ctrl-C or a timeout's SIGTERM: the rows measured so far are still evidence
+        head = f"INTERRUPTED after {time.time() - t_start:.0f} s: the rows below are the blocks that finished"
+        if not rows:
+            raise SystemExit(f"slo_vs_vllm: {head.split(':')[0]}, no block finished (work dir {work})") from None
     w = max(len(r[0]) for r in rows)
     print(f"{head}; seed {a.seed}; work dir {work}")
     print(f"host load average (1/5/15 min) at start {load_start}, at end {loadavg()}, on {os.cpu_count()} CPUs; "
