@@ -335,8 +335,32 @@ allocate 2.00 GiB
 (APIServer pid=6) RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}
 """
 
+# vLLM 0.26.0 on one H200 with --tensor-parallel-size 2 (2026-11-30, docs/gpu.md): pydantic's header names
+# only the class; the reason is on the lines below it.
+WORLD_SIZE_LOG = """\
+(APIServer pid=1517) pydantic_core._pydantic_core.ValidationError: 1 validation error for ParallelConfig
+(APIServer pid=1517)   Value error, World size (2) is larger than the number of available GPUs (1) in this node. \
+If this is intentional and you are using:
+(APIServer pid=1517) - ray, set '--distributed-executor-backend ray'.
+(APIServer pid=1517) - multiprocessing, set '--nnodes' appropriately. [type=value_error, input_value=ArgsKwargs((), \
+{'pipeline...'numa_bind_cpus': None}), input_type=ArgsKwargs]
+(APIServer pid=1517)     For further information visit https://errors.pydantic.dev/2.14/v/value_error
+"""
+FIELD_LOG = """\
+pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig
+max_model_len
+  Input should be greater than 0 [type=greater_than, input_value=-1, input_type=int]
+    For further information visit https://errors.pydantic.dev/2.14/v/greater_than
+"""
+
 
 @pytest.mark.parametrize(("log", "cause"), [
+    (WORLD_SIZE_LOG, "pydantic_core._pydantic_core.ValidationError: 1 validation error for ParallelConfig: Value "
+                     "error, World size (2) is larger than the number of available GPUs (1) in this node. If this "
+                     "is intentional and you are using: - ray, set '--distributed-executor-backend ray'. - "
+                     "multiprocessing, set '--nnode..."),
+    (FIELD_LOG, "pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig: max_model_len: "
+                "Input should be greater than 0"),
     (FLASHINFER_LOG, "ModuleNotFoundError: No module named 'flashinfer'"),
     (OOM_LOG, "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"),
     ("INFO all fine\nValueError: bad --max-model-len\nINFO shutting down\n", "ValueError: bad --max-model-len"),
