@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from pytest_glmv.matrix import run_suite
+from pytest_glmv.suiterun import run_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 

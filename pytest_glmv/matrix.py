@@ -9,22 +9,19 @@ means for it:
     python -m pytest_glmv.matrix suites/test_tools.py --fault no-tool-parser -- --glmv-request-timeout 8
 
 A fault the table does not mean for the given suites (named with --fault) is reported the old way: which
-checks it broke, UNCAUGHT when none. `run_suite()` is the one "run pytest, read its JUnit" helper.
+checks it broke, UNCAUGHT when none. Each run goes through suiterun.run_suite().
 """
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-import tempfile
-import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .documents import shipped
+from .suiterun import SuiteRun, run_suite
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,91 +29,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEFAULT_MARKS = ["-m", "not slo"]  # the reference "model" answers the behaviour checks, so they run too
-
-
-@dataclass
-class SuiteRun:
-    fault: str | None
-    returncode: int
-    outcomes: dict[str, str] = field(default_factory=dict)  # test name -> passed|failed|error|skipped|xfailed
-    messages: dict[str, str] = field(default_factory=dict)  # test name -> failure text
-    output: str = ""
-
-    def named(self, outcome: str) -> set[str]:
-        return {name for name, o in self.outcomes.items() if o == outcome}
-
-    @property
-    def failed(self) -> set[str]:
-        return self.named("failed") | self.named("error")
-
-    @property
-    def passed(self) -> set[str]:
-        return self.named("passed")
-
-    def unproven(self, fault: str, must_fail: Iterable[str], must_pass: Iterable[str] = (),
-                 strict: bool = False) -> str:
-        """Why this run does not prove that the fault is caught ('' when it does): a check that should
-        catch it passed, a check that has nothing to do with it failed or never ran, or (strict) any other
-        check failed. With the run's output tail."""
-        must_fail = set(must_fail)
-        missed, spared = must_fail - self.failed, set(must_pass) - self.passed
-        stray = self.failed - must_fail if strict else set()
-        why = []
-        if missed:
-            why.append(f"fault {fault} was not caught by {sorted(missed)}; failed: {sorted(self.failed)}")
-        if spared | stray:
-            why.append(f"fault {fault} also failed unrelated checks {sorted(spared | stray)}")
-        return "\n".join([*why, self.output[-3000:]]) if why else ""
-
-
-def read_junit(path: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """A JUnit XML file's checks: (name -> passed|failed|error|skipped|xfailed, name -> failure text)."""
-    outcomes: dict[str, str] = {}
-    messages: dict[str, str] = {}
-    for case in ET.parse(path).getroot().iter("testcase"):
-        name = case.get("name", "?")
-        outcome = "passed"
-        for child in case:
-            if child.tag in ("failure", "error"):
-                outcome = "failed" if child.tag == "failure" else "error"
-                messages[name] = (child.get("message") or "") + "\n" + (child.text or "")
-            elif child.tag == "skipped":
-                outcome = "xfailed" if (child.get("type") or "") == "pytest.xfail" else "skipped"
-        outcomes[name] = "error" if name in outcomes and outcome == "error" else outcome
-    return outcomes, messages
-
-
-def run_suite(paths: list[str], fault: str | None = None, extra: list[str] | None = None,
-              cwd: Path | None = None, timeout: float = 600, target: list[str] | None = None,
-              junit: Path | None = None, files: Mapping[str, str] | None = None, quiet: bool = True) -> SuiteRun:
-    """One pytest run of `paths` against `target` (default: the reference server, with `fault` injected).
-
-    `junit` keeps the JUnit file at that path (default: a temporary one); `files` are written into the
-    working directory first (default: a temporary one), e.g. an SLO spec the arguments name. `target=[]`:
-    the target is among `paths`/`extra` already."""
-    with tempfile.TemporaryDirectory(prefix="glmv-matrix-") as tmp:
-        workdir = cwd or Path(tmp)
-        for name, text in (files or {}).items():
-            (workdir / name).write_text(text, encoding="utf-8")
-        xml = junit or Path(tmp) / "junit.xml"
-        argv = [sys.executable, "-m", "pytest", *paths,
-                *(target if target is not None else ["--glmv-server", "reference"]), "-p", "no:cacheprovider",
-                *(["-q"] if quiet else []), f"--junitxml={xml}", "-o", "junit_family=xunit2", *(extra or [])]
-        if fault:
-            argv += ["--glmv-fault", fault]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GLMV_")}
-        try:
-            proc = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env,
-                                  check=False)
-            code, output = proc.returncode, proc.stdout + proc.stderr
-        except subprocess.TimeoutExpired as e:  # a verdict with what it printed, not an exception
-            code, output = 124, f"{_text(e.stdout)}{_text(e.stderr)}\nglmv matrix: timed out after {timeout:.0f} s"
-        outcomes, messages = read_junit(xml) if xml.exists() else ({}, {})
-    return SuiteRun(fault, code, outcomes, messages, output)
-
-
-def _text(out: str | bytes | None) -> str:
-    return out.decode(errors="replace") if isinstance(out, bytes) else out or ""
 
 
 # ---------------------------------------------------------------------------------------------- the table

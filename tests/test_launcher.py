@@ -368,7 +368,7 @@ max_model_len
     ("RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}\n", None),
 ])
 def test_root_cause_from_canned_logs(log: str, cause: str | None) -> None:
-    from pytest_glmv.lifecycle.server import root_cause
+    from pytest_glmv.lifecycle.logs import root_cause
 
     assert root_cause(log) == cause
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pytest_glmv.matrix import run_suite
+from pytest_glmv.suiterun import run_suite
 
 ROOT = Path(__file__).resolve().parents[2]
 REASONING = str(ROOT / "suites" / "test_reasoning.py")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from pytest_glmv.matrix import read_junit
+from pytest_glmv.suiterun import read_junit
 
 from .conftest import Run
 

@@ -22,9 +22,10 @@ import pytest
 
 from pytest_glmv.kit import media
 from pytest_glmv.kit.hardening import launch_flag
-from pytest_glmv.matrix import Proof, SuiteRun, load_proofs, run_suite, shared_run, shares
+from pytest_glmv.matrix import Proof, load_proofs, shared_run, shares
 from pytest_glmv.reference.faults import FAULTS
 from pytest_glmv.reference.launcher import ReferenceServer
+from pytest_glmv.suiterun import SuiteRun, run_suite
 
 TABLE = load_proofs()
 PROOFS = {p.id: p for p in TABLE.proofs}

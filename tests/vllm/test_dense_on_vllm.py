@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glmv.matrix import SuiteRun, run_suite
+from pytest_glmv.suiterun import SuiteRun, run_suite
 
 from .tinyserver import require_vllm
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from pytest_glmv import known
-from pytest_glmv.matrix import SuiteRun, run_suite
+from pytest_glmv.suiterun import SuiteRun, run_suite
 
 from .tinyserver import require_vllm
 
