@@ -23,7 +23,7 @@ TARGETS = ("reference", "vllm", "external")
 @dataclass(frozen=True)
 class Opt:
     name: str  # attribute name; flag --glmv-<name with dashes>, ini glmv_<name>, env GLMV_<NAME>
-    kind: str  # str | int | float | rate (a float or inf) | bool | list | choice | path
+    kind: str  # str | int | int_auto (int or 'auto') | float | rate (a float or inf) | bool | list | choice | path
     default: Any
     help: str
     choices: tuple[str, ...] = ()
@@ -112,6 +112,9 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("slo_max_send_lag_ms", "float", 10.0, "the client kept up only when its p99 send lag (and, under "
         "--glmv-max-concurrency, nothing else) stays within this many ms; otherwise every SLO threshold check "
         "fails as 'run not valid' instead of judging the server", minimum=0.0, open_min=True),
+    Opt("slo_workers", "int_auto", "auto", "processes that send the SLO load, one seeded schedule split among them "
+        "(max concurrency too); auto: one per 200 req/s of --glmv-request-rate, at most one per CPU, one at rate "
+        "inf", minimum=1, maximum=64, metavar="N|auto"),
     Opt("slo", "path", None, "TOML file with SLO thresholds (default: the reference results)"),
     Opt("slo_json", "path", None, "write the SLO run's results here, with vllm bench serve's keys"),
     Opt("slo_threshold", "list", (), "SLO threshold KEY=VALUE (repeatable), e.g. p99_ttft_ms=900; replaces the "
@@ -154,11 +157,14 @@ def _convert(opt: Opt, raw: Any, source: str) -> Any:
         return text.lower()
     if opt.kind == "rate" and text.lower() in ("inf", "infinity"):
         return float("inf")
+    if opt.kind == "int_auto" and text.lower() == "auto":
+        return "auto"
     number: float
     try:
-        number = int(text) if opt.kind == "int" else float(text)
+        number = int(text) if opt.kind in ("int", "int_auto") else float(text)
     except ValueError:
-        kind = "a whole number" if opt.kind == "int" else "a number" if opt.kind == "float" else "a number or inf"
+        kind = {"int": "a whole number", "int_auto": "a whole number or auto", "float": "a number"}.get(
+            opt.kind, "a number or inf")
         raise pytest.UsageError(f"{where}: {text!r} is not {kind}") from None
     if opt.kind == "rate" and not number > 0:
         raise pytest.UsageError(f"{where}: {text} must be above 0 (or inf)")
@@ -215,6 +221,7 @@ class Settings:
     temperature: float | None = None
     extra_body: str | None = None
     slo_max_send_lag_ms: float = 10.0
+    slo_workers: int | str = "auto"
     slo: Path | None = None
     slo_json: Path | None = None
     slo_threshold: tuple[str, ...] = ()

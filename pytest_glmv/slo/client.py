@@ -34,7 +34,7 @@ import gc
 import json
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Awaitable, Callable, Sequence
 
 import aiohttp
 
@@ -55,6 +55,7 @@ class RunOutput:
     probe: Record | None  # the initial test request (not counted)
     metrics_before: str | None = None  # /metrics text right before the timed run, if asked for
     metrics_after: str | None = None
+    started: float = 0.0  # the schedule's start (perf_counter, CLOCK_MONOTONIC: one clock for every process)
 
 
 def _handle_json(payload: bytes, rec: Record) -> bool:
@@ -206,9 +207,12 @@ async def run(
     metrics_url: str | None = None,
     spin: float = 0.001,
     awake: bool = False,
+    indices: Sequence[int] | None = None,
+    clock: Callable[[], Awaitable[float]] | None = None,
 ) -> RunOutput:
     """Release bodies[i] at schedule[i] seconds after the start, at most max_concurrency in flight;
-    the last `spin` seconds before each release are polled, not slept."""
+    the last `spin` seconds before each release are polled, not slept. workers.py: records keep `indices`;
+    `clock`, awaited once all is set up (gc frozen), gives the start."""
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
@@ -239,15 +243,16 @@ async def run(
                         rec.slot_lag = rec.start - waited_for
                 rec.queue_time = rec.start - rec.dispatched
 
-            records = [Record(i, scheduled=due) for i, due in enumerate(schedule)]
+            ids = range(len(schedule)) if indices is None else indices
+            records = [Record(i, scheduled=due) for i, due in zip(ids, schedule, strict=True)]
             tasks = []
             gc.collect()
             gc.freeze()
             if keeper is not None:
                 keeper.start()
             try:
+                t0 = perf_counter() if clock is None else await clock()
                 cpu0 = time.process_time()
-                t0 = perf_counter()
                 for rec, request in zip(records, requests, strict=True):
                     target = t0 + rec.scheduled
                     delay = target - perf_counter() - spin
@@ -269,7 +274,7 @@ async def run(
             after = await _scrape(session, metrics_url, headers)
     finally:
         pool.close()
-    return RunOutput(records, duration, cpu, first, before, after)
+    return RunOutput(records, duration, cpu, first, before, after, t0)
 
 
 async def _scrape(session: aiohttp.ClientSession, url: str | None, headers: dict[str, str]) -> str | None:

@@ -40,6 +40,8 @@ def block(result: Mapping[str, Any], percentiles: Sequence[float] = (99,), title
     lines.append(_row("Failed requests:", result["failed"]))
     if result.get("max_concurrency") is not None:
         lines.append(_row("Maximum request concurrency:", result["max_concurrency"]))
+    if (result.get("client_workers") or 1) > 1:  # not in vLLM's block: the load came from several processes
+        lines.append(_row("Client worker processes:", result["client_workers"]))
     rate = result.get("request_rate", "inf")
     if rate != "inf" and not (isinstance(rate, float) and math.isinf(rate)):
         lines.append(_row("Request rate configured (RPS):", float(rate), ".2f"))

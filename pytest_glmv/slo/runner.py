@@ -9,14 +9,13 @@ Usable outside pytest:
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import client, metrics, promcheck, report, schedule, workload
+from . import client, metrics, promcheck, report, schedule, workers, workload
 from .spec import Scenario, Threshold
 
 # options that a scenario may set too (the spec key is the option's name)
@@ -57,6 +56,7 @@ class Params:
     random_input_len: int = workload.RANDOM_INPUT_LEN
     random_output_len: int = workload.OUTPUT_LEN
     max_send_lag_ms: float = 10.0  # the client kept up when its p99 send lag (and slot lag) stays within this
+    workers: int | str = workers.AUTO  # load generator processes (workers.py); run_scenario resolves 'auto'
 
     def describe(self) -> str:
         rate = "inf" if math.isinf(self.request_rate) else f"{self.request_rate:g}"
@@ -69,7 +69,9 @@ class Params:
                 if on]
         return (f"{self.num_prompts} prompts of {data}, rate {rate} req/s, burstiness {self.burstiness:g}, "
                 f"max concurrency {self.max_concurrency or 'unlimited'}, seed {self.seed}"
-                + "".join(f", {b}" for b in body))
+                + "".join(f", {b}" for b in body)
+                + (f", {self.workers} client worker processes" if isinstance(self.workers, int)
+                   and self.workers > 1 else ""))
 
     def body_extra(self) -> dict[str, Any]:
         """What vllm bench serve adds after stream_options, in its order: ignore_eos (when on), then its
@@ -99,6 +101,7 @@ def params_for(settings: Any, sc: Scenario) -> Params:
     values["max_tokens"] = sc.run.get("max_tokens", workload.OUTPUT_LEN)
     values["timeout"] = settings.request_timeout
     values["max_send_lag_ms"] = getattr(settings, "slo_max_send_lag_ms", 10.0)
+    values["workers"] = getattr(settings, "slo_workers", workers.AUTO)  # the client's, never a scenario's
     return Params(**values)
 
 
@@ -136,21 +139,24 @@ class Outcome:
 
 def run_scenario(root_url: str, model: str | None, sc: Scenario, p: Params, *, api_key: str | None = None,
                  requests: list[workload.Request] | None = None) -> Outcome:
-    """Load the server at root_url (no /v1) with scenario sc under params p; never raises on failed requests."""
+    """Load the server at root_url (no /v1) with scenario sc under params p; never raises on failed requests
+    (a client worker that dies raises workers.WorkerError)."""
+    p = replace(p, workers=workers.resolve(p.workers, p.request_rate, p.num_prompts, p.max_concurrency))
     reqs = requests if requests is not None else workload.load(
         p.dataset, p.num_prompts, p.seed, p.max_tokens, input_len=p.random_input_len, output_len=p.random_output_len,
         align=aligner(root_url, model, api_key))
     extra = p.body_extra()
     bodies = [client.body(model or "", r.text, r.image_url, r.max_tokens, extra) for r in reqs]
     times = schedule.arrivals(p.num_prompts, p.request_rate, p.burstiness, p.seed)
-    out = asyncio.run(client.run(root_url.rstrip("/") + "/v1/chat/completions", bodies, times,
-                                 max_concurrency=p.max_concurrency, api_key=api_key, timeout=p.timeout,
-                                 metrics_url=root_url.rstrip("/") + "/metrics", awake=True))
+    out = workers.run(root_url.rstrip("/") + "/v1/chat/completions", bodies, times, workers=int(p.workers),
+                      max_concurrency=p.max_concurrency, api_key=api_key, timeout=p.timeout,
+                      metrics_url=root_url.rstrip("/") + "/metrics", awake=True)
     result = report.metadata(model=model, base_url=root_url, num_prompts=p.num_prompts, request_rate=p.request_rate,
                              burstiness=p.burstiness, max_concurrency=p.max_concurrency, dataset=p.dataset,
                              seed=p.seed)
     result.update(metrics.compute(out.records, out.duration, sc.percentiles, sc.goodput or None))
-    result["client_cpu_s"] = out.cpu_seconds
+    result["client_cpu_s"] = out.cpu_seconds  # all workers' together
+    result["client_workers"] = p.workers
     result["slo_max_send_lag_ms"] = p.max_send_lag_ms
     result["run_not_valid"] = metrics.client_fell_behind(result, p.max_send_lag_ms)
     result["scenario"] = sc.name

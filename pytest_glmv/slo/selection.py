@@ -88,12 +88,13 @@ class Runs:
         key = f"{sc.name}|{sc.run}|{sc.goodput}|{sc.percentiles}"
         if key not in self.done:
             server = request.getfixturevalue("glmv_server")  # started only when an SLO check runs
+            from .workers import WorkerError
             from .workload import WorkloadError
 
             try:
                 params = runner.params_for(self.settings, sc)
                 outcome = runner.run_scenario(server.root_url, server.model, sc, params, api_key=server.api_key)
-            except WorkloadError as e:
+            except (WorkloadError, WorkerError) as e:
                 pytest.fail(str(e), pytrace=False)
             many = len(self.spec().scenarios) > 1
             runner.save(outcome, self.settings.slo_json, many, detailed=self.settings.slo_records)
