@@ -217,6 +217,13 @@ def engine_of(version: str | None) -> str | None:
 _FINDING = re.compile(r"(?:Failed: )?finding ([a-z0-9-]+):")
 
 
+def deployment_finding(message: str) -> str | None:
+    """The id of a finding of the deployment itself (`finding media-path-root: ...`, e.g. a recommended
+    launch flag the operator may accept with --glmv-waive), else None."""
+    own = _FINDING.match(message)
+    return own.group(1) if own else None
+
+
 def message_of(evidence: str) -> str:
     """The failure's message inside a report's evidence (pytest's long text): its `E ` lines, else the text."""
     lines = [line[1:].strip() for line in evidence.splitlines() if line.startswith("E ")]
@@ -235,9 +242,9 @@ def rematch(report: Mapping[str, Any], kb: KnowledgeBase, version: str | None = 
         message = message_of(c.get("evidence") or "")
         m = kb.match(fid, message, engine_of(version), version)
         verdict = ("REGRESSION " if m and m.regression else "") + (m.entry.id if m else "unexplained")
-        own = _FINDING.match(message)
+        own = deployment_finding(message)
         if m is None and own:  # a finding of the deployment itself (e.g. the recommended launch flags)
-            verdict = f"deployment finding {own.group(1)} (waive with --glmv-waive {own.group(1)})"
+            verdict = f"deployment finding {own} (waive with --glmv-waive {own})"
         out.append((fid, c["outcome"], verdict))
     return out
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -161,3 +162,23 @@ def test_any_test_with_an_area_marker_is_in_the_matrix(pytester: pytest.Pytester
     assert "&lt;b&gt;" in (pytester.path / "out" / "report.html").read_text()
     plain = pytester.runpytest_subprocess("-k", "unmarked", "-p", "no:cacheprovider")
     assert "glmv conformance matrix" not in plain.stdout.str()
+
+
+def test_verdict_counts_deployment_findings_apart_from_upstream_and_unexplained() -> None:
+    from pytest_glmv.report.recorder import Recorder
+
+    def check(key: str, evidence: str, known: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"key": key, "area": "security", "outcome": "failed", "evidence": evidence, "known": known}
+
+    rec = Recorder(settings=SimpleNamespace(baseline=None), is_worker=False)
+    rec.result = {"written": [], "report": {
+        "summary": {"matrix": [{"passed": 5, "failed": 3, "error": 0, "skipped": 1, "xfailed": 0, "xpassed": 0}]},
+        "target": {"base_url": "http://h/v1", "target": "vllm", "vllm_version": "0.32.0"},
+        "checks": [
+            check("a", "E   Failed: finding media-path-root: the launch allows --allowed-local-media-path /"),
+            check("b", "E   AssertionError: 500 on a decompression bomb", {"id": "x", "regression": False}),
+            check("c", "E   AssertionError: something nobody knows"),
+        ]}}
+    assert rec.verdict() == ("glmv verdict: FAIL: 3 failed (1 known upstream, 1 finding of this deployment "
+                             "(--glmv-waive ID), 1 unexplained), 5 passed, 1 skipped, 0 xfailed; "
+                             "http://h/v1 (vllm, vLLM 0.32.0)")
