@@ -41,8 +41,8 @@ from typing import Any, Sequence
 
 from . import client
 
-# The rate one worker is given: a worker spent 2.5-3.4 ms of CPU per 128-token stream (benchmarks/slo_workers.py,
-# docs/slo.md), so 200 req/s keeps it at 50-70 % of a core, with room to release requests on time.
+# The rate one worker is given: a worker spent 2.5-4.2 ms of CPU per 128-token stream (benchmarks/slo_workers.py,
+# docs/slo.md), so 200 req/s keeps it at 50-85 % of a core, with some room to release requests on time.
 PER_WORKER_RATE = 200.0
 LEAD = 0.1  # seconds from handing out the start to the start: every worker must be waiting for it by then
 READY_TIMEOUT = 120.0  # a spawned worker imports numpy and aiohttp; a loaded host makes that slow
