@@ -39,7 +39,7 @@ def root_cause(log_text: str) -> str | None:
 def _pydantic_reason(following: list[str]) -> str:
     """The first error under a pydantic ValidationError header, as `field: message` (a model validator's
     error has no field line), up to pydantic's `[type=..., input_value=...]` tail."""
-    field, words = "", []
+    field, words = "", list[str]()
     for raw in following:
         line = _PROCESS_PREFIX.sub("", raw)
         if not line.strip() or line.strip().startswith("For further information"):
