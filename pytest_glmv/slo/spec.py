@@ -162,8 +162,9 @@ def _run_value(key: str, value: Any, where: str) -> Any:
         return dict(value)
     number = _number(value, where, key)
     if kind is int:
-        if number != int(number) or number < 1:
-            raise SpecError(f"{where}: {key} = {value!r} must be a whole number >= 1")
+        low = 0 if key == "seed" else 1  # vllm bench serve's default seed is 0
+        if number != int(number) or number < low:
+            raise SpecError(f"{where}: {key} = {value!r} must be a whole number >= {low}")
         return int(number)
     if key in ("request_rate", "burstiness") and number <= 0:
         raise SpecError(f"{where}: {key} = {value!r} must be above 0")

@@ -65,6 +65,11 @@ def test_judge_message_carries_value_threshold_and_margin() -> None:
     assert floor.judge(120.0) == (True, "output_throughput = 120.00 meets threshold >= 100.00; margin +20.00, +20.0%")
 
 
+def test_seed_zero_is_a_seed() -> None:  # vllm bench serve's default; a spec must be able to say it
+    (sc,) = spec.from_pairs(["seed=0", "p99_ttft_ms=900"]).scenarios
+    assert sc.run == {"seed": 0}
+
+
 def test_pairs_are_toml_values() -> None:
     (sc,) = spec.from_pairs(["p99_ttft_ms=900", "request_rate=inf", "num_prompts = 10"]).scenarios
     assert sc.run == {"request_rate": math.inf, "num_prompts": 10}
@@ -76,6 +81,7 @@ def test_pairs_are_toml_values() -> None:
     ("[slo]\np99_ttft_ms = 'fast'", "p99_ttft_ms = 'fast' is not a number"),
     ("num_prompts = 2.5\n[slo]\nmean_ttft_ms = 1", "num_prompts = 2.5 must be a whole number >= 1"),
     ("request_rate = 0\n[slo]\nmean_ttft_ms = 1", "request_rate = 0 must be above 0"),
+    ("seed = -1\n[slo]\nmean_ttft_ms = 1", "seed = -1 must be a whole number >= 0"),
     ("num_prompts = 5", "scenario 'slo' has no thresholds"),
     ("[slo]\nrequest_goodput = 1", "request_goodput needs a goodput table"),
     ("tolerance = 10\n[slo]\nmean_ttft_ms = 1", "must be below 1"),
