@@ -81,7 +81,7 @@ def test_pairs_are_toml_values() -> None:
     ("[slo]\np99_ttft_ms = 'fast'", "p99_ttft_ms = 'fast' is not a number"),
     ("num_prompts = 2.5\n[slo]\nmean_ttft_ms = 1", "num_prompts = 2.5 must be a whole number >= 1"),
     ("request_rate = 0\n[slo]\nmean_ttft_ms = 1", "request_rate = 0 must be above 0"),
-    ("seed = -1\n[slo]\nmean_ttft_ms = 1", "seed = -1 must be a whole number >= 0"),
+    ("seed = 1.5\n[slo]\nmean_ttft_ms = 1", "seed = 1.5 must be a whole number >= 0"),
     ("num_prompts = 5", "scenario 'slo' has no thresholds"),
     ("[slo]\nrequest_goodput = 1", "request_goodput needs a goodput table"),
     ("tolerance = 10\n[slo]\nmean_ttft_ms = 1", "must be below 1"),
