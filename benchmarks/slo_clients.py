@@ -1,4 +1,5 @@
-"""Running pytest-glmv's SLO client and `vllm bench serve` side by side, for benchmarks/slo_vs_vllm.py.
+"""Running pytest-glmv's SLO client and `vllm bench serve` side by side, for benchmarks/slo_vs_peers.py
+(its bare-client parity rows, benchmarks/slo_parity.py).
 
 Each client run is its own process (`python benchmarks/slo_clients.py --child ...` for ours, vLLM's
 CLI through a small wrapper for theirs), so the CPU each one spends is its own; request bodies are

@@ -1,5 +1,5 @@
 """pytest-glmv's bare SLO client against `vllm bench serve` on the same requests (images, byte-identical
-bodies): the rows benchmarks/slo_vs_vllm.py printed, moved here for benchmarks/slo_vs_peers.py
+bodies): the rows the removed benchmarks/slo_vs_vllm.py printed, moved here for benchmarks/slo_vs_peers.py
 (`--server tiny`, and `--bare-parity` on the reference server). on_reference: accuracy against the
 reference server's truth trace, CPU per chunk, a parity block (ours, vllm, vllm, ours) on one seeded
 Poisson schedule, the highest rate with p99 send lag <= 2 ms. on_tiny: real vLLM serving the tiny

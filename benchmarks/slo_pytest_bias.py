@@ -10,7 +10,7 @@ time.perf_counter() reads on Linux) pinned to the first CPU, and `python -m pyte
 -m slo --glmv-base-url ...` pinned to the other(s), with a spec of the chosen scenarios (rate20:
 Poisson at 20 req/s; concurrency1: one request at a time) and --glmv-slo-records, so every request's
 start, TTFT, latency and token count come back in the result JSON. Per request, as in
-benchmarks/slo_vs_vllm.py: TTFT bias = client TTFT - (first chunk written - request arrived), split
+benchmarks/slo_parity.py: TTFT bias = client TTFT - (first chunk written - request arrived), split
 into client start -> request arrived ("sent") and first chunk written -> client read it ("read");
 TPOT error = |client TPOT - server TPOT| / server TPOT. Each run prints mean, median, p99 and max;
 with --repeat, the table at the end gives the median over runs of each (the host is noisy).

