@@ -2,10 +2,12 @@
 make one call into the session object (pytest_glmv/session.py). Logic lives there and below."""
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any, Generator, Iterator
 
 import pytest
 
+from .kit import evidence
 from .lifecycle import config as cfg
 from .lifecycle.profiles import Profile
 from .lifecycle.server import Server
@@ -158,7 +160,8 @@ def glmv_client(glmv_server: Server, glmv_settings: cfg.Settings) -> Iterator["o
     import openai
 
     client = openai.OpenAI(base_url=glmv_server.base_url, api_key=glmv_server.api_key or "EMPTY", max_retries=0,
-                           timeout=glmv_settings.request_timeout)
+                           timeout=glmv_settings.request_timeout,
+                           http_client=openai.DefaultHttpxClient(limits=_sdk_limits(openai)))
     yield client
     client.close()
 
@@ -169,14 +172,18 @@ def glmv_async_client(glmv_server: Server, glmv_settings: cfg.Settings) -> "open
     import openai
 
     return openai.AsyncOpenAI(base_url=glmv_server.base_url, api_key=glmv_server.api_key or "EMPTY",
-                              max_retries=0, timeout=glmv_settings.request_timeout)
+                              max_retries=0, timeout=glmv_settings.request_timeout,
+                              http_client=openai.DefaultAsyncHttpxClient(limits=_sdk_limits(openai)))
+
+
+def _sdk_limits(openai: Any) -> Any:
+    """The keep-alive limits in the package the SDK's HTTP client is built on (httpx, or httpx2 from openai 3)."""
+    return evidence.keepalive_limits(importlib.import_module(openai.DefaultHttpxClient.__mro__[1].__module__
+                                                             .split(".")[0]))
 
 
 def _raw_client(server: Server, settings: cfg.Settings) -> "httpx.Client":
-    import httpx
-
-    headers = {"Authorization": f"Bearer {server.api_key}"} if server.api_key else {}
-    return httpx.Client(base_url=server.root_url, headers=headers, timeout=settings.request_timeout)
+    return evidence.http_client(server.root_url, server.api_key, settings.request_timeout)
 
 
 @pytest.fixture

@@ -113,6 +113,30 @@ def chat_body(model: str, content: Any = None, *, messages: Sequence[Any] | None
     return body
 
 
+# vLLM's uvicorn closes a connection after 5 s idle, and httpx reuses one for up to 5 s by default: a request
+# sent as the server's timer fires meets "Server disconnected without sending a response" (CI saw it on a
+# module fixture's request, after an idle gap). Reusing connections only while well inside the server's
+# window removes the race without retrying, which would hide a real dropped connection.
+KEEPALIVE_S = 2.0
+
+
+def keepalive_limits(package: Any = None) -> Any:
+    """httpx's default pool sizes, reusing a connection only for KEEPALIVE_S; `package` is the httpx-like
+    package to build them in (the openai SDK's clients are httpx2's from openai 3 on), default httpx."""
+    if package is None:
+        import httpx as package
+    return package.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_S)
+
+
+def http_client(root_url: str, api_key: str | None, timeout: float) -> "httpx.Client":
+    """The raw HTTP client of the fixtures (glmv_http, glmv_http_shared): the key, the timeout, and no reuse
+    of a connection the server may be closing."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return httpx.Client(base_url=root_url, headers=headers, timeout=timeout, limits=keepalive_limits())
+
+
 def request(http: "httpx.Client", method: str, path: str, body: Any = None, **kw: Any) -> Exchange:
     began = time.monotonic()
     resp = http.request(method, path, json=body, **kw) if body is not None else http.request(method, path, **kw)

@@ -61,7 +61,8 @@ class ProbeResult:
     elapsed: float = 0.0
 
 
-async def _burst(base_url: str, headers: dict[str, str], bodies: list[dict[str, Any]], timeout: float) -> list[ProbeResult]:
+async def _burst(base_url: str, headers: dict[str, str], bodies: list[dict[str, Any]],
+                 timeout: float) -> list[ProbeResult]:
     limits = httpx.Limits(max_connections=len(bodies), max_keepalive_connections=len(bodies))
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout, limits=limits) as client:
         async def one(b: dict[str, Any]) -> ProbeResult:

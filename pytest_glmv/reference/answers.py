@@ -187,7 +187,8 @@ def _use_tool_results(ctx: Context) -> tuple[str, str]:
     for m in reversed(ctx.messages):
         if m.get("role") != "tool":
             break
-        results.append(f"{names.get(str(m.get('tool_call_id')), 'the tool')} returned {_safe(text_of(m.get('content')), 200)}")
+        who = names.get(str(m.get('tool_call_id')), 'the tool')
+        results.append(f"{who} returned {_safe(text_of(m.get('content')), 200)}")
     results.reverse()
     return ("The tool results are in; I will answer from them.",
             "According to the tool results: " + "; ".join(results) + ".")
@@ -322,6 +323,7 @@ def _fill(schema: Any, text: str | None) -> Any:
 
 
 def _call_xml(name: str, args: dict[str, Any]) -> str:
-    body = "".join(f"<arg_key>{k}</arg_key>\n<arg_value>{v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
-                   f"</arg_value>\n" for k, v in args.items())
+    body = "".join(f"<arg_key>{k}</arg_key>\n<arg_value>"
+                   f"{v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}</arg_value>\n"
+                   for k, v in args.items())
     return f"<tool_call>{name}\n{body}</tool_call>"

@@ -25,7 +25,8 @@ def dumps(obj: Any) -> str:
 
 
 async def build_prompt(messages: list[dict[str, Any]], tools: Any, thinking: bool, cfg: ReferenceSettings,
-                       add_generation_prompt: bool = True, continue_final: bool = False) -> tuple[list[int], list[Media]]:
+                       add_generation_prompt: bool = True,
+                       continue_final: bool = False) -> tuple[list[int], list[Media]]:
     loaded: list[Media] = [] if cfg.faults.on("images-ignored") else await media.load_all(messages, cfg)
     text, _ = tokenizer.render(messages, tools, add_generation_prompt, thinking, continue_final)
     return media.prompt_ids(text, loaded), loaded
@@ -103,7 +104,8 @@ class ChatHandler:
             return web.Response(status=e.status, text=e.json(), content_type="application/json")
         mode = parsers.Mode(
             reasoning=req.thinking and not cfg.faults.on("no-reasoning-parser"),
-            tools=req.tools if req.tools and req.tool_choice != "none" and not cfg.faults.on("no-tool-parser") else None,
+            tools=(req.tools if req.tools and req.tool_choice != "none" and not cfg.faults.on("no-tool-parser")
+                   else None),
             typed=not cfg.faults.on("untyped-tool-args"))
         gens = [self._generate(req, items, max_tokens, i, mode) for i in range(req.n)]
         metrics.running += 1
@@ -170,7 +172,8 @@ class ChatHandler:
 
     # ---------------------------------------------------------------- answers
 
-    def _choice_message(self, gen: generate.Generation, req: ChatRequest, mode: parsers.Mode) -> tuple[dict[str, Any], str]:
+    def _choice_message(self, gen: generate.Generation, req: ChatRequest,
+                        mode: parsers.Mode) -> tuple[dict[str, Any], str]:
         parsed = parsers.parse(gen.text, mode)
         named = isinstance(req.tool_choice, dict)
         msg: dict[str, Any] = {"role": "assistant", "content": parsed.content, "refusal": None,
@@ -208,7 +211,8 @@ class ChatHandler:
                             "logprobs": {"content": gen.logprobs} if gen.logprobs is not None else None,
                             "finish_reason": finish, "stop_reason": gen.stop_reason, "token_ids": None,
                             "routed_experts": None})
-        body = {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": self.cfg.served_model_name,
+        body = {"id": cid, "object": "chat.completion", "created": int(time.time()),
+                "model": self.cfg.served_model_name,
                 "choices": choices, "service_tier": None, "system_fingerprint": self.cfg.system_fingerprint,
                 "usage": self._usage(prompt, gens, True), "prompt_logprobs": None, "prompt_token_ids": None,
                 "prompt_text": None, "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Iterable
 
 FAULTS: dict[str, str] = {
-    "no-reasoning-parser": "served without --reasoning-parser: <think>...</think> stays inside content, no reasoning field",
+    "no-reasoning-parser": "served without --reasoning-parser: <think>...</think> stays inside content, "
+                           "no reasoning field",
     "no-tool-parser": "served without a tool parser: tool-call XML stays inside content, no tool_calls",
     "no-auto-tool-choice": "served without --enable-auto-tool-choice: tool_choice auto answers vLLM's 400",
     "untyped-tool-args": "tool-call argument values all come back as JSON strings, whatever the schema says",
@@ -51,12 +52,17 @@ FAULTS: dict[str, str] = {
     "open-invocations": "/invocations serves chat without the API key, like vLLM's SageMaker route (vLLM #58144)",
     "sigterm-drops-requests": "SIGTERM ends the server at once: in-flight streams are cut mid-answer",
     "orphan-worker": "a worker process survives the server's SIGTERM and leaves a /dev/shm segment (vLLM #55510)",
-    "stream-tool-args-broken": "streamed tool-call argument deltas resend what was already sent, so they do not reassemble",
-    "tool-calls-finish-stop": "a turn that called tools (auto or required) ends with finish_reason stop, not tool_calls",
+    "stream-tool-args-broken": "streamed tool-call argument deltas resend what was already sent, so they do not "
+                               "reassemble",
+    "tool-calls-finish-stop": "a turn that called tools (auto or required) ends with finish_reason stop, "
+                              "not tool_calls",
     "thinking-toggle-ignored": "chat_template_kwargs enable_thinking=false is ignored: the model thinks anyway",
-    "history-reasoning-content-dropped": "an assistant turn sent back with `reasoning_content` (the legacy name) loses it before the template (vLLM #38488)",
-    "tool-call-in-reasoning": "a tool call made right after thinking is swallowed into the reasoning text: no tool_calls",
-    "reasoning-streamed-as-content": "streamed answers carry the reasoning text as content deltas; non-streamed answers are right",
+    "history-reasoning-content-dropped": "an assistant turn sent back with `reasoning_content` (the legacy name) "
+                                         "loses it before the template (vLLM #38488)",
+    "tool-call-in-reasoning": "a tool call made right after thinking is swallowed into the reasoning text: "
+                              "no tool_calls",
+    "reasoning-streamed-as-content": "streamed answers carry the reasoning text as content deltas; non-streamed "
+                                     "answers are right",
     "parallel-calls-collapsed": "parallel tool calls are collapsed to the first one, streaming and not",
     "forced-call-not-enforced": "tool_choice required or a named function is not enforced: the model answers in "
                                 "plain text and no call comes back (vLLM 0.28.0 and 0.23.0 with glm45)",

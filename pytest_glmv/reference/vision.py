@@ -29,7 +29,8 @@ def smart_resize(frames: int, height: int, width: int, min_pixels: int, max_pixe
         scale = max(FACTOR / height, FACTOR / width)
         height, width = int(height * scale), int(width * scale)
     if max(height, width) / min(height, width) > 200:
-        raise MediaError(f"absolute aspect ratio must be smaller than 200, got {max(height, width) / min(height, width)}")
+        ratio = max(height, width) / min(height, width)
+        raise MediaError(f"absolute aspect ratio must be smaller than 200, got {ratio}")
     h_bar = max(FACTOR, round(height / FACTOR) * FACTOR)
     w_bar = max(FACTOR, round(width / FACTOR) * FACTOR)
     t_bar = max(TEMPORAL, round(frames / TEMPORAL) * TEMPORAL)

@@ -37,7 +37,8 @@ async def test_prompt_tokens_grow_with_size_and_count(make_client) -> None:
 async def test_colour_count_and_box(make_client) -> None:
     c = await make_client()
     red = data_url(png(64, 64, "red"))
-    assert "dominant colour is red" in (await answer(c, "What colour is this?", red))[1]["choices"][0]["message"]["content"]
+    _, body = await answer(c, "What colour is this?", red)
+    assert "dominant colour is red" in body["choices"][0]["message"]["content"]
     status, body = await answer(c, "How many shapes are there?", data_url(SCENE))
     assert "There are 2 shapes." in body["choices"][0]["message"]["content"]
     status, body = await answer(c, "Where is the shape? Give a bounding box.",
