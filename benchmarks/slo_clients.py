@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -166,6 +168,19 @@ def server_means(before: dict[str, float], after: dict[str, float]) -> dict[str,
         return float("nan") if ms is None else ms
     return {"n": after.get(promcheck.SUCCESS, 0.0) - before.get(promcheck.SUCCESS, 0.0),
             "ttft": mean(promcheck.TTFT), "tpot": mean("vllm:request_time_per_output_token_seconds")}
+
+
+def trace_means(trace: Path, lo: float, hi: float) -> dict[str, float]:
+    """What the reference server traced (--trace) for the completed streams whose first bytes it read in
+    [lo, hi]: count, mean TTFT (first chunk written - request arrived) and mean TPOT (ms). The last two
+    writes of a stream are the usage chunk and [DONE]."""
+    rows = [json.loads(line) for line in trace.read_text().splitlines()]
+    mine = [t for t in rows if lo <= t["arrived"] <= hi and t.get("status") == 200 and len(t["chunks"]) >= 3]
+    ttft = [(t["chunks"][0] - t["arrived"]) * 1000 for t in mine]
+    tpots = [metrics.tpot(t["chunks"][0], t["chunks"][-3], int(t["completion_tokens"])) for t in mine]
+    tpot = [x * 1000 for x in tpots if x is not None]
+    return {"n": len(mine), "ttft": statistics.fmean(ttft) if ttft else math.nan,
+            "tpot": statistics.fmean(tpot) if tpot else math.nan}
 
 
 def chunks(data: dict[str, Any]) -> int:

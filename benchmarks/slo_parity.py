@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from slo_clients import Bench, chunks, pin_tree, write_workload
+from slo_clients import Bench, chunks, pin_tree, trace_means, write_workload
 
 from pytest_glmv.slo import metrics, workload
 
@@ -58,13 +58,7 @@ def trace_view(trace: Path) -> View:
         """What the server traced for one run's requests (runs never overlap in time): count, mean TTFT
         (first chunk written - request arrived) and mean TPOT (ms), over completed streams."""
         ok = [r for r in data["records"] if r.ok]
-        lo, hi = min(r.start for r in ok), max(r.start + r.latency for r in ok)
-        rows = [json.loads(line) for line in trace.read_text().splitlines()]
-        mine = [t for t in rows if lo <= t["received"] <= hi and t.get("status") == 200 and len(t["chunks"]) >= 3]
-        ttft = [(t["chunks"][0] - t["arrived"]) * 1000 for t in mine]
-        tpots = [metrics.tpot(t["chunks"][0], t["chunks"][-3], t["completion_tokens"]) for t in mine]
-        tpot = [x * 1000 for x in tpots if x is not None]
-        return {"n": len(mine), "ttft": float(np.mean(ttft)), "tpot": float(np.mean(tpot))}
+        return trace_means(trace, min(r.start for r in ok), max(r.start + r.latency for r in ok))
     return view
 
 

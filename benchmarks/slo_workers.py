@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -34,23 +33,11 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from slo_clients import loadavg, trace_means  # noqa: E402
 
 from pytest_glmv.slo import client, metrics, schedule, workers, workload  # noqa: E402
-
-
-def loadavg() -> str:
-    return "/".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def server_view(trace: Path, lo: float, hi: float) -> dict[str, float]:
-    """Mean TTFT and TPOT (ms) the server traced for the streams that arrived in [lo, hi]."""
-    rows = [json.loads(line) for line in trace.read_text().splitlines()]
-    mine = [t for t in rows if lo <= t["arrived"] <= hi and t.get("status") == 200 and len(t["chunks"]) >= 3]
-    ttft = [(t["chunks"][0] - t["arrived"]) * 1000 for t in mine]
-    # the last two writes are the usage chunk and [DONE]
-    tpots = [metrics.tpot(t["chunks"][0], t["chunks"][-3], int(t["completion_tokens"])) for t in mine]
-    return {"n": len(mine), "ttft": float(np.mean(ttft)) if ttft else math.nan,
-            "tpot": float(np.mean([x * 1000 for x in tpots if x is not None])) if tpots else math.nan}
 
 
 def one(url: str, bodies: list[bytes], rate: float, n_workers: int, seed: int, trace: Path) -> dict[str, Any]:
@@ -62,7 +49,7 @@ def one(url: str, bodies: list[bytes], rate: float, n_workers: int, seed: int, t
     res = metrics.compute(out.records, out.duration)
     ok = [r for r in out.records if r.ok]
     time.sleep(0.5)  # the server appends each request's trace line once it has finished writing
-    srv = server_view(trace, out.started, out.started + out.duration)
+    srv = trace_means(trace, out.started, out.started + out.duration)
     sent = n / (max(r.dispatched for r in out.records) - out.started)
     return {"rate": rate, "workers": n_workers, "n": n, "failed": res["failed"], "sent": sent / rate * 100,
             "done": res["request_throughput"] / rate * 100, "lag": res["p99_send_lag_ms"],
