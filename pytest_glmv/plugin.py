@@ -2,7 +2,6 @@
 make one call into the session object (pytest_glmv/session.py). Logic lives there and below."""
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any, Generator, Iterator
 
 import pytest
@@ -161,7 +160,7 @@ def glmv_client(glmv_server: Server, glmv_settings: cfg.Settings) -> Iterator["o
 
     client = openai.OpenAI(base_url=glmv_server.base_url, api_key=glmv_server.api_key or "EMPTY", max_retries=0,
                            timeout=glmv_settings.request_timeout,
-                           http_client=openai.DefaultHttpxClient(limits=_sdk_limits(openai)))
+                           http_client=evidence.sdk_http_client(openai))
     yield client
     client.close()
 
@@ -173,13 +172,7 @@ def glmv_async_client(glmv_server: Server, glmv_settings: cfg.Settings) -> "open
 
     return openai.AsyncOpenAI(base_url=glmv_server.base_url, api_key=glmv_server.api_key or "EMPTY",
                               max_retries=0, timeout=glmv_settings.request_timeout,
-                              http_client=openai.DefaultAsyncHttpxClient(limits=_sdk_limits(openai)))
-
-
-def _sdk_limits(openai: Any) -> Any:
-    """The keep-alive limits in the package the SDK's HTTP client is built on (httpx, or httpx2 from openai 3)."""
-    return evidence.keepalive_limits(importlib.import_module(openai.DefaultHttpxClient.__mro__[1].__module__
-                                                             .split(".")[0]))
+                              http_client=evidence.sdk_http_client(openai, asynchronous=True))
 
 
 def _raw_client(server: Server, settings: cfg.Settings) -> "httpx.Client":

@@ -15,6 +15,7 @@ from typing import Iterator
 import httpx
 import pytest
 
+from pytest_glmv.kit import evidence
 from pytest_glmv.kit.evidence import KEEPALIVE_S, http_client
 
 IDLE_CLOSE_S = KEEPALIVE_S + 0.5
@@ -62,6 +63,15 @@ def test_a_connection_idle_past_the_keepalive_is_not_reused(racy_server: str) ->
         assert c.get("/health").status_code == 200
         time.sleep(IDLE_CLOSE_S + 0.3)
         assert c.get("/health").status_code == 200  # a new connection, not the one being closed
+
+
+def test_the_sdk_clients_of_the_fixtures_do_not_reuse_it_either(racy_server: str) -> None:
+    import openai
+
+    with evidence.sdk_http_client(openai) as c:
+        assert c.get(racy_server + "/health").status_code == 200
+        time.sleep(IDLE_CLOSE_S + 0.3)
+        assert c.get(racy_server + "/health").status_code == 200
 
 
 def test_the_race_is_real_with_httpx_defaults(racy_server: str) -> None:

@@ -5,6 +5,7 @@ message can say exactly what happened, with data URLs shortened to their size.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import time
@@ -122,10 +123,18 @@ KEEPALIVE_S = 2.0
 
 def keepalive_limits(package: Any = None) -> Any:
     """httpx's default pool sizes, reusing a connection only for KEEPALIVE_S; `package` is the httpx-like
-    package to build them in (the openai SDK's clients are httpx2's from openai 3 on), default httpx."""
+    package to build them in (default httpx)."""
     if package is None:
         import httpx as package
     return package.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_S)
+
+
+def sdk_http_client(openai: Any, asynchronous: bool = False) -> Any:
+    """The openai SDK's own HTTP client with those limits, built in the package the SDK uses (httpx; httpx2
+    from openai 3 on, whose client refuses to type-check httpx's Limits)."""
+    cls = openai.DefaultAsyncHttpxClient if asynchronous else openai.DefaultHttpxClient
+    package = importlib.import_module(openai.DefaultHttpxClient.__mro__[1].__module__.split(".")[0])
+    return cls(limits=keepalive_limits(package))
 
 
 def http_client(root_url: str, api_key: str | None, timeout: float) -> "httpx.Client":
