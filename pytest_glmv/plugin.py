@@ -8,6 +8,7 @@ import pytest
 
 from .kit import evidence
 from .lifecycle import config as cfg
+from .lifecycle import rootdir
 from .lifecycle.profiles import Profile
 from .lifecycle.server import Server
 from .lifecycle.target import Target
@@ -38,6 +39,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             kw.update(metavar=opt.metavar or opt.name.split("_")[-1].upper())
         group.addoption(opt.flag, **kw)
         parser.addini(opt.ini, opt.help, type="args" if opt.kind == "list" else "string", default=None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
+    rootdir.repair(early_config, args)  # `--glmv-baseline PATH` read as a test path must not move the rootdir
 
 
 @pytest.hookimpl(tryfirst=True)
