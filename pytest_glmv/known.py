@@ -2,9 +2,13 @@
 
 A failing suite check is a finding with a stable id, `AREA/NAME` (the check's name without `test_`,
 parameters kept: `robustness/decompression_bomb_is_refused_quickly`). An entry of the knowledge base
-explains a finding for an engine and a range of its versions, but only when the failure's evidence
-matches the entry's signature (status and message pattern): a different 500 on the same check is a new
-failure, never a known one. An entry whose fixed-in version is at or below the server's is a regression.
+explains a finding for an engine and a range of its versions, but only when what the server did matches the
+entry's signature: the structured evidence a check records (kit/evidence.py: the exchange's status, error type
+and message, answer, path and time, the log lines the server wrote during the check, the check's notes), never
+the check's own failure wording. A different 500 on the same check is a new failure, never a known one; a
+server that is not recognisably the entry's engine (lifecycle/engine.py) matches nothing. An entry whose
+fixed-in version is at or below the server's is a regression. Two entries that match one failure explain
+nothing: the report says so, and the failure counts as unexplained.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
@@ -24,9 +28,14 @@ else:  # pragma: no cover
 
 ENGINES = ("vllm", "sglang")
 POLICIES = ("fail", "xfail")
-_FIELDS = {"id", "check", "engine", "versions", "fixed_in", "reference", "remedy", "summary", "evidence",
-           "depends_on_weights"}
-_EVIDENCE_FIELDS = {"status", "pattern", "observed"}
+_FIELDS = {"id", "check", "engine", "versions", "fixed_in", "reference", "boundaries", "remedy", "summary",
+           "evidence", "depends_on_weights"}
+# What a signature may name, all of the server: the exchange's fields, its log lines, the time it took, notes
+_EVIDENCE_FIELDS = {"status", "error_type", "message", "response", "path", "log", "elapsed_min_s", "elapsed_max_s",
+                    "note", "observed"}
+# ...and what must be among them: something the server said or did beyond a status code
+_SERVER_OWN = ("message", "response", "log", "elapsed_min_s", "elapsed_max_s")
+_REGEX_FIELDS = ("error_type", "message", "response", "path", "log")
 
 
 class KnowledgeBaseError(ValueError):
@@ -64,8 +73,7 @@ class Entry:
     reference: str
     remedy: str
     summary: str
-    status: int | None
-    pattern: re.Pattern[str] | None
+    signature: "Signature"
     observed: str
     source: str
     # True: whether it shows depends on what the model generates (random weights, the GPU's numerics), so a run
@@ -79,10 +87,48 @@ class Entry:
     def is_fixed_at(self, version: Version) -> bool:
         return self.fixed_in is not None and _release(version) >= self.fixed_in
 
-    def evidence_matches(self, text: str) -> bool:
-        if self.status is not None and not re.search(rf"\bstatus:? {self.status}\b", text):
+    def evidence_matches(self, evidence: Mapping[str, Any] | None) -> bool:
+        return self.signature.matches(evidence)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What the server did, as a knowledge-base entry names it; every field given must hold.
+
+    status: HTTP statuses (0: no answer at all, the connection failed or timed out); error_type, message,
+    response, path: regexes searched in the shown exchange's error type, the server's error message, the answer
+    (<= 300 chars; a stream's joined text) and the path; log: a regex one of the check's server log lines must
+    match; elapsed_min_s/elapsed_max_s: the exchange's time; note: {key: regex} over the check's notes."""
+
+    status: tuple[int, ...] = ()
+    fields: tuple[tuple[str, re.Pattern[str]], ...] = ()
+    log: re.Pattern[str] | None = None
+    elapsed: tuple[float | None, float | None] = (None, None)
+    notes: tuple[tuple[str, re.Pattern[str]], ...] = ()
+
+    def matches(self, evidence: Mapping[str, Any] | None) -> bool:
+        if not isinstance(evidence, Mapping):
             return False
-        return self.pattern is None or self.pattern.search(text) is not None
+        ex = evidence.get("exchange")
+        needs_exchange = bool(self.status or self.fields or self.elapsed != (None, None))
+        if needs_exchange and not isinstance(ex, Mapping):
+            return False
+        ex = ex if isinstance(ex, Mapping) else {}
+        if self.status and (ex.get("status") or 0) not in self.status:
+            return False
+        for name, rx in self.fields:
+            if rx.search(str(ex.get("error_message" if name == "message" else name) or "")) is None:
+                return False
+        low, high = self.elapsed
+        if low is not None or high is not None:
+            took = ex.get("elapsed_s")
+            if not isinstance(took, (int, float)) or (low is not None and took < low) or (
+                    high is not None and took > high):
+                return False
+        if self.log is not None and not any(self.log.search(str(line)) for line in evidence.get("log") or ()):
+            return False
+        notes = evidence.get("notes") or {}
+        return all(key in notes and rx.search(str(notes[key])) for key, rx in self.notes)
 
 
 @dataclass(frozen=True)
@@ -91,10 +137,15 @@ class Match:
     finding: str  # the check it explained
     version: str
     regression: bool  # the server's version is at or past the fix: the fault came back
+    rivals: tuple[Entry, ...] = ()  # other entries the same evidence matches: then nothing is explained
 
     @property
     def text(self) -> str:
         e = self.entry
+        if self.rivals:
+            ids = ", ".join(r.id for r in (e, *self.rivals))
+            return (f"AMBIGUOUS: this failure's evidence matches {len(self.rivals) + 1} knowledge-base entries "
+                    f"({ids}); none is taken, the failure stays unexplained until their signatures tell them apart")
         name = {"vllm": "vLLM", "sglang": "SGLang"}.get(e.engine, e.engine)
         fixed = f"fixed in {e.fixed_in}" if e.fixed_in else "not fixed upstream yet"
         ref = f" ({e.reference})" if e.reference else ""
@@ -108,22 +159,25 @@ class Match:
         return {"id": e.id, "finding": self.finding, "engine": e.engine, "versions": str(e.versions),
                 "fixed_in": str(e.fixed_in) if e.fixed_in else None, "reference": e.reference,
                 "remedy": e.remedy, "summary": e.summary, "server_version": self.version,
-                "regression": self.regression, "text": self.text}
+                "regression": self.regression, "ambiguous": [r.id for r in self.rivals], "text": self.text}
 
 
 @dataclass
 class KnowledgeBase:
     entries: list[Entry] = field(default_factory=list)
 
-    def match(self, finding: str, evidence: str, engine: str | None, version: str | None) -> Match | None:
+    def match(self, finding: str, evidence: Mapping[str, Any] | None, engine: str | None,
+              version: str | None) -> Match | None:
         """The entry that explains this failure, or None. Only entries for this finding, engine and version
-        range (or fixed at or below it: a regression) whose signature the evidence matches."""
+        range (or fixed at or below it: a regression) whose signature the server's evidence (a check's
+        server_evidence: exchange, log, notes) matches. Several matching: a Match with rivals (ambiguous)."""
         v = parse_version(version)
-        for e in self.entries:
-            if finding in e.checks and e.applies_to(engine, v) and e.evidence_matches(evidence):
-                assert v is not None
-                return Match(e, finding, str(version), regression=e.is_fixed_at(v))
-        return None
+        found = [e for e in self.entries
+                 if finding in e.checks and e.applies_to(engine, v) and e.evidence_matches(evidence)]
+        if not found:
+            return None
+        assert v is not None
+        return Match(found[0], finding, str(version), regression=found[0].is_fixed_at(v), rivals=tuple(found[1:]))
 
     def for_version(self, engine: str, version: str) -> list[Entry]:
         """Entries that apply to this engine and version (not regressions)."""
@@ -160,23 +214,47 @@ def _entry(raw: Mapping[str, Any], where: str) -> Entry:
             raise KnowledgeBaseError(f"{where}: fixed_in {raw['fixed_in']!r} is not a PEP 440 version")
     ev = raw.get("evidence") or {}
     if not isinstance(ev, Mapping) or set(ev) - _EVIDENCE_FIELDS:
-        raise KnowledgeBaseError(f"{where}: evidence must be a table with {', '.join(sorted(_EVIDENCE_FIELDS))}")
-    if "status" not in ev and "pattern" not in ev:
-        raise KnowledgeBaseError(f"{where}: evidence needs a status or a pattern: a check name alone never "
-                                 "matches")
-    status = ev.get("status")
-    if status is not None and not (isinstance(status, int) and 100 <= status <= 599):
-        raise KnowledgeBaseError(f"{where}: evidence.status {status!r} is not an HTTP status")
-    try:
-        pattern = re.compile(ev["pattern"]) if ev.get("pattern") else None
-    except (re.error, TypeError) as e:
-        raise KnowledgeBaseError(f"{where}: evidence.pattern is not a regular expression: {e}") from None
+        bad = sorted(set(ev) - _EVIDENCE_FIELDS) if isinstance(ev, Mapping) else "not a table"
+        raise KnowledgeBaseError(f"{where}: evidence has {bad}; it names only {', '.join(sorted(_EVIDENCE_FIELDS))}")
+    signature = _signature(ev, where)
     weights = raw.get("depends_on_weights", False)
     if not isinstance(weights, bool):
         raise KnowledgeBaseError(f"{where}: depends_on_weights must be true or false")
     return Entry(raw["id"], tuple(checks), raw["engine"], versions, fixed, str(raw.get("reference") or "none found"),
-                 raw["remedy"].strip(), raw["summary"].strip(), status, pattern, str(ev.get("observed") or ""), where,
+                 raw["remedy"].strip(), raw["summary"].strip(), signature, str(ev.get("observed") or ""), where,
                  weights)
+
+
+def _signature(ev: Mapping[str, Any], where: str) -> Signature:
+    if not any(k in ev for k in _SERVER_OWN):
+        raise KnowledgeBaseError(f"{where}: evidence names nothing the server did: a status alone is not enough; "
+                                 "add its own words (message, response), a log line (log) or a timing window "
+                                 "(elapsed_min_s/elapsed_max_s)")
+    status = ev.get("status", [])
+    status = [status] if isinstance(status, int) and not isinstance(status, bool) else status
+    if not isinstance(status, list) or not all(isinstance(s, int) and (s == 0 or 100 <= s <= 599) for s in status):
+        raise KnowledgeBaseError(f"{where}: evidence.status {ev.get('status')!r} is not an HTTP status (or 0: no "
+                                 "answer), nor a list of them")
+
+    def regex(key: str, value: Any) -> re.Pattern[str]:
+        try:
+            return re.compile(value) if isinstance(value, str) and value else re.compile(None)  # type: ignore
+        except (re.error, TypeError) as e:
+            raise KnowledgeBaseError(f"{where}: evidence.{key} is not a regular expression: {e}") from None
+
+    fields = tuple((k, regex(k, ev[k])) for k in _REGEX_FIELDS if k != "log" and k in ev)
+    log = regex("log", ev["log"]) if "log" in ev else None
+    window: list[float | None] = []
+    for key in ("elapsed_min_s", "elapsed_max_s"):
+        value = ev.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            raise KnowledgeBaseError(f"{where}: evidence.{key} {value!r} is not a number of seconds >= 0")
+        window.append(float(value) if value is not None else None)
+    note = ev.get("note") or {}
+    if not isinstance(note, Mapping):
+        raise KnowledgeBaseError(f"{where}: evidence.note must be a table of note name = regex")
+    notes = tuple((str(k), regex(f"note.{k}", v)) for k, v in note.items())
+    return Signature(tuple(status), fields, log, (window[0], window[1]), notes)
 
 
 def load(paths: Iterable[Path] | None = None) -> KnowledgeBase:
@@ -209,11 +287,6 @@ def load(paths: Iterable[Path] | None = None) -> KnowledgeBase:
     return kb
 
 
-def engine_of(version: str | None) -> str | None:
-    """Which engine a server is, from what it says about itself: a /version answer means vLLM."""
-    return "vllm" if version else None
-
-
 _FINDING = re.compile(r"(?:Failed: )?finding ([a-z0-9-]+):")
 
 
@@ -230,22 +303,76 @@ def message_of(evidence: str) -> str:
     return "\n".join(lines) if lines else evidence
 
 
-def rematch(report: Mapping[str, Any], kb: KnowledgeBase, version: str | None = None) -> list[tuple[str, str, str]]:
-    """(check, outcome, verdict) for every failed or xfailed suite check of a report.json, matched against `kb`:
-    how an earlier run reads under today's knowledge base (and how docs/vllm-matrix.md is made)."""
-    version = version or (report.get("target") or {}).get("vllm_version")
+NO_EVIDENCE = "no server evidence recorded"
+# a check's place in the verdict; `tally` counts them, for the run's verdict line and python -m pytest_glmv.known
+CATEGORIES = ("known", "regression", "ambiguous", "deployment", "waived", "unexplained")
+
+
+def category(check: Mapping[str, Any], known: Mapping[str, Any] | None) -> str:
+    """Where one failed, errored or xfailed suite check counts, given the knowledge-base match it got (a
+    Match.record(), or None): a known upstream fault, a regression of one, two entries at once (ambiguous),
+    a finding of the deployment (its own `finding ID:` message), a finding the user waived, or unexplained."""
+    if known:
+        return "ambiguous" if known.get("ambiguous") else "regression" if known.get("regression") else "known"
+    if check.get("outcome") == "xfailed" and str(check.get("reason") or "").startswith("waived finding"):
+        return "waived"
+    if deployment_finding(message_of(check.get("evidence") or "")):
+        return "deployment"
+    return "unexplained"
+
+
+def tally(checks: Iterable[Mapping[str, Any]],
+          matched: Callable[[Mapping[str, Any]], Mapping[str, Any] | None] = lambda c: c.get("known"),
+          ) -> dict[str, dict[str, int]]:
+    """{"failed": {category: n}, "xfailed": {category: n}} over a report's suite checks (failed and errored count
+    as failed). `matched` gives each check's match (default: the one the run recorded)."""
+    out: dict[str, dict[str, int]] = {"failed": dict.fromkeys(CATEGORIES, 0), "xfailed": dict.fromkeys(CATEGORIES, 0)}
+    for c in checks:
+        side = {"failed": "failed", "error": "failed", "xfailed": "xfailed"}.get(str(c.get("outcome")))
+        if side and c.get("area"):
+            out[side][category(c, matched(c))] += 1
+    return out
+
+
+def failed_phrase(counts: Mapping[str, int]) -> str:
+    """`9 failed (1 known upstream, 1 finding of this deployment (--glmv-waive ID), 7 unexplained)`: the verdict
+    line's words for the failed side of a tally."""
+    bad = sum(counts.values())
+    k, back, amb, own = counts["known"], counts["regression"], counts["ambiguous"], counts["deployment"]
+    why = [f"{k} known upstream"] if k else []
+    why += [f"{back} regression{'s' if back != 1 else ''} of known faults"] if back else []
+    why += [f"{amb} matching several known faults (ambiguous)"] if amb else []
+    why += [f"{own} finding{'s' if own != 1 else ''} of this deployment (--glmv-waive ID)"] if own else []
+    rest = bad - k - back - amb - own
+    return f"{bad} failed" + (f" ({', '.join(why)}, {rest} unexplained)" if why else "")
+
+
+def rematch(report: Mapping[str, Any], kb: KnowledgeBase, version: str | None = None,
+            ) -> list[tuple[str, str, str, Match | None]]:
+    """(check, outcome, verdict, match) for every failed or xfailed suite check of a report.json, matched
+    against `kb` by the check's "server_evidence": how an earlier run reads under today's knowledge base (and
+    how docs/vllm-matrix.md is made). A check without server evidence (a report from before it was recorded)
+    is never matched by its text: its verdict says so."""
+    target = report.get("target") or {}
+    version = version or target.get("vllm_version")
+    engine = target.get("engine") or "unknown"  # a report that did not record the engine: nothing applies
     out = []
     for c in report.get("checks", []):
         if c.get("outcome") not in ("failed", "error", "xfailed") or not c.get("area"):
             continue
         fid = finding_id(c["area"], c["key"].split("::")[-1])
-        message = message_of(c.get("evidence") or "")
-        m = kb.match(fid, message, engine_of(version), version)
-        verdict = ("REGRESSION " if m and m.regression else "") + (m.entry.id if m else "unexplained")
-        own = deployment_finding(message)
-        if m is None and own:  # a finding of the deployment itself (e.g. the recommended launch flags)
+        evidence = c.get("server_evidence")
+        m = kb.match(fid, evidence, engine, version) if isinstance(evidence, Mapping) else None
+        kind = category(c, m.record() if m else None)
+        verdict = {"known": m.entry.id if m else "", "regression": f"REGRESSION {m.entry.id}" if m else "",
+                   "ambiguous": m.text if m else "", "waived": f"waived ({c.get('reason') or ''})"[:120],
+                   }.get(kind, "unexplained")
+        if kind == "deployment":
+            own = deployment_finding(message_of(c.get("evidence") or ""))
             verdict = f"deployment finding {own} (waive with --glmv-waive {own})"
-        out.append((fid, c["outcome"], verdict))
+        elif kind == "unexplained" and not isinstance(evidence, Mapping):
+            verdict = f"unexplained ({NO_EVIDENCE})"
+        out.append((fid, c["outcome"], verdict, m))
     return out
 
 
@@ -259,22 +386,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--version", help="the server's vLLM version (default: the one the report recorded)")
     a = ap.parse_args(argv)
     try:
-        report = json.loads(a.report.read_text(encoding="utf-8"))
         kb = load()
-    except (OSError, ValueError) as e:
-        print(f"glmv: {a.report}: {e}", file=sys.stderr)
+        report = json.loads(a.report.read_text(encoding="utf-8"))
+    except KnowledgeBaseError as e:
+        print(f"glmv: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"glmv: {a.report}: cannot read: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        where = f" (line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
+        print(f"glmv: {a.report}: not a report.json of --glmv-report: not JSON{where}", file=sys.stderr)
         return 2
     if not isinstance(report, dict) or not isinstance(report.get("checks", []), list):
         print(f"glmv: {a.report}: not a report.json of --glmv-report (no list of checks)", file=sys.stderr)
         return 2
     rows = rematch(report, kb, a.version)
-    for fid, outcome, verdict in rows:
+    target = report.get("target") or {}
+    print(f"engine {target.get('engine') or 'not recorded'}"
+          + (f" ({target['engine_evidence']})" if target.get("engine_evidence") else "")
+          + f"; version {a.version or target.get('vllm_version') or 'unknown'}")
+    for fid, outcome, verdict, _ in rows:
         print(f"{outcome:8} {fid:70} {verdict}")
-    unexplained = sum(1 for *_, v in rows if v == "unexplained" or v.startswith("REGRESSION"))
-    own = sum(1 for *_, v in rows if v.startswith("deployment finding"))
-    print(f"{len(rows)} failed or xfailed: {len(rows) - unexplained - own} known upstream, {own} findings of the "
-          f"deployment, {unexplained} unexplained")
-    return 1 if unexplained else 0
+    # rematch yields the same checks in the same order as tally reads them: its matches, by position
+    matches = iter(m.record() if m else None for *_, m in rows)
+    counts = tally([c for c in report.get("checks", []) if c.get("outcome") in ("failed", "error", "xfailed")
+                    and c.get("area")], lambda c: next(matches))
+    x = counts["xfailed"]
+    xs = [f"{n} {'known upstream' if k == 'known' else k}" for k, n in x.items() if n]
+    print(f"{failed_phrase(counts['failed'])}; {sum(x.values())} xfailed" + (f" ({', '.join(xs)})" if xs else ""))
+    failed = counts["failed"]
+    return 1 if failed["unexplained"] + failed["regression"] + failed["ambiguous"] else 0
 
 
 if __name__ == "__main__":

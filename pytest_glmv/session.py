@@ -258,7 +258,8 @@ class GlmvSession:
             return
         fid = known.finding_id(area, item.name)
         version = self.target.server.version if self.target.server is not None else None
-        match = self.known.match(fid, _failure_message(report), known.engine_of(version), version)
+        # only what the server did (report.glmv_evidence), on a server recognised as the entry's engine
+        match = self.known.match(fid, getattr(report, "glmv_evidence", None), self.target.engine, version)
         props: list[tuple[str, object]] = [("glmv_finding", fid)]
         if match is not None:
             report.glmv_known = match.record()  # type: ignore[attr-defined]
@@ -268,7 +269,8 @@ class GlmvSession:
         report.user_properties += props
         item.user_properties += props
         waived = set(self.settings.waive)
-        if match is not None and not match.regression:  # a regression always fails, whatever the policy
+        # a regression always fails, whatever the policy; so does a failure two entries match (ambiguous)
+        if match is not None and not match.regression and not match.rivals:
             if self.settings.known_findings == "xfail" or match.entry.id in waived:
                 report.outcome = "skipped"
                 report.wasxfail = match.text  # type: ignore[attr-defined]
@@ -314,10 +316,3 @@ class GlmvSession:
             tr.write_line(verdict, red=verdict.startswith("glmv verdict: FAIL"),
                           green=verdict.startswith("glmv verdict: PASS"), bold=True)
 
-
-def _failure_message(report: pytest.TestReport) -> str:
-    """What the check said (its exception's message, the evidence in it), never the traceback's source lines:
-    a signature must not match the text of the assertion that was not reached."""
-    crash = getattr(report.longrepr, "reprcrash", None)
-    message = getattr(crash, "message", None)
-    return str(message) if message else (report.longreprtext or "")

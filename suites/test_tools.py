@@ -170,6 +170,8 @@ def test_streamed_forced_call_matches_non_streamed(label_pair: tuple[Exchange, E
     # Two ways a streamed named call goes missing (both seen on vLLM 0.32 with GLM's parser): its markup
     # arrives as content, or the stream carries neither content nor tool_calls at all.
     ex, sx = label_pair
+    # what the non-streamed twin did, as structured evidence: tells "the stream lost the call" from "no call at all"
+    evidence.note("non_streamed_calls", len(ex.message.get("tool_calls") or []))
     content = evidence.joined(sx.events, "content")
     leaked = markup_in(content)
     assert not leaked, f"streamed forced call sent its markup {leaked} as content\n{sx.evidence(2000)}"

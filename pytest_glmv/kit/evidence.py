@@ -2,6 +2,11 @@
 
 Suites send chat requests through `chat()` and `stream()` so that every failure
 message can say exactly what happened, with data URLs shortened to their size.
+
+Every exchange made through request()/chat()/stream() also goes into a per-check journal (reset by the session
+as each check starts), together with the exchanges a check cites in its messages (`Exchange.evidence()`) and
+the observations it names (`note()`): what the server did, kept apart from the assertion's wording, so the
+knowledge base matches a failure by the server's own status, error and log lines (pytest_glmv/known.py).
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 from . import sse
+from .journal import RECORD_CHARS, _journal, checked, cite, journal, journal_reset, log_lines, note, notes  # noqa: F401
 
 if TYPE_CHECKING:
     import httpx
@@ -20,6 +26,7 @@ if TYPE_CHECKING:
 CHAT = "/v1/chat/completions"
 GREEDY: dict[str, Any] = {"temperature": 0, "seed": 0}  # a streamed and a non-streamed request give the same tokens
 _DATA_URL = re.compile(r"data:([\w/+.-]+);base64,([A-Za-z0-9+/=]{64,})")
+HEADERS = ("content-type", "content-length", "retry-after", "www-authenticate", "server")
 
 
 def shorten(text: str, limit: int = 600) -> str:
@@ -48,6 +55,8 @@ class Exchange:
     headers: dict[str, str] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)  # parsed SSE data, streams only
     raw_lines: list[str] = field(default_factory=list)  # every SSE line as sent, streams only
+    # no answer at all (status 0): the client's exception, e.g. "ReadError: [Errno 104] Connection reset by peer"
+    failure: str = ""
 
     @property
     def json(self) -> Any:
@@ -82,14 +91,62 @@ class Exchange:
             return body["error"]
         return ""
 
+    @property
+    def error_type(self) -> str:
+        """The server's error type (`error.type` of vLLM's error body); for no answer, the client's exception."""
+        if self.failure:
+            return self.failure.split(":", 1)[0]
+        body = self.json
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            return str(body["error"].get("type") or "")
+        return ""
+
     def evidence(self, limit: int = 600) -> str:
+        """What a failure message shows of this exchange; calling it marks the exchange cited by this check."""
+        cite(self)
+        if self.failure:
+            return (f"request: {self.method} {self.path} {dumps(self.body, limit)}\n"
+                    f"  no answer after {self.elapsed:.2f} s: {self.failure}")
         answer = "\n    ".join(self.raw_lines[:12]) if self.raw_lines else self.text
         return (f"request: {self.method} {self.path} {dumps(self.body, limit)}\n"
                 f"  status: {self.status} after {self.elapsed:.2f} s\n"
                 f"  answer: {shorten(answer, limit)}")
 
+    def record(self) -> dict[str, Any]:
+        """The exchange as structured evidence (the keys of the helpers' contract): status None when no answer
+        came, then error_type and error_message name the client's exception (ReadError, ReadTimeout, ...)."""
+        if self.events:  # a stream: what its deltas joined into, in the shape a non-streamed answer gets below
+            calls = [f"{c['name']}({c['arguments']})" for c in streamed_tool_calls(self.events)]
+            reasoning = joined(self.events, "reasoning") or joined(self.events, "reasoning_content")
+            response = _answer(joined(self.events, "content"), reasoning, calls, finish_reasons(self.events))
+        elif self.choice:  # a chat completion: its answer, not the ids and timestamps that open its body
+            msg = self.message
+            calls = [f"{(c.get('function') or {}).get('name')}({(c.get('function') or {}).get('arguments')})"
+                     for c in msg.get("tool_calls") or [] if isinstance(c, dict)]
+            response = _answer(msg.get("content") or "", msg.get("reasoning") or msg.get("reasoning_content") or "",
+                               calls, [self.choice["finish_reason"]] if self.choice.get("finish_reason") else [])
+        else:
+            response = shorten(self.text, RECORD_CHARS)
+        lower = {k.lower(): v for k, v in self.headers.items()}
+        return {"method": self.method, "path": self.path,
+                "request": dumps(self.body, RECORD_CHARS) if self.body is not None else "",
+                "status": None if self.failure else self.status, "error_type": self.error_type,
+                "error_message": self.failure.partition(": ")[2] if self.failure else self.error_message,
+                "headers": {k: lower[k] for k in HEADERS if k in lower},
+                "elapsed_s": round(self.elapsed, 3), "response": response}
+
     def __str__(self) -> str:
         return self.evidence()
+
+
+def _answer(content: str, reasoning: str, calls: list[str], finish: list[str]) -> str:
+    """A chat answer as a record's `response`: {"finish_reason", "tool_calls" as name(arguments), "content",
+    "reasoning" (when any)}, the short fields first so a long text cannot push them out of RECORD_CHARS; the
+    same for a stream and a non-streamed answer."""
+    answer: dict[str, Any] = {"finish_reason": finish, "tool_calls": calls, "content": content}
+    if reasoning:
+        answer["reasoning"] = reasoning
+    return dumps(answer, RECORD_CHARS)
 
 
 def chat_body(model: str, content: Any = None, *, messages: Sequence[Any] | None = None,
@@ -146,10 +203,22 @@ def http_client(root_url: str, api_key: str | None, timeout: float) -> "httpx.Cl
     return httpx.Client(base_url=root_url, headers=headers, timeout=timeout, limits=keepalive_limits())
 
 
+def _no_answer(method: str, path: str, body: Any, began: float, e: Exception) -> None:
+    text = str(e) or type(e).__name__
+    _journal(Exchange(method, path, body, 0, "", time.monotonic() - began, failure=f"{type(e).__name__}: {text}"))
+
+
 def request(http: "httpx.Client", method: str, path: str, body: Any = None, **kw: Any) -> Exchange:
+    import httpx
+
     began = time.monotonic()
-    resp = http.request(method, path, json=body, **kw) if body is not None else http.request(method, path, **kw)
-    return Exchange(method, path, body, resp.status_code, resp.text, time.monotonic() - began, dict(resp.headers))
+    try:
+        resp = http.request(method, path, json=body, **kw) if body is not None else http.request(method, path, **kw)
+    except httpx.TransportError as e:  # recorded (no answer: reset, timeout, refused), then raised as before
+        _no_answer(method, path, body, began, e)
+        raise
+    return _journal(Exchange(method, path, body, resp.status_code, resp.text, time.monotonic() - began,
+                             dict(resp.headers)))
 
 
 def chat(http: "httpx.Client", body: dict[str, Any], **kw: Any) -> Exchange:
@@ -158,17 +227,23 @@ def chat(http: "httpx.Client", body: dict[str, Any], **kw: Any) -> Exchange:
 
 def stream(http: "httpx.Client", body: dict[str, Any], **kw: Any) -> Exchange:
     """POST with stream=true; keeps every SSE line and the parsed `data:` payloads (not [DONE])."""
+    import httpx
+
     body = {**body, "stream": True}
     began = time.monotonic()
-    with http.stream("POST", CHAT, json=body, **kw) as resp:
-        if resp.status_code != 200:
-            resp.read()
-            return Exchange("POST", CHAT, body, resp.status_code, resp.text, time.monotonic() - began,
-                            dict(resp.headers))
-        read = sse.read(resp.iter_lines())
-        headers = dict(resp.headers)
-    return Exchange("POST", CHAT, body, 200, "\n".join(read.lines), time.monotonic() - began, headers, read.events,
-                    read.lines)
+    try:
+        with http.stream("POST", CHAT, json=body, **kw) as resp:
+            if resp.status_code != 200:
+                resp.read()
+                return _journal(Exchange("POST", CHAT, body, resp.status_code, resp.text, time.monotonic() - began,
+                                         dict(resp.headers)))
+            read = sse.read(resp.iter_lines())
+            headers = dict(resp.headers)
+    except httpx.TransportError as e:
+        _no_answer("POST", CHAT, body, began, e)
+        raise
+    return _journal(Exchange("POST", CHAT, body, 200, "\n".join(read.lines), time.monotonic() - began, headers,
+                             read.events, read.lines))
 
 
 def deltas(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import launch, profiles
+from . import engine, launch, profiles
 from .config import Settings
 from .profiles import Profile
 from .server import ExternalServer, LaunchedServer, Server, ServerError, VllmServer, free_port
@@ -41,6 +41,8 @@ class Target:
         self.media_dir: Path | None = None
         self._temp_dirs: list[Path] = []  # made here, removed at stop
         self.ready_s: float | None = None  # seconds from start() to a server that answers (launch or attach)
+        # Which engine the server is, from what it says about itself (lifecycle/engine.py), once at start
+        self.identity: engine.Identity | None = None
 
     @property
     def kind(self) -> str:
@@ -111,7 +113,14 @@ class Target:
             self.error = e
             raise
         self.ready_s = round(time.monotonic() - began, 1)
+        self.identity = engine.probe(self.server.root_url, self.server.api_key)
+        self.notes += self.identity.problems
         return self.server
+
+    @property
+    def engine(self) -> str:
+        """"vllm", "glmv-reference" or "unknown" (also before start: nothing is known yet)."""
+        return self.identity.engine if self.identity else engine.UNKNOWN
 
     def _start(self) -> Server:
         s = self.settings
@@ -207,6 +216,8 @@ class Target:
             f"profile {prof.name if prof else '?'} (window {prof.max_model_len if prof else '?'}; "
             f"server reports {srv.max_model_len})",
         ]
+        if self.identity is not None:
+            lines.append(f"engine {self.identity.engine}: {self.identity.evidence}")
         if srv.launched and self.ready_s is not None:
             lines.append(f"ready {self.ready_s:.1f} s after launch")
         lines += self.notes
@@ -222,6 +233,8 @@ class Target:
             "model": srv.model if srv else self.settings.model,
             "profile": self.profile.name if self.profile else None,
             "vllm_version": srv.version if srv else None,
+            "engine": self.identity.engine if self.identity else None,
+            "engine_evidence": self.identity.evidence if self.identity else None,
             "launched": bool(srv and srv.launched),
             "ready_s": self.ready_s,
             "max_model_len": srv.max_model_len if srv else None,

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 from . import faults
-from .settings import DEFAULT_ROOT, DEFAULT_SERVED_NAME, ReferenceSettings
+from .settings import DEFAULT_ROOT, DEFAULT_SERVED_NAME, POSE_ENV, BadPose, ReferenceSettings, parse_pose
 
 
 def _non_negative(text: str) -> float:
@@ -61,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--vllm-version", default=None, metavar="VERSION",
                    help="the release /version reports (default 0.32.0; 0.11.0 with --reasoning-field "
                         "reasoning_content)")
+    p.add_argument("--pose", default=None, metavar="vllm-VERSION",
+                   help="pose as that vLLM release: vLLM's own /version, owned_by and /metrics, that version's "
+                        "evidence (default: $GLMV_REFERENCE_POSE; without it the double says it is the double)")
     p.add_argument("--ttft-ms", type=_non_negative, default=0.0)
     p.add_argument("--tpot-ms", type=_non_negative, default=0.0)
     p.add_argument("--jitter", type=_non_negative, default=0.0, help="fraction of each delay, seeded")
@@ -89,7 +93,12 @@ def settings_from(argv: list[str]) -> ReferenceSettings:
     if a.limit_images < 0:
         p.error("--limit-images must be >= 0")
     domains = tuple(d.strip() for d in a.allowed_media_domains.split(",") if d.strip())
-    return ReferenceSettings(host=a.host, port=a.port, served_model_name=a.model, root=a.root,
+    pose = a.pose if a.pose is not None else os.environ.get(POSE_ENV) or None
+    try:
+        parse_pose(pose)
+    except BadPose as e:
+        p.error(str(e))
+    return ReferenceSettings(pose=pose, host=a.host, port=a.port, served_model_name=a.model, root=a.root,
                     max_model_len=a.max_model_len, api_key=a.api_key, allowed_local_media_path=path,
                     allowed_media_domains=domains, limit_images=a.limit_images, reasoning_field=a.reasoning_field,
                     vllm_version=a.vllm_version, ttft_ms=a.ttft_ms, tpot_ms=a.tpot_ms, jitter=a.jitter,
@@ -107,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         stamp_arrivals()  # the trace's `arrived`: when a request's first bytes were read
 
     active = ", ".join(cfg.faults) or "none"
-    print(f"glmv reference server (a deterministic double of vLLM serving {cfg.root}, not a model) on "
+    posing = f"; posing as vLLM {cfg.vllm_version}" if cfg.posing else ""
+    print(f"glmv reference server (a deterministic double of vLLM serving {cfg.root}, not a model{posing}) on "
           f"http://{cfg.host}:{cfg.port}; served name {cfg.served_model_name}; faults: {active}", flush=True)
     try:
         # aiohttp refuses request lines and headers over 8190 bytes; header-unbounded lifts that (CVE-2025-48956)

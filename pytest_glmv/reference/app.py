@@ -21,7 +21,7 @@ from .ids import perm_id
 from .keys import CFG, METRICS, STATE, TRACER, State
 from .metrics import Metrics
 from .request import check_model, parse_json
-from .settings import ReferenceSettings
+from .settings import DOUBLE, ReferenceSettings
 from .trace import Tracer, arrivals
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -93,7 +93,9 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def version(request: web.Request) -> web.Response:
-    return _json({"version": request.app[CFG].vllm_version})
+    cfg: ReferenceSettings = request.app[CFG]
+    # the vLLM release whose wire it imitates; a "double" field says what it is, unless it poses as that release
+    return _json({"version": cfg.vllm_version} if cfg.posing else {"version": cfg.vllm_version, "double": DOUBLE})
 
 
 async def models(request: web.Request) -> web.Response:
@@ -102,7 +104,8 @@ async def models(request: web.Request) -> web.Response:
     perm = {"id": perm_id(), "object": "model_permission", "created": created, "allow_create_engine": False,
             "allow_sampling": True, "allow_logprobs": True, "allow_search_indices": False, "allow_view": True,
             "allow_fine_tuning": False, "organization": "*", "group": None, "is_blocking": False}
-    card = {"id": cfg.served_model_name, "object": "model", "created": created, "owned_by": "vllm",
+    card = {"id": cfg.served_model_name, "object": "model", "created": created,
+            "owned_by": "vllm" if cfg.posing else DOUBLE,
             "root": cfg.root, "parent": None, "max_model_len": cfg.window, "permission": [perm]}
     return _json({"object": "list", "data": [card]})
 
@@ -153,7 +156,7 @@ def build(cfg: ReferenceSettings) -> web.Application:
     stamps = [arrivals] if cfg.trace is not None else []
     app = web.Application(middlewares=[*stamps, *leaks, guard], client_max_size=256 * 1024 * 1024)
     app[CFG] = cfg
-    app[METRICS] = Metrics(cfg.served_model_name)
+    app[METRICS] = Metrics(cfg.served_model_name, double=not cfg.posing)
     app[TRACER] = Tracer(cfg.trace)
     app[STATE] = State()
     app.router.add_get("/health", health)

@@ -54,8 +54,9 @@ class Histogram:
 
 
 class Metrics:
-    def __init__(self, model_name: str) -> None:
+    def __init__(self, model_name: str, double: bool = True) -> None:
         self.labels = f'engine="0",model_name="{model_name}"'
+        self.double = double  # say it is the double (a glmv_reference_info gauge) unless posing as a vLLM release
         self.created = time.time()
         self.running = 0
         self.waiting = 0
@@ -89,6 +90,9 @@ class Metrics:
             out.append(f"# HELP {name} {text}")
             out.append(f"# TYPE {name} {kind}")
 
+        if self.double:
+            head("glmv_reference_info", "The glmv reference double of vLLM (not vLLM).", "gauge")
+            out.append('glmv_reference_info{server="glmv-reference"} 1.0')
         head("vllm:num_requests_running", "Number of requests in model execution batches.", "gauge")
         out.append(f"vllm:num_requests_running{{{L}}} {float(self.running)}")
         head("vllm:num_requests_waiting", "Number of requests waiting to be processed.", "gauge")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +14,23 @@ VLLM_VERSION = "0.32.0"
 LEGACY_VLLM_VERSION = "0.11.0"  # the release a server sending only `reasoning_content` plays by default
 DEFAULT_SERVED_NAME = "glmv-reference"
 DEFAULT_ROOT = "zai-org/GLM-4.5V-FP8"
+DOUBLE = "glmv-reference"  # what the double calls itself in /version, owned_by and /metrics, unless it poses
+POSE_ENV = "GLMV_REFERENCE_POSE"  # `vllm-0.25.1`: pose as that vLLM release (what a launched double inherits)
+_POSE = re.compile(r"vllm-(\d+(?:\.\d+)*\S*)")
+
+
+class BadPose(ValueError):
+    pass
+
+
+def parse_pose(text: str | None) -> str | None:
+    """`vllm-0.25.1` -> "0.25.1"; None or "" -> None; anything else: BadPose (one line)."""
+    if not text:
+        return None
+    m = _POSE.fullmatch(text.strip())
+    if m is None:
+        raise BadPose(f"pose {text!r}: expected vllm-VERSION, e.g. vllm-0.25.1")
+    return m.group(1)
 
 
 @dataclass
@@ -38,8 +57,14 @@ class ReferenceSettings:
     trace: Path | None = None
     media_fetch_timeout: float = 5.0
     faults: Faults = field(default_factory=Faults)
+    # None: the double says it is the double (engine glmv-reference: no vLLM knowledge-base entry matches it);
+    # "vllm-0.25.1": it poses as that release, with vLLM's /version, owned_by and /metrics (default: $POSE_ENV)
+    pose: str | None = field(default_factory=lambda: os.environ.get(POSE_ENV) or None)
 
     def __post_init__(self) -> None:
+        posed = parse_pose(self.pose)
+        if posed is not None:
+            self.vllm_version = posed
         if self.faults.on("reasoning-field-legacy"):  # a current release that sends the legacy name
             self.reasoning_field = "reasoning_content"
             self.vllm_version = self.vllm_version or VLLM_VERSION
@@ -71,3 +96,7 @@ class ReferenceSettings:
         # vLLM derives it from the version and the engine config; stable per launch configuration.
         digest = hashlib.sha256(f"{self.root}|{self.window}|{self.served_model_name}".encode()).hexdigest()[:8]
         return f"vllm-{self.vllm_version}-ep-{digest}"
+
+    @property
+    def posing(self) -> bool:
+        return bool(self.pose)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import pytest
 
-from ..known import deployment_finding, message_of
+from ..known import failed_phrase, tally
 from . import baseline as base
 from . import collect, html, slo_data, terminal
 
@@ -122,18 +122,10 @@ class Recorder:
         rep = self.result["report"]
         rows = rep["summary"]["matrix"]
         total = {k: sum(r[k] for r in rows) for k in ("passed", "failed", "error", "skipped", "xfailed", "xpassed")}
-        bad_checks = [c for c in rep["checks"] if c["outcome"] in ("failed", "error")]
-        known = sum(1 for c in bad_checks if c.get("known") and not c["known"]["regression"])
-        back = sum(1 for c in bad_checks if c.get("known") and c["known"]["regression"])  # no excuse: they failed
-        # a finding of the deployment (a launch flag the operator chose) is neither upstream nor unexplained
-        own = sum(1 for c in bad_checks if not c.get("known")
-                  and deployment_finding(message_of(c.get("evidence") or "")))
         bad = total["failed"] + total["error"]
         regs = len((rep.get("baseline") or {}).get("regressions") or [])
-        why = [f"{known} known upstream"] if known else []
-        why += [f"{back} regression{'s' if back != 1 else ''} of known faults"] if back else []
-        why += [f"{own} finding{'s' if own != 1 else ''} of this deployment (--glmv-waive ID)"] if own else []
-        parts = [f"{bad} failed" + (f" ({', '.join(why)}, {bad - known - back - own} unexplained)" if why else ""),
+        # one count for this line and for python -m pytest_glmv.known (known, regressions, deployment findings...)
+        parts = [failed_phrase(tally(rep["checks"])["failed"]),
                  f"{total['passed'] + total['xpassed']} passed", f"{total['skipped']} skipped",
                  f"{total['xfailed']} xfailed"]
         if regs:
