@@ -100,7 +100,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
-    session_of(item.config).make_report(item, report)
+    session_of(item.config).make_report(item, report, call)
     return report
 
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from . import documents, known
+from . import documents, failure, known
 from .lifecycle import config as cfg
+from .lifecycle import liveness
 from .lifecycle.server import ServerError
 from .lifecycle.target import Target, is_launched
 from .report import collect
@@ -36,8 +37,6 @@ MARKERS = {
 # fixtures that need the target started
 NEEDS_TARGET = {"glmv_target", "glmv_server", "glmv_profile", "glmv_client", "glmv_async_client", "glmv_http",
                 "glmv_media", "glmv_media_dir", "glmv_http_shared"}
-# fixtures through which a check sends the server requests (directly or through a fixture of its own)
-TALKS_TO_SERVER = {"glmv_client", "glmv_async_client", "glmv_http", "glmv_http_shared", "glmv_slo", "glmv_slo_runs"}
 EXIT_SERVER = 3  # pytest.exit code when the target cannot be started or reached mid-run
 SESSION_KEY = pytest.StashKey["GlmvSession"]()
 
@@ -98,6 +97,8 @@ class GlmvSession:
         self.failures = 0
         self.start_error: str | None = None  # why the target could not be started (then no check runs)
         self.hung: str | None = None  # why the server is taken for hung (the canary got no answer)
+        self._hung_said = False
+        self.watch = liveness.StallWatch(self._probe, self._hung_found)
         self._log_mark: int | None = None
         self._said: set[str] = set()  # target lines already printed, not repeated in the summary
         if self.settings.slo is not None:
@@ -150,34 +151,29 @@ class GlmvSession:
                 self.say(f"glmv: {line}")
                 self._said.add(line)
             self.hung = self._canary()
-            if self.hung:
-                self.say(f"glmv: {self.hung}")
+            self._say_hung()
         return self.target
 
     def _canary(self) -> str | None:
-        """One 1-token chat before any check: a server whose /health says 200 while its engine is stuck (vLLM
-        #39863) is found in --glmv-canary-timeout seconds, not one request timeout per check. Any answer, an
-        error status included, is an answer; only silence is a hang."""
-        import httpx
+        """One 1-token chat (liveness.canary): a server whose /health says 200 while its engine is stuck
+        (vLLM #39863) is found in --glmv-canary-timeout seconds, not one request timeout per check."""
+        assert self.target.server is not None
+        return liveness.canary(self.target.server, self.settings.canary_timeout)
 
-        from .kit.evidence import CHAT, chat_body
+    def _probe(self) -> str | None:  # the stall watch's canary, from its thread
+        return self._canary() if self.target.server is not None and not self.hung else None
 
-        srv = self.target.server
-        assert srv is not None
-        timeout = self.settings.canary_timeout
-        headers = {"Authorization": f"Bearer {srv.api_key}"} if srv.api_key else {}
-        try:
-            httpx.post(srv.root_url + CHAT, json=chat_body(srv.model or "", "Say hi.", max_tokens=1), headers=headers,
-                       timeout=timeout)
-        except httpx.TimeoutException:
-            return (f"the server answers /health but a 1-token chat request got no answer in {timeout:g} s "
-                    "(--glmv-canary-timeout): its engine is stuck (vLLM #39863); every check that needs the server "
-                    "fails with this reason instead of waiting out its own timeout")
-        except httpx.TransportError as e:
-            return f"the server stopped answering: a 1-token chat request failed ({type(e).__name__}: {e})"
-        return None
+    def _hung_found(self, reason: str) -> None:
+        if not self.hung:
+            self.hung = reason
+
+    def _say_hung(self) -> None:
+        if self.hung and not self._hung_said:
+            self._hung_said = True
+            self.say(f"glmv: {self.hung}")
 
     def stop(self) -> None:
+        self.watch.stop()
         try:  # logs stay for a failed run (and always in --glmv-log-dir); temporary media never do
             self.target.stop(keep_logs=self.failures > 0)
         except ServerError as e:
@@ -223,8 +219,13 @@ class GlmvSession:
 
     def test_starting(self, item: pytest.Item) -> None:
         self._log_mark = self._log_size()
-        if self.hung and NEEDS_TARGET & set(getattr(item, "fixturenames", ())):
+        _reset_journal()
+        needs = bool(NEEDS_TARGET & set(getattr(item, "fixturenames", ())))
+        if self.hung and needs:
+            self._say_hung()
             pytest.fail(f"glmv: {self.hung}", pytrace=False)
+        if needs and item.get_closest_marker("slo") is None:  # an SLO run is long by design, with its own timeouts
+            self.watch.start()
 
     def _log_size(self) -> int | None:
         srv = self.target.server
@@ -234,21 +235,37 @@ class GlmvSession:
         except OSError:
             return None
 
-    def make_report(self, item: pytest.Item, report: pytest.TestReport) -> None:
+    def make_report(self, item: pytest.Item, report: pytest.TestReport, call: pytest.CallInfo[None] | None = None
+                    ) -> None:
+        if report.when == "teardown":
+            self.watch.stop()
         if report.failed and report.when in ("setup", "call"):
-            self._judge_failure(item, report)
+            self._failed(item, report, call.excinfo if call is not None else None)
+        self._say_hung()
         if report.failed:
             self.failures += 1
-        # The server's log goes with a failure that involved the server: the check (or a fixture it uses, which
-        # may have asked before the check began) talks to it, or the server wrote to its log during the check.
-        # A check that only read the launch flags gets no 40 lines of unrelated log.
-        size = self._log_size()
-        talks = bool(TALKS_TO_SERVER & set(getattr(item, "fixturenames", ()))) or (
-            size is not None and size != self._log_mark)
-        if report.failed and is_launched(self.target.server) and talks:
-            assert self.target.server is not None
-            report.sections.append(("glmv server log (last 40 lines)", self.target.server.log_tail(40)))
         self.report.stamp(item, report, self.target_info(), self.slo_runs.done)
+
+    def _failed(self, item: pytest.Item, report: pytest.TestReport, excinfo: Any) -> None:
+        """Evidence, the hang test, the knowledge base, and the short report of a failed setup or call."""
+        srv = self.target.server
+        message = failure.crash_message(report, excinfo)
+        # the server's log goes with a failure only as the lines it wrote while this check ran
+        ev = failure.collect(srv.log_path if srv is not None and is_launched(srv) else None, self._log_mark, message)
+        lost = None
+        if srv is not None and not self.hung:  # a request got no answer or lost its connection: still there?
+            lost = liveness.lost_request(excinfo.value if excinfo else None, [(ev["exchange"] or {}).get("error_type")])
+            self.hung = self._canary() if lost else None
+        area = next((m.name for m in item.iter_markers() if m.name in AREAS), None)
+        if area is None:  # not a suite check: pytest's report, with the log lines of the check
+            failure.shape(report, None, message, ev, lost, short=False)
+            return
+        report.glmv_evidence = ev  # type: ignore[attr-defined]
+        self._judge_failure(item, report)
+        if report.failed:
+            opt = self.config.option  # pytest's default style (no -v, --tb=auto) gets the short form
+            short = getattr(opt, "tbstyle", "auto") == "auto" and (getattr(opt, "verbose", 0) or 0) <= 0
+            failure.shape(report, known.finding_id(area, item.name), message, ev, lost, short)
 
     def _judge_failure(self, item: pytest.Item, report: pytest.TestReport) -> None:
         """A failing suite check is a finding: matched against the knowledge base by its evidence, waived
@@ -315,4 +332,13 @@ class GlmvSession:
         if verdict:
             tr.write_line(verdict, red=verdict.startswith("glmv verdict: FAIL"),
                           green=verdict.startswith("glmv verdict: PASS"), bold=True)
+
+
+def _reset_journal() -> None:
+    """A fresh per-check journal of exchanges (kit/evidence.py's, where it has one)."""
+    from .kit import evidence
+
+    reset = getattr(evidence, "journal_reset", None)
+    if callable(reset):
+        reset()
 

@@ -72,13 +72,15 @@ class ChatHandler:
     def __init__(self, app: web.Application) -> None:
         self.app = app
         self.cfg: ReferenceSettings = app[CFG]
+        self.chats = 0  # chat requests received, for hang-after-20
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         cfg, metrics = self.cfg, self.app[METRICS]
         cid = completion_id()
         rec = self.app[TRACER].start(cid, stream=False, arrived=request.get(ARRIVED))
         try:
-            if cfg.faults.on("engine-hung"):
+            self.chats += 1  # hang-after-20: the canary at the start and 19 checks' requests are answered
+            if cfg.faults.on("engine-hung") or (cfg.faults.on("hang-after-20") and self.chats > 20):
                 await asyncio.Event().wait()  # never set: the request stays open until the client gives up
             if self.app[STATE].engine_dead:
                 raise ApiError("EngineCore encountered an issue. See stack trace (above) for the root cause.", 500)
