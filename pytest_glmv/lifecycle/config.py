@@ -305,7 +305,34 @@ def validate(s: Settings) -> None:
         path = getattr(s, name)
         if path is not None and path.exists() and not path.is_dir():
             raise pytest.UsageError(f"{BY_NAME[name].flag} {path}: exists and is not a directory")
+    # What the run writes at its end must be writable now: a report lost after an hour's run is a failed run.
+    if s.report is not None:
+        _writable_dir(s.report, BY_NAME["report"].flag)
+    if s.slo_json is not None:
+        if s.slo_json.is_dir():
+            raise pytest.UsageError(f"--glmv-slo-json {s.slo_json}: is a directory; give a file name")
+        _writable_dir(s.slo_json.parent, "--glmv-slo-json", s.slo_json)
     if s.slo is not None and not (s.slo.is_file() and os.access(s.slo, os.R_OK)):
         raise pytest.UsageError(f"--glmv-slo {s.slo}: not a readable file")
     if s.baseline is not None and not (s.baseline.is_file() and os.access(s.baseline, os.R_OK)):
         raise pytest.UsageError(f"--glmv-baseline {s.baseline}: not a readable file")
+
+
+def _writable_dir(path: Path, flag: str, given: Path | None = None) -> None:
+    """`path` is a directory this process can create files in, or can be made one: tried with a file that
+    vanishes on close, in it or in its nearest existing parent (access() says yes to root even on /proc)."""
+    import tempfile
+
+    shown = given or path
+    probe = path.absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise pytest.UsageError(f"{flag} {shown}: {probe} is not a directory, so nothing can be written there")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise pytest.UsageError(f"{flag} {shown}: cannot create a file in {probe} ({e.strerror or e})") from None
+    if given is not None and given.exists() and not os.access(given, os.W_OK):
+        raise pytest.UsageError(f"{flag} {shown}: the file is not writable")

@@ -6,7 +6,12 @@ tolerance: latencies and failed requests are lower-is-better, throughputs higher
 Spread (std) and client-side metrics (send lag, client queue time) are not gated: they measure
 the load generator's host as much as the server. Checks that stopped passing without failing
 (now skipped, xfailed or not run) and scenarios run with other parameters are listed as notes;
-they do not fail the run, since a narrower selection is a choice, not a regression.
+they do not fail the run, since a narrower selection is a choice, not a regression, unless the run shares
+fewer than half of the baseline's checks, or none of its gated SLO metrics: such a gate compares next to
+nothing and would pass anything, so it fails with one line saying why.
+
+Checks are matched by their stable id (AREA/NAME[params]), never by a path that depends on the rootdir or
+the install; a baseline written before ids existed is read through its "key" (collect.id_of).
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from typing import Any, Iterable, Mapping
 
 from .. import documents
 from . import FORMAT
+from .collect import id_of
 
 HIGHER_IS_BETTER = ("request_throughput", "output_throughput", "total_token_throughput", "request_goodput",
                     "max_output_tokens_per_s")
@@ -39,8 +45,8 @@ def load(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("checks"), list):
         raise BaselineError(f"{where}: not a pytest-glmv report.json (no \"format\": \"{FORMAT}\" with a "
                             "checks list); give the report.json an earlier --glmv-report run wrote")
-    if not all(isinstance(c, dict) and "key" in c and "outcome" in c for c in data["checks"]):
-        raise BaselineError(f"{where}: a check entry lacks key/outcome; the file is damaged")
+    if not all(isinstance(c, dict) and ("id" in c or "key" in c) and "outcome" in c for c in data["checks"]):
+        raise BaselineError(f"{where}: a check entry lacks id/outcome; the file is damaged")
     if not isinstance(data.get("slo") or [], list):
         raise BaselineError(f"{where}: \"slo\" is not a list; the file is damaged")
     return data
@@ -79,31 +85,37 @@ def _change(base: float, now: float) -> str:
 
 def compare(baseline: Mapping[str, Any], checks: Iterable[Mapping[str, Any]], slo: Iterable[Mapping[str, Any]],
             tolerance: float, path: str = "", slack_ms: float = 0.0) -> dict[str, Any]:
-    """{'path', 'tolerance', 'slack_ms', 'regressions', 'notes', 'compared_checks', 'compared_metrics'}."""
+    """{'path', 'tolerance', 'slack_ms', 'regressions', 'notes', 'incomparable', 'compared_checks',
+    'compared_metrics', 'shared_checks', 'baseline_checks', 'baseline_metrics'}; 'incomparable' is the one line
+    that fails the gate when the run shares too little with the baseline (None when it shares enough)."""
     regressions: list[dict[str, Any]] = []
     notes: list[str] = []
-    now = {c["key"]: c for c in checks}
+    now = {id_of(c): c for c in checks}
+    base_checks = [b for b in baseline.get("checks", []) if isinstance(b, Mapping)]
+    shared = sum(1 for b in base_checks if id_of(b) in now)
     compared = 0
     lost: list[str] = []
-    for b in baseline.get("checks", []):
+    for b in base_checks:
         if b.get("outcome") not in ("passed", "xpassed"):
             continue
-        c = now.get(b["key"])
+        cid = id_of(b)
+        c = now.get(cid)
         if c is None:
-            lost.append(b["key"])
+            lost.append(cid)
             continue
         compared += 1
         if c.get("outcome") in FAILING:
-            regressions.append({"kind": "check", "what": b["key"], "area": c.get("area"), "baseline": "passed",
-                                "now": c["outcome"], "change": None,
-                                "detail": headline(c.get("evidence") or "")})
+            regressions.append({"kind": "check", "what": cid, "area": c.get("area"), "baseline": "passed",
+                                "now": c["outcome"], "change": None, "detail": detail(c)})
         elif c.get("outcome") != "passed":
-            notes.append(f"{b['key']}: passed in the baseline, {c.get('outcome')} now "
+            notes.append(f"{cid}: passed in the baseline, {c.get('outcome')} now "
                          f"({c.get('reason') or 'no reason given'})")
     if lost:
         notes.append(f"{len(lost)} check(s) that passed in the baseline did not run now, e.g. {lost[0]}")
     metrics_compared = 0
     base_runs = {r.get("scenario"): r for r in baseline.get("slo") or [] if isinstance(r, dict)}
+    base_metrics = sum(1 for r in base_runs.values() for k, v in (r.get("result") or {}).items()
+                       if direction(k) is not None and _number(v) is not None)
     for run in slo:
         b = base_runs.get(run.get("scenario"))
         if b is None:
@@ -127,7 +139,31 @@ def compare(baseline: Mapping[str, Any], checks: Iterable[Mapping[str, Any]], sl
                     "detail": f"{direction(key)} is better; tolerance {100 * tolerance:g}%"
                               + (f" and {slack_ms:g} ms" if key.endswith("_ms") and slack_ms else "")})
     return {"path": path, "tolerance": tolerance, "slack_ms": slack_ms, "regressions": regressions, "notes": notes,
-            "compared_checks": compared, "compared_metrics": metrics_compared}
+            "incomparable": incomparable(len(base_checks), shared, base_metrics, metrics_compared),
+            "compared_checks": compared, "compared_metrics": metrics_compared, "shared_checks": shared,
+            "baseline_checks": len(base_checks), "baseline_metrics": base_metrics}
+
+
+def incomparable(base_checks: int, shared: int, base_metrics: int, metrics: int) -> str | None:
+    """Why this baseline cannot judge this run (one line), or None: fewer than half of its checks ran, or
+    none of its gated SLO metrics was compared. A gate that compares nothing must not say "no regressions"."""
+    why = []
+    if base_checks and 2 * shared < base_checks:
+        why.append(f"this run shares {shared} of its {base_checks} checks (fewer than half)")
+    if base_metrics and not metrics:
+        why.append(f"none of its {base_metrics} SLO metrics was compared (no SLO run with the same scenario and "
+                   "parameters: select them with -m slo)")
+    if not why:
+        return None
+    return (f"the baseline cannot judge this run: {'; '.join(why)}; run the baseline's selection and options, "
+            "or record a new baseline")
+
+
+def detail(check: Mapping[str, Any]) -> str:
+    """What a regression row says: the check's own failure message, else the first 'E ' line of pytest's text."""
+    ev = check.get("server_evidence") or {}
+    message = ev.get("message") if isinstance(ev, Mapping) else None
+    return str(message)[:200] if message else headline(check.get("evidence") or "")
 
 
 def headline(evidence: str) -> str:

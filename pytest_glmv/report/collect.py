@@ -13,6 +13,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
+from ..known import finding_id
 from . import FORMAT, VERSION
 
 AREAS = ("multimodal", "tools", "reasoning", "context", "slo", "robustness", "security")
@@ -20,6 +21,7 @@ KINDS = ("server", "behavior")  # server-level checks hold for any weights; beha
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 EVIDENCE_CHARS = 6000  # per check: enough for an assertion with its request/answer evidence
 SECTION_CHARS = 3000
+ID_PROPERTIES = ("glmv_id", "glmv_finding")  # JUnit properties naming the check (recorder.stamp, the session)
 
 
 def trim(text: str, limit: int = EVIDENCE_CHARS) -> str:
@@ -45,14 +47,24 @@ def jsonable(value: Any) -> Any:
 
 
 def check_key(nodeid: str) -> str:
-    """A nodeid that does not depend on where the suites sit: '.../suites/test_x.py::t' -> 'suites/test_x.py::t'.
-
-    A baseline recorded from an installed package (site-packages/pytest_glmv/suites) must match a run
-    from a checkout (suites/), and rootdirs differ between machines.
-    """
+    """The nodeid from 'suites/' on: report.json's legacy "key" (kept for older readers; match by "id")."""
     path, sep, rest = nodeid.partition("::")
     at = path.replace("\\", "/").rfind("suites/")
     return (path[at:] if at >= 0 else path) + sep + rest
+
+
+def check_id(area: str | None, nodeid: str) -> str:
+    """A check's stable id, the same wherever pytest runs (rootdir, checkout, install): a check with an area is
+    its finding id AREA/NAME[params]; any other test is its file's name and the rest of its nodeid."""
+    if area:
+        return finding_id(area, nodeid.split("::")[-1])
+    path, sep, rest = nodeid.partition("::")
+    return path.replace("\\", "/").rsplit("/", 1)[-1] + sep + rest
+
+
+def id_of(check: Mapping[str, Any]) -> str:
+    """The id of a check of report.json, also of an older one that has only its "key"."""
+    return str(check.get("id") or check_id(check.get("area"), str(check.get("key") or check.get("nodeid") or "")))
 
 
 def area_of(marker_names: Iterable[str]) -> str | None:
@@ -81,18 +93,22 @@ class Collector:
         c = self.checks.get(report.nodeid)
         if c is None:
             c = self.checks[report.nodeid] = {
-                "nodeid": report.nodeid, "key": check_key(report.nodeid), "area": None, "behavior": False,
-                "outcome": None, "phase": None, "duration": 0.0, "reason": None, "evidence": None,
-                "properties": {}, "sections": {}, "known": None,
+                "id": None, "nodeid": report.nodeid, "key": check_key(report.nodeid), "area": None,
+                "behavior": False, "outcome": None, "phase": None, "duration": 0.0, "reason": None, "evidence": None,
+                "server_evidence": None, "properties": {}, "sections": {}, "known": None,
             }
         if isinstance(getattr(report, "glmv_known", None), Mapping):
             c["known"] = dict(report.glmv_known)
         if getattr(report, "glmv_area", None):
             c["area"] = report.glmv_area
+        c["id"] = getattr(report, "glmv_id", None) or check_id(c["area"], report.nodeid)
+        if isinstance(getattr(report, "glmv_evidence", None), Mapping):  # what the server did (the contract)
+            c["server_evidence"] = jsonable(report.glmv_evidence)
         c["behavior"] = c["behavior"] or bool(getattr(report, "glmv_behavior", False))
         c["duration"] = round(c["duration"] + float(report.duration or 0.0), 6)
         for name, value in getattr(report, "user_properties", ()) or ():
-            c["properties"][str(name)] = jsonable(value)
+            if name not in ID_PROPERTIES:  # the check's own id is its "id", not a measurement
+                c["properties"][str(name)] = jsonable(value)
         outcome = self._outcome(report, c["outcome"])
         if outcome is None:
             return
@@ -188,7 +204,7 @@ def environment(started: float, finished: float, args: Iterable[str]) -> dict[st
 def build(collector: Collector, target: Mapping[str, Any], env: Mapping[str, Any], *, exitstatus: int,
           deselected: int = 0, baseline: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The whole report.json document."""
-    checks = sorted(collector.checks.values(), key=lambda c: c["nodeid"])
+    checks = sorted(collector.checks.values(), key=lambda c: (c["id"] or "", c["nodeid"]))
     tgt = dict(target)
     for k, v in collector.target.items():  # what a worker saw beats the controller's unstarted target
         if v not in (None, [], "") and tgt.get(k) in (None, [], "", False):

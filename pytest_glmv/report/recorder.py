@@ -43,7 +43,12 @@ class Recorder:
     def stamp(self, item: pytest.Item, report: pytest.TestReport, target_info: dict[str, Any] | None,
               slo_runs: dict[str, Any]) -> None:
         # Plain attributes survive xdist's report serialisation; the controller reads them back.
-        report.glmv_area = collect.area_of(m.name for m in item.iter_markers())  # type: ignore[attr-defined]
+        area = collect.area_of(m.name for m in item.iter_markers())
+        report.glmv_area = area  # type: ignore[attr-defined]
+        report.glmv_id = collect.check_id(area, report.nodeid)  # type: ignore[attr-defined]
+        if report.when == "setup" and ("glmv_id", report.glmv_id) not in item.user_properties:
+            # JUnit names a check by the rootdir-dependent nodeid; this property by its stable id
+            item.user_properties.append(("glmv_id", report.glmv_id))  # type: ignore[attr-defined]
         report.glmv_behavior = item.get_closest_marker("behavior") is not None  # type: ignore[attr-defined]
         if target_info is not None and target_info != self.target_sent:
             self.target_sent = target_info
@@ -78,7 +83,7 @@ class Recorder:
         if self.baseline is not None:
             cmp = base.compare(self.baseline, self.collector.checks.values(), self.collector.slo.values(),
                                s.baseline_tolerance, str(s.baseline), s.baseline_slack_ms)
-            if cmp["regressions"] and session.exitstatus == pytest.ExitCode.OK:
+            if (cmp["regressions"] or cmp["incomparable"]) and session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
         env = collect.environment(self.started, time.time(), session.config.invocation_params.args)
         rep = collect.build(self.collector, info, env, exitstatus=int(session.exitstatus),
@@ -87,8 +92,11 @@ class Recorder:
         if s.report is not None:
             try:
                 written = [f"glmv: wrote {p}" for p in write(rep, Path(s.report))]
-            except OSError as e:  # the run's verdict stands; say plainly that the report is missing
-                written = [f"glmv: could not write the report to {s.report}: {e}"]
+            except OSError as e:  # checked writable at the start (config.validate); a run whose record is lost fails
+                written = [f"glmv: FAILED to write the report to {s.report} ({e.strerror or e}): the run fails, "
+                           "its results are only in this output"]
+                if session.exitstatus == pytest.ExitCode.OK:
+                    session.exitstatus = pytest.ExitCode.TESTS_FAILED
         self.result = {"report": rep, "written": written}
 
     def summary(self, section: Callable[..., None], line: Callable[..., None]) -> None:
@@ -107,12 +115,12 @@ class Recorder:
             for text in known:
                 line(text, red=text.startswith("FAILED"))
         if rep.get("baseline") is not None:
-            regs = rep["baseline"]["regressions"]
-            section("glmv baseline", red=bool(regs), green=not regs)
+            bad = bool(rep["baseline"]["regressions"] or rep["baseline"].get("incomparable"))
+            section("glmv baseline", red=bad, green=not bad)
             for text in terminal.regression_lines(rep["baseline"]):
-                line(text, red=text.startswith("REGRESSED"))
+                line(text, red=text.startswith(("REGRESSED", "NOT COMPARABLE")))
         for text in self.result["written"]:
-            line(text)
+            line(text, red="FAILED" in text)
 
 
     def verdict(self) -> str:
@@ -124,15 +132,21 @@ class Recorder:
         total = {k: sum(r[k] for r in rows) for k in ("passed", "failed", "error", "skipped", "xfailed", "xpassed")}
         bad = total["failed"] + total["error"]
         regs = len((rep.get("baseline") or {}).get("regressions") or [])
+        unjudged = bool((rep.get("baseline") or {}).get("incomparable"))
         # one count for this line and for python -m pytest_glmv.known (known, regressions, deployment findings...)
         parts = [failed_phrase(tally(rep["checks"])["failed"]),
                  f"{total['passed'] + total['xpassed']} passed", f"{total['skipped']} skipped",
                  f"{total['xfailed']} xfailed"]
         if regs:
             parts.append(f"{regs} baseline regression(s)")
+        if unjudged:
+            parts.append("baseline not comparable")
+        lost = any("FAILED to write" in text for text in self.result["written"])
+        if lost:
+            parts.append("report not written")
         t = rep["target"]
         where = f"{t.get('base_url') or '?'} ({t.get('target') or '?'}, vLLM {t.get('vllm_version') or 'unknown'})"
-        word = "FAIL" if bad or regs else "PASS"
+        word = "FAIL" if bad or regs or unjudged or lost else "PASS"
         return f"glmv verdict: {word}: {', '.join(parts)}; {where}"
 
 

@@ -81,13 +81,19 @@ def regression_lines(cmp: Mapping[str, Any]) -> list[str]:
     tol = f"tolerance {100 * cmp['tolerance']:g}% for SLO metrics (latencies also {cmp.get('slack_ms', 0):g} ms)"
     head = (f"baseline {cmp['path']}: {cmp['compared_checks']} check(s) and {cmp['compared_metrics']} SLO "
             f"metric(s) compared; {tol}")
+    if cmp.get("incomparable"):
+        head = [head, f"NOT COMPARABLE: {cmp['incomparable']}; the run fails"]
+        if not regs:
+            return head + [f"note: {n}" for n in cmp["notes"]]
+    else:
+        head = [head]
     if not regs:
-        return [head, "no regressions"] + [f"note: {n}" for n in cmp["notes"]]
+        return head + ["no regressions"] + [f"note: {n}" for n in cmp["notes"]]
     rows = [("kind", "what regressed", "baseline", "now", "change", "evidence")]
     for r in regs:
         rows.append((r["kind"], r["what"], _fmt(r["baseline"]), _fmt(r["now"]), r["change"] or "", r["detail"]))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    out = [head, f"REGRESSED: {len(regs)} regression(s) against the baseline; the run fails"]
+    out = [*head, f"REGRESSED: {len(regs)} regression(s) against the baseline; the run fails"]
     for n, row in enumerate(rows):
         out.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5])
         if n == 0:

@@ -97,7 +97,11 @@ class Runs:
             except (WorkloadError, WorkerError) as e:
                 pytest.fail(str(e), pytrace=False)
             many = len(self.spec().scenarios) > 1
-            runner.save(outcome, self.settings.slo_json, many, detailed=self.settings.slo_records)
+            try:
+                runner.save(outcome, self.settings.slo_json, many, detailed=self.settings.slo_records)
+            except OSError as e:  # writable at the start (config.validate); lost now: the check fails, in one line
+                pytest.fail(f"glmv: could not write --glmv-slo-json {self.settings.slo_json} ({e.strerror or e}); "
+                            "the SLO run's results are lost", pytrace=False)
             self.done[key] = outcome
         return self.done[key]
 

@@ -3,8 +3,12 @@ report tests: one correct run (the baseline), then three runs compared with it.
 
     correct      reasoning + a small SLO run on the correct server          -> the baseline
     fault        the same with --glmv-fault no-reasoning-parser             -> check regressions
-    slow         the SLO run only, --glmv-fault slow-first-token            -> SLO regressions alone
-    unchanged    the correct run again                                      -> no regressions
+    slow         the same with --glmv-fault slow-first-token                -> SLO regressions alone
+    unchanged    the correct run again, from another folder without paths   -> no regressions, 14 checks compared
+                 (pytest's rootdir is the suites folder: nodeids differ from the baseline's, ids do not),
+                 `--glmv-baseline PATH` with a space
+    equals       the same with `--glmv-baseline=PATH`                        -> the same comparison
+    narrow       reasoning only                                              -> not comparable: no SLO metric
 
 The SLO spec is lax on purpose (TTFT up to a minute): every SLO check passes even with the slow
 first token, so in `slow` nothing but the baseline gate can fail the run.
@@ -36,6 +40,7 @@ output_throughput = 1
 # worse; throughputs are not gated at a tolerance of 1 or more); slow-first-token adds 1500 ms to a TTFT
 # of tens of ms, far beyond both.
 TOLERANCE = "3"
+SELECT = "(reasoning or slo) and not behavior"  # the baseline's checks, chosen by marker instead of by path
 SLACK_MS = "250"
 
 
@@ -58,11 +63,11 @@ class Run:
         return found[0]
 
 
-def session_run(args: list[str], cwd: Path, name: str, timeout: float = 300) -> Run:
+def session_run(args: list[str], cwd: Path, name: str, timeout: float = 300, select: str = "not behavior") -> Run:
     """One pytest session in a subprocess (the plugin's hooks, servers and exit status all real)."""
     report_dir = cwd / f"report-{name}"
     junit = cwd / f"junit-{name}.xml"
-    run = run_suite(args, target=[], extra=["-m", "not behavior", "--glmv-report", str(report_dir)], cwd=cwd,
+    run = run_suite(args, target=[], extra=["-m", select, "--glmv-report", str(report_dir)], cwd=cwd,
                     timeout=timeout, junit=junit, quiet=False)
     return Run(name, run.returncode, run.output, report_dir, junit)
 
@@ -75,14 +80,21 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     common = ["--glmv-server", "reference", "--glmv-slo", str(spec)]
     correct = session_run([REASONING, SLO, *common], cwd, "correct")
     assert correct.rc == 0, f"the correct run must pass to serve as a baseline:\n{correct.output[-3000:]}"
-    gate = ["--glmv-baseline", str(correct.report_dir / "report.json"), "--glmv-baseline-tolerance", TOLERANCE,
-            "--glmv-baseline-slack-ms", SLACK_MS]
-    plans = {
-        "fault": [REASONING, SLO, *common, "--glmv-fault", "no-reasoning-parser", *gate],
-        "slow": [SLO, *common, "--glmv-fault", "slow-first-token", *gate],
-        "unchanged": [REASONING, SLO, *common, *gate],
+    base = str(correct.report_dir / "report.json")
+    limits = ["--glmv-baseline-tolerance", TOLERANCE, "--glmv-baseline-slack-ms", SLACK_MS]
+    gate = ["--glmv-baseline", base, *limits]
+    elsewhere = cwd / "elsewhere"
+    elsewhere.mkdir()
+    # (args, folder, -m): no test paths, so pytest's rootdir is the suites folder itself
+    plans: dict[str, tuple[list[str], Path, str]] = {
+        "fault": ([REASONING, SLO, *common, "--glmv-fault", "no-reasoning-parser", *gate], cwd, "not behavior"),
+        "slow": ([REASONING, SLO, *common, "--glmv-fault", "slow-first-token", *gate], cwd, "not behavior"),
+        "unchanged": ([*common, *gate], elsewhere, SELECT),
+        "equals": ([*common, f"--glmv-baseline={base}", *limits], elsewhere, SELECT),
+        "narrow": ([REASONING, *common, *gate], cwd, "not behavior"),
     }
     # Two at a time: each run mostly waits on its own reference server.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        done = dict(zip(plans, pool.map(lambda kv: session_run(kv[1], cwd, kv[0]), plans.items()), strict=True))
+        done = dict(zip(plans, pool.map(lambda kv: session_run(kv[1][0], kv[1][1], kv[0], select=kv[1][2]),
+                                        plans.items()), strict=True))
     return {"correct": correct, **done}

@@ -18,8 +18,8 @@ def test_checks_that_passed_and_now_fail_are_regressions(runs: dict[str, Run]) -
     run = runs["fault"]
     table = _table(run)
     assert "REGRESSED: 3 regression(s) against the baseline; the run fails" in table, table
-    for name in ("test_no_think_tags_in_output", "test_reasoning_field_name", "test_reasoning_in_its_own_field"):
-        assert f"check  suites/test_reasoning.py::{name}" in table, table
+    for name in ("no_think_tags_in_output", "reasoning_field_name", "reasoning_in_its_own_field"):
+        assert f"check  reasoning/{name} " in table, table  # the stable id, not a path
     assert "AssertionError: thinking on, content holds ['<think>', '</think>']" in table, table
     cmp = run.report["baseline"]
     assert {r["kind"] for r in cmp["regressions"]} == {"check"} and cmp["compared_checks"] == 14, cmp
@@ -37,17 +37,35 @@ def test_an_slo_regression_alone_fails_the_run(runs: dict[str, Run]) -> None:
     table = _table(run)
     row = r"^slo +small: mean_ttft_ms +\d+\.\d\d +1\d{3}\.\d\d +\+\d+\.\d% +lower is better; tolerance 300% and 250 ms$"
     assert re.search(row, table, re.M), table
-    # The reasoning checks were not run this time: a note, not a regression.
-    assert "did not run now" in table, table
-    assert run.report["exitstatus"] == 1
+    assert run.report["exitstatus"] == 1 and run.report["baseline"]["incomparable"] is None
 
 
-def test_an_unchanged_rerun_passes(runs: dict[str, Run]) -> None:
-    run = runs["unchanged"]
+@pytest.mark.parametrize("name", ["unchanged", "equals"])
+def test_an_unchanged_rerun_from_another_folder_passes(runs: dict[str, Run], name: str) -> None:
+    """No test paths, another working folder: pytest's rootdir is that folder, so every nodeid differs from the
+    baseline's (`../../…/suites/test_reasoning.py::…` against `suites/test_reasoning.py::…`); the ids do not.
+    `--glmv-baseline PATH` (space) and `--glmv-baseline=PATH` compare the same."""
+    run = runs[name]
     assert run.rc == 0, run.output[-3000:]
     assert "no regressions" in _table(run)
     cmp = run.report["baseline"]
-    assert cmp["regressions"] == [] and cmp["compared_checks"] == 14 and cmp["compared_metrics"] >= 10, cmp
+    assert cmp["regressions"] == [] and cmp["incomparable"] is None, cmp
+    assert cmp["compared_checks"] == 14 and cmp["compared_metrics"] >= 10, cmp
+    before = runs["correct"].report["checks"]
+    assert not {c["nodeid"] for c in run.report["checks"]} & {c["nodeid"] for c in before}
+    assert {c["id"] for c in run.report["checks"]} == {c["id"] for c in before}
+    assert f"rootdir: {run.report_dir.parent}\n" in run.output, run.output[:1500]  # the space form did not move it
+
+
+def test_a_baseline_this_run_shares_no_slo_metric_with_fails_the_gate(runs: dict[str, Run]) -> None:
+    run = runs["narrow"]  # the baseline's reasoning checks, but not its SLO run: SLOs would go unjudged
+    assert run.rc == 1, run.output[-3000:]
+    lines = [ln for ln in _table(run).splitlines() if ln.startswith("NOT COMPARABLE")]
+    assert len(lines) == 1 and re.fullmatch(
+        r"NOT COMPARABLE: the baseline cannot judge this run: none of its \d\d SLO metrics was compared \(no SLO run "
+        r"with the same scenario and parameters: select them with -m slo\); run the baseline's selection and "
+        r"options, or record a new baseline; the run fails", lines[0]), _table(run)
+    assert "glmv verdict: FAIL" in run.output and "baseline not comparable" in run.output
 
 
 @pytest.mark.parametrize("content, says", [

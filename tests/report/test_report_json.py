@@ -26,7 +26,8 @@ def test_failure_evidence_area_and_target(runs: dict[str, Run]) -> None:
     assert "thinking on, content holds ['<think>', '</think>']" in c["evidence"], c["evidence"]
     assert '"content":"<think>' in c["evidence"], c["evidence"][-1500:]
     assert "glmv server log (last 40 lines)" in c["sections"], sorted(c["sections"])
-    assert c["duration"] >= 0 and c["key"] == "suites/test_reasoning.py::test_no_think_tags_in_output"
+    assert c["duration"] >= 0 and c["id"] == "reasoning/no_think_tags_in_output"
+    assert c["key"] == "suites/test_reasoning.py::test_no_think_tags_in_output"  # legacy, for older readers
     t = rep["target"]
     assert t["faults"] == ["no-reasoning-parser"] and t["target"] == "reference", t
     assert t["model"] == "glmv-reference" and t["profile"] == "glm-4.5v-fp8" and t["vllm_version"], t
@@ -78,4 +79,7 @@ def test_junit_carries_measured_values_as_properties(runs: dict[str, Run]) -> No
     slo = props["test_slo[small-mean_ttft_ms]"]
     assert float(slo["mean_ttft_ms"]) > 0 and slo["mean_ttft_ms_limit"] == "60000.0", slo
     assert float(props["test_slo[small-output_throughput]"]["output_throughput"]) > 1
-    assert props["test_reasoning_field_name"] == {"glmv_reasoning_field": "reasoning"}
+    # every check carries its stable id, which the JUnit nodeid (rootdir-dependent) does not give
+    assert props["test_reasoning_field_name"] == {"glmv_reasoning_field": "reasoning",
+                                                  "glmv_id": "reasoning/reasoning_field_name"}
+    assert props["test_slo[small-mean_ttft_ms]"]["glmv_id"] == "slo/slo[small-mean_ttft_ms]"

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from pytest_glmv.report import FORMAT, baseline, collect, html
+from pytest_glmv.report import FORMAT, baseline, collect, html, terminal
 
 
 def _check(key: str, outcome: str, **kw: Any) -> dict[str, Any]:
-    return {"nodeid": key, "key": key, "outcome": outcome, "area": "tools", "behavior": False, "phase": "call",
+    return {"id": key, "nodeid": key, "key": key, "outcome": outcome, "area": "tools", "behavior": False, "phase": "call",
             "duration": 0.1, "reason": None, "evidence": None, "properties": {}, "sections": {}, **kw}
 
 
@@ -67,10 +67,38 @@ def test_check_outcomes() -> None:
     assert any("1 check(s) that passed in the baseline did not run now" in n for n in cmp["notes"]), cmp["notes"]
 
 
-def test_check_key_ignores_where_the_suites_sit() -> None:
-    assert collect.check_key("../../site-packages/pytest_glmv/suites/test_x.py::t[a/b]") == "suites/test_x.py::t[a/b]"
-    assert collect.check_key("suites/test_x.py::t") == "suites/test_x.py::t"
-    assert collect.check_key("tests/test_y.py::t") == "tests/test_y.py::t"
+def test_check_ids_do_not_depend_on_where_pytest_runs() -> None:
+    for nodeid in ("suites/test_tools.py::test_a[x/y]", "test_tools.py::test_a[x/y]",
+                   "../../site-packages/pytest_glmv/suites/test_tools.py::test_a[x/y]"):
+        assert collect.check_id("tools", nodeid) == "tools/a[x/y]"
+    assert collect.check_id(None, "tests/sub/test_y.py::TestK::t") == collect.check_id(None, "test_y.py::TestK::t") \
+        == "test_y.py::TestK::t"
+    # report.json written before ids: the id comes from the legacy key
+    assert collect.id_of({"area": "tools", "key": "suites/test_tools.py::test_a[x/y]"}) == "tools/a[x/y]"
+    assert collect.id_of({"id": "tools/b", "area": "tools", "key": "suites/test_tools.py::test_a"}) == "tools/b"
+
+
+def test_an_old_baseline_is_compared_by_the_ids_of_its_keys() -> None:
+    old = {"checks": [{"key": "suites/test_tools.py::test_a", "area": "tools", "outcome": "passed"}], "slo": []}
+    assert baseline.compare(old, [_check("x", "passed", id="tools/a")], [], 0.1)["compared_checks"] == 1
+    cmp = baseline.compare(old, [_check("test_tools.py::test_a", "failed", id="tools/a")], [], 0.1)
+    assert [r["what"] for r in cmp["regressions"]] == ["tools/a"] and cmp["incomparable"] is None, cmp
+
+
+def test_a_baseline_sharing_fewer_than_half_of_its_checks_fails_the_gate() -> None:
+    base = {"checks": [_check(f"k{i}", "passed", id=f"tools/c{i}") for i in range(10)], "slo": []}
+    half = [_check(f"k{i}", "passed", id=f"tools/c{i}") for i in range(5)]
+    assert baseline.compare(base, half, [], 0.1)["incomparable"] is None
+    cmp = baseline.compare(base, half[:4], [], 0.1)
+    assert cmp["regressions"] == [] and cmp["incomparable"] == (
+        "the baseline cannot judge this run: this run shares 4 of its 10 checks (fewer than half); run the "
+        "baseline's selection and options, or record a new baseline"), cmp
+    lines = terminal.regression_lines(cmp)
+    assert lines[1].startswith("NOT COMPARABLE: ") and lines[1].endswith("; the run fails") and \
+        "no regressions" not in lines, lines
+    # an SLO baseline with no metric compared: the SLO side went unjudged
+    cmp = baseline.compare({"checks": [], "slo": [_slo(mean_ttft_ms=5.0)]}, [], [], 0.1)
+    assert "none of its 1 SLO metrics was compared" in (cmp["incomparable"] or ""), cmp
 
 
 def test_trim_keeps_head_and_the_evidence_at_the_end() -> None:
