@@ -43,9 +43,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import slo_parity
 import slo_peer_truth as truth
+import slo_servers
 from slo_clients import ROOT, loadavg, wait_quiet
 from slo_peer_tools import AIPERF, GUIDELLM, TOOLS, VLLM, Run, Tools, find_tools
 
@@ -70,8 +72,10 @@ class Table:
         self.tools = tools
         self.rows: list[tuple[str, dict[str, str], str]] = []
 
+        self.prefix = ""  # "[server] " when one run judges the tools against several servers
+
     def add(self, name: str, cells: dict[str, str], note: str = "") -> None:
-        self.rows.append((name, cells, note))
+        self.rows.append((self.prefix + name, cells, note))
 
     def print(self, skipped: dict[str, str]) -> None:
         w = max(len(r[0]) for r in self.rows)
@@ -163,11 +167,25 @@ def sweep(tools: Tools, table: Table, order: list[str], a: argparse.Namespace) -
               "; ".join(f"{t}: {b}" for t, b in broke.items() if b))
 
 
-def on_reference(a: argparse.Namespace, work: Path, exes: dict[str, str], table: Table) -> str:
-    from pytest_glmv.reference.launcher import ReferenceServer
+def traced_server(kind: str, a: argparse.Namespace, work: Path, trace: Path) -> Any:
+    """A server that traces every request's arrival and chunk writes: the reference server (arrival = the
+    request's first bytes read), or one of slo_servers.py's (arrival = its app or handler called)."""
+    if kind == "reference":
+        from pytest_glmv.reference.launcher import ReferenceServer
 
-    trace = work / "trace.jsonl"
-    with ReferenceServer(ttft_ms=a.ttft_ms, tpot_ms=a.tpot_ms, trace=trace, log_dir=work) as srv:
+        return ReferenceServer(ttft_ms=a.ttft_ms, tpot_ms=a.tpot_ms, trace=trace, log_dir=work)
+    return slo_servers.launch(kind, a.stack_python if kind == "starlette" else sys.executable, a.ttft_ms, a.tpot_ms,
+                              trace, work)
+
+
+ARRIVAL = {"reference": "arrival = request's first bytes read",
+           "starlette": "uvicorn + Starlette StreamingResponse (vLLM's HTTP stack), arrival = ASGI app called",
+           "aiohttp": "independent aiohttp server, arrival = handler started"}
+
+
+def on_reference(a: argparse.Namespace, work: Path, exes: dict[str, str], table: Table, kind: str = "reference") -> str:
+    trace = work / f"trace-{kind}.jsonl"
+    with traced_server(kind, a, work, trace) as srv:
         pinned = slo_parity.pin(srv.pid, a.no_pin)
         model = srv.model or ""
         n = max(max(a.sizes), a.rate_n or max([min(600, max(100, int(r * 3))) for r in a.rates] or [1]))
@@ -177,9 +195,7 @@ def on_reference(a: argparse.Namespace, work: Path, exes: dict[str, str], table:
         order = [t for t in TOOLS if t in exes]
         concurrency_one(tools, table, order, a)
         sweep(tools, table, order, a)
-    return (f"pytest-glmv at {revision()}; server: reference, ttft {a.ttft_ms:g} ms, tpot {a.tpot_ms:g} ms; {pinned}; "
-            f"workload: {a.input_len} "
-            f"prompt tokens (server's tokenizer), {a.output_len} output tokens (ignore_eos), temperature 0")
+    return (f"server {kind} ({ARRIVAL[kind]}), ttft {a.ttft_ms:g} ms, tpot {a.tpot_ms:g} ms; {pinned}")
 
 
 def revision() -> str:
@@ -203,7 +219,10 @@ def print_parity(rows: list[slo_parity.Row]) -> None:
 
 def args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--server", choices=("reference", "tiny"), default="reference")
+    p.add_argument("--server", default="reference", help="tiny, or a comma list of traced servers: reference, "
+                   "starlette (uvicorn + Starlette, vLLM's HTTP stack; --stack-python), aiohttp (slo_servers.py)")
+    p.add_argument("--stack-python", default=None, help="python with uvicorn + starlette for --server starlette "
+                   "(default: .venv-vllm's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vllm", default=str(ROOT / ".venv-vllm/bin/vllm"))
     p.add_argument("--vllm-python", default=None, help="python that runs vllm bench serve (default: the one beside "
@@ -234,6 +253,10 @@ def args() -> argparse.Namespace:
     p.add_argument("--no-pin", action="store_true", help="do not pin the server to one CPU, the clients to the rest")
     a = p.parse_args()
     a.vllm_venv = str(Path(a.vllm).parent.parent)
+    a.servers = [x.strip() for x in a.server.split(",") if x.strip()]
+    if a.servers != ["tiny"] and (not a.servers or set(a.servers) - set(ARRIVAL)):
+        p.error(f"--server: 'tiny' alone, or a comma list of {', '.join(ARRIVAL)}; got {a.server!r}")
+    a.stack_python = a.stack_python or str(ROOT / ".venv-vllm/bin/python")
     if a.vllm_python is None:
         beside = Path(a.vllm).parent / "python"
         a.vllm_python = str(beside) if beside.exists() else (
@@ -243,7 +266,7 @@ def args() -> argparse.Namespace:
         small, big = (int(x) for x in a.sizes.split(",")) if a.sizes else (0, 0)
     except ValueError:
         p.error(f"--rates wants numbers, --sizes SMALL,BIG: got {a.rates!r}, {a.sizes!r}")
-    tiny = a.server == "tiny"
+    tiny = a.servers == ["tiny"]
     if not a.sizes:
         small, big = (8, 24) if tiny else ((5, 15) if a.quick else (10, 40))
     if not 0 < small < big or any(r <= 0 for r in a.rates):
@@ -266,9 +289,9 @@ def main() -> None:
     a = args()
     signal.signal(signal.SIGTERM, _interrupt)  # a timeout's SIGTERM: stop the server, print what finished
     exes, skipped = find_tools(a)
-    if a.server == "tiny" and VLLM not in exes:
+    if a.servers == ["tiny"] and VLLM not in exes:
         raise SystemExit("slo_vs_peers: --server tiny needs vllm: " + skipped[VLLM].split("; ", 1)[1])
-    for line in skipped.values() if a.server == "reference" else ():  # tiny: only vllm bench serve runs
+    for line in skipped.values() if a.servers != ["tiny"] else ():  # tiny: only vllm bench serve runs
         print(line, flush=True)
     work = Path(tempfile.mkdtemp(prefix="glmv-peers-"))
     waited = wait_quiet(a.max_load, a.wait) if a.max_load is not None else ""
@@ -276,10 +299,16 @@ def main() -> None:
     table, prows = Table(TOOLS), list[slo_parity.Row]()
     head = ""
     try:
-        if a.server == "tiny":
+        if a.servers == ["tiny"]:
             head = slo_parity.on_tiny(a, work, prows)
         else:
-            head = on_reference(a, work, exes, table)
+            heads, cpus = [], os.sched_getaffinity(0)
+            for kind in a.servers:
+                os.sched_setaffinity(0, cpus)  # each server pins itself and the clients afresh
+                table.prefix = f"[{kind}] " if len(a.servers) > 1 else ""
+                heads.append(on_reference(a, work, exes, table, kind))
+            head = (f"pytest-glmv at {revision()}; " + "; ".join(heads) + f"; workload: {a.input_len} prompt tokens "
+                    f"(server's tokenizer), {a.output_len} output tokens (ignore_eos), temperature 0")
             if a.bare_parity and VLLM in exes:
                 slo_parity.on_reference(a, work, prows)
     except (ServerError, subprocess.CalledProcessError, RuntimeError) as e:
