@@ -16,7 +16,9 @@ check is off unless --ready-check-timeout-sec is given), so neither do we unless
 (probe=True): a probe would hand the first timed request a warm connection vLLM's does not get.
 
 Cost and accuracy (wire.py): each request is one pre-encoded write; each network read is
-stamped where it is received, in the protocol, and parsed there; token events are recognised
+stamped with the time the kernel received its bytes (SO_TIMESTAMPNS; where there is none, when the
+protocol gets them) and parsed there, so the loop may sleep in the selector between chunks at no cost
+in accuracy (a wake-up from idle or a late loop pass is not in TTFT or ITL); token events are recognised
 by a byte search, and only the few events without the compact `"choices":[{` marker (usage,
 errors, other servers' spacing) are parsed as JSON.
 
@@ -56,6 +58,7 @@ class RunOutput:
     metrics_before: str | None = None  # /metrics text right before the timed run, if asked for
     metrics_after: str | None = None
     started: float = 0.0  # the schedule's start (perf_counter, CLOCK_MONOTONIC: one clock for every process)
+    stamps: tuple[int, int] = (0, 0)  # network reads stamped by the kernel, by perf_counter() (no kernel stamp)
 
 
 def _handle_json(payload: bytes, rec: Record) -> bool:
@@ -122,9 +125,11 @@ class _Events:
 
 
 class Awake:
-    """Keeps the event loop polling, never sleeping in the selector, while a lone request waits for its
-    first token. A client whose loop sleeps in epoll_wait lets its CPU idle, and an idle CPU (a VM's above
-    all) takes 0.1-0.3 ms to wake when the first chunk arrives: time that lands in TTFT. Only while at most
+    """Only where reads get no kernel stamp (wire.KERNEL_STAMPS false: not Linux): keeps the event loop
+    polling, never sleeping in the selector, while a lone request waits for its first token. A client whose
+    loop sleeps in epoll_wait lets its CPU idle, and an idle CPU (a VM's above all) takes 0.1-0.3 ms to wake
+    when the first chunk arrives: time that lands in TTFT when the read is stamped in user space. With kernel
+    stamps the wake-up is outside the stamp, and polling would only burn a core (~TTFT of CPU per request). Only while at most
     one request is in flight (concurrency 1, sparse arrivals): with more, other streams keep the loop busy
     anyway (the wake-up cost measured ~0.03 ms at 20 req/s), and a spinning client would take CPU from a
     server on the same machine. ITL and TPOT keep the ordinary wake-up, as vLLM's do."""
@@ -229,7 +234,7 @@ async def run(
             before = await _scrape(session, metrics_url, headers)
             sem = asyncio.Semaphore(max_concurrency) if max_concurrency else None
             freed = [0.0]  # when a concurrency slot was last given back
-            keeper = Awake() if awake else None
+            keeper = Awake() if awake and not wire.KERNEL_STAMPS else None
 
             async def limited(request: bytes, rec: Record) -> None:
                 if sem is None:
@@ -274,7 +279,7 @@ async def run(
             after = await _scrape(session, metrics_url, headers)
     finally:
         pool.close()
-    return RunOutput(records, duration, cpu, first, before, after, t0)
+    return RunOutput(records, duration, cpu, first, before, after, t0, (pool.stamps[0], pool.stamps[1]))
 
 
 async def _scrape(session: aiohttp.ClientSession, url: str | None, headers: dict[str, str]) -> str | None:

@@ -6,6 +6,14 @@ request object, headers and a payload. Both cost time that lands inside TTFT (~0
 per chunk. Here one pre-encoded write sends each request, and a response is parsed and each read
 stamped in the protocol's data_received, where the bytes come in.
 
+Arrival times from the kernel (Linux): each connection's socket has SO_TIMESTAMPNS on and is read with
+recvmsg(), so every read carries the time the kernel received its newest bytes (for TCP, one stamp per read:
+the last segment the read took, not one per packet as for UDP; segments queued together share the newest
+one's). A read is stamped with that time, converted to perf_counter's clock, instead of the time the event
+loop got round to it: a client that sleeps in epoll_wait, or wakes late on a busy host, still stamps a
+chunk when it arrived, so nothing needs to poll for accuracy. Where the kernel gives no stamp (another OS, a
+socket option refused, an event loop that reads the fd itself), the read's own perf_counter() is used.
+
 Scope, on purpose: POST with a body, HTTP/1.1 keep-alive (one request at a time per connection, no
 pipelining), http and https, responses framed by chunked transfer-encoding, Content-Length or the
 connection's end. No redirects, proxies, compression or cookies: an OpenAI-compatible endpoint needs
@@ -14,12 +22,22 @@ none of them, and vLLM's client does not follow or send them either.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+import struct
+import sys
 import time
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 perf_counter = time.perf_counter
+_time_ns, _perf_ns = time.time_ns, time.perf_counter_ns
+# SO_TIMESTAMPNS (Python names it from 3.12 on; 35 on every Linux architecture but a few old ones with
+# their own numbers, where setsockopt refuses or the cmsg type differs: then the read's clock is used)
+SO_TIMESTAMPNS: int | None = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None)
+_TIMESPEC = struct.Struct("@qq")  # struct timespec on 64-bit Linux
+_ANC = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
+KERNEL_STAMPS = SO_TIMESTAMPNS is not None and _ANC > 0  # this platform can stamp reads in the kernel
 # called with (decoded body bytes, time the read that carried them returned)
 Sink = Callable[[bytes, float], None]
 MAX_HEAD = 64 * 1024
@@ -155,17 +173,52 @@ class Response:
             self.done.set_exception(exc)
 
 
+def _kernel_time(anc: list[tuple[int, int, bytes]]) -> float | None:
+    """The SCM_TIMESTAMPNS of one recvmsg (CLOCK_REALTIME) on perf_counter's clock (CLOCK_MONOTONIC on Linux):
+    the two differ by a constant between clock steps (NTP slews both alike), read here, at the read."""
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(data)
+            return (sec * 1_000_000_000 + nsec - _time_ns() + _perf_ns()) * 1e-9
+    return None
+
+
+class StampedSocket(socket.socket):
+    """A TCP socket whose reads keep the kernel's receive time of their bytes (`stamp`, perf_counter seconds,
+    None when the kernel gave none). asyncio's transports read through recv() (plain) or recv_into() (TLS)."""
+
+    __slots__ = ("stamp",)
+
+    def recv(self, n: int, flags: int = 0) -> bytes:  # type: ignore[override]
+        data, anc, _, _ = self.recvmsg(n, _ANC, flags)
+        self.stamp = _kernel_time(anc)
+        return data
+
+    def recv_into(self, buf: Any, nbytes: int = 0, flags: int = 0) -> int:  # type: ignore[override]
+        n, anc, _, _ = self.recvmsg_into([memoryview(buf)[:nbytes] if nbytes else buf], _ANC, flags)
+        self.stamp = _kernel_time(anc)
+        return n
+
+
 class _Conn(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, stamps: list[int], sock: StampedSocket | None = None) -> None:
         self.transport: asyncio.Transport | None = None
         self.response: Response | None = None
         self.open = True
+        self.sock = sock  # stamped by the kernel when not None
+        self.stamps = stamps  # the pool's [reads stamped by the kernel, reads stamped by the clock]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         now = perf_counter()
+        kernel = None if self.sock is None else self.sock.stamp
+        if kernel is not None and kernel <= now:  # never later than the read (a clock step between)
+            now = kernel
+            self.stamps[0] += 1
+        else:
+            self.stamps[1] += 1
         if self.response is None:  # bytes nobody asked for: this connection cannot be trusted again
             self.open = False
             if self.transport is not None:
@@ -210,6 +263,7 @@ class Pool:
                       f"User-Agent: pytest-glmv\r\n{extra}Content-Length: ").encode("latin-1")
         self._idle: list[_Conn] = []
         self._all: set[_Conn] = set()
+        self.stamps = [0, 0]  # reads stamped by the kernel, reads stamped by perf_counter() (no kernel stamp)
 
     def request(self, body: bytes) -> bytes:
         """The bytes of one request, built before the clock starts."""
@@ -218,12 +272,39 @@ class Pool:
     async def _connect(self) -> _Conn:
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await loop.create_connection(_Conn, self.host, self.port, ssl=self.ssl,
-                                                   server_hostname=self.host if self.ssl else None)
+            sock = await self._stamped_socket(loop) if SO_TIMESTAMPNS is not None and _ANC else None
+            if sock is None:
+                _, conn = await loop.create_connection(lambda: _Conn(self.stamps), self.host, self.port,
+                                                       ssl=self.ssl, server_hostname=self.host if self.ssl else None)
+            else:
+                _, conn = await loop.create_connection(lambda: _Conn(self.stamps, sock), sock=sock, ssl=self.ssl,
+                                                       server_hostname=self.host if self.ssl else None)
         except OSError as e:
             raise WireError(f"cannot connect to {self.host}:{self.port}: {type(e).__name__}: {e}") from None
         self._all.add(conn)
         return conn
+
+    async def _stamped_socket(self, loop: asyncio.AbstractEventLoop) -> StampedSocket | None:
+        """A connected socket with kernel receive stamps on; None where the kernel refuses the option (the
+        caller then connects as usual). Raises OSError when no address of the host accepts a connection."""
+        infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        error: OSError | None = None
+        for family, kind, proto, _, addr in infos:
+            sock = StampedSocket(family, kind, proto)
+            sock.stamp = None
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # type: ignore[arg-type]
+            except OSError:
+                sock.close()
+                return None
+            try:
+                sock.setblocking(False)
+                await loop.sock_connect(sock, addr)
+                return sock
+            except OSError as e:
+                sock.close()
+                error = e
+        raise error or OSError(f"no address for {self.host}")
 
     async def exchange(self, wire: bytes, sink: Sink, timeout: float | None = None) -> Response:
         """Send one request (from request()) and feed its body to sink until the response ends, within

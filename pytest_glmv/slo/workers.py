@@ -98,7 +98,8 @@ def merge(outputs: Sequence[client.RunOutput], start: float, n: int) -> client.R
     if [r.index for r in records] != list(range(n)):
         raise WorkerError(f"glmv: SLO client workers returned {len(records)} records for {n} requests")
     end = max(o.started + o.duration for o in outputs)
-    return client.RunOutput(records, end - start, sum(o.cpu_seconds for o in outputs), None, started=start)
+    return client.RunOutput(records, end - start, sum(o.cpu_seconds for o in outputs), None, started=start,
+                            stamps=(sum(o.stamps[0] for o in outputs), sum(o.stamps[1] for o in outputs)))
 
 
 def run(url: str, bodies: Sequence[bytes], schedule: Sequence[float], *, workers: int = 1,

@@ -208,8 +208,20 @@ def test_an_unexpected_error_fails_its_request_and_spares_the_rest(monkeypatch: 
     assert out.records[1].error == "RuntimeError: a bug below the client"
 
 
-def test_the_loop_polls_only_while_a_request_waits_for_its_first_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    # An idle CPU wakes 0.1-0.3 ms late when the first chunk arrives; polling inside TTFT windows avoids it.
+def test_with_kernel_stamps_the_loop_never_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the stamp is the kernel's, so a wake-up from idle is not in TTFT: nothing to poll for, no core burnt
+    made: list[object] = []
+    monkeypatch.setattr(client.wire, "KERNEL_STAMPS", True)
+    monkeypatch.setattr(client, "Awake", lambda: made.append(1))
+    out = run(streamer([(0.01, chunk("a")), (0, USAGE)]), 2, schedule=[0.0, 0.05], awake=True)
+    assert all(r.ok for r in out.records) and made == []
+
+
+def test_without_kernel_stamps_the_loop_polls_only_while_a_request_waits_for_its_first_token(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # An idle CPU wakes 0.1-0.3 ms late when the first chunk arrives; where reads are stamped in user space
+    # (no SO_TIMESTAMPNS), polling inside TTFT windows avoids it.
+    monkeypatch.setattr(client.wire, "KERNEL_STAMPS", False)
     made: list[client.Awake] = []
     seen: list[int] = []
 

@@ -193,3 +193,42 @@ def test_a_cancelled_exchange_never_hands_its_half_read_connection_on() -> None:
         server.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.skipif(not wire.KERNEL_STAMPS, reason="kernel receive stamps (SO_TIMESTAMPNS) are Linux's")
+def test_a_read_is_stamped_when_the_kernel_got_it_not_when_the_loop_got_round_to_it() -> None:
+    # The server (a thread) answers 50 ms after the request; the client's loop is blocked from 20 to 320 ms. A stamp taken by
+    # the loop would be >= 0.3 s after the answer was written; the kernel's is when it arrived.
+    import socket
+    import threading
+    import time
+
+    lsock = socket.create_server(("127.0.0.1", 0))
+    written: list[float] = []
+
+    def answer() -> None:
+        conn, _ = lsock.accept()
+        with conn:
+            conn.recv(65536)
+            time.sleep(0.05)  # the client's loop is blocked by now
+            written.append(time.perf_counter())
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            conn.recv(1)  # until the client closes
+
+    threading.Thread(target=answer, daemon=True).start()
+    stamps: list[float] = []
+
+    async def main() -> tuple[int, int]:
+        pool = wire.Pool(f"http://127.0.0.1:{lsock.getsockname()[1]}/x")
+        task = asyncio.ensure_future(pool.exchange(pool.request(b"{}"), lambda d, t: stamps.append(t)))
+        await asyncio.sleep(0.02)  # connected and sent
+        time.sleep(0.3)  # the loop is busy: the answer waits in the socket
+        resp = await task
+        pool.close()
+        assert resp.status == 200
+        return pool.stamps[0], pool.stamps[1]
+
+    kernel, clock = asyncio.run(main())
+    lsock.close()
+    assert (kernel, clock) == (1, 0) and len(stamps) == 1
+    assert 0 <= stamps[0] - written[0] < 0.05, stamps[0] - written[0]  # the loop read it ~0.3 s later
