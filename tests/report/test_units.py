@@ -211,3 +211,38 @@ def test_verdict_counts_deployment_findings_apart_from_upstream_and_unexplained(
     assert rec.verdict() == ("glmv verdict: FAIL: 3 failed (1 known upstream, 1 finding of this deployment "
                              "(--glmv-waive ID), 1 unexplained), 5 passed, 1 skipped, 0 xfailed; "
                              "http://h/v1 (vllm, vLLM 0.32.0)")
+
+
+@pytest.mark.parametrize("flag, value, says", [
+    ("--glmv-report", "/proc/nope", "--glmv-report /proc/nope: cannot create a file in /proc"),
+    ("--glmv-slo-json", "/proc/nope/slo.json", "--glmv-slo-json /proc/nope/slo.json: cannot create a file in /proc"),
+    ("--glmv-report", "{file}/sub", "is not a directory, so nothing can be written there"),
+    ("--glmv-slo-json", "{dir}", "is a directory; give a file name"),
+])
+def test_an_unwritable_output_is_a_usage_error_before_anything_starts(pytester: pytest.Pytester, flag: str,
+                                                                     value: str, says: str) -> None:
+    pytester.makepyfile(test_x="def test_x():\n    raise SystemExit('must not run')\n")
+    afile = pytester.path / "afile"
+    afile.write_text("x")
+    value = value.format(file=afile, dir=pytester.path)
+    result = pytester.runpytest_subprocess(flag, value, "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
+    errors = [ln for ln in result.stderr.lines if ln.strip()]
+    assert len(errors) == 1 and says in errors[0], errors
+
+
+def test_a_report_that_cannot_be_written_at_the_end_fails_the_run(pytester: pytest.Pytester) -> None:
+    # writable at the start; the test then puts a file where the folder was to be
+    pytester.makepyfile(test_x="""
+        import pytest
+
+        @pytest.mark.tools
+        def test_x():
+            open("out", "w").write("in the way")
+    """)
+    result = pytester.runpytest_subprocess("--glmv-report", "out", "-p", "no:cacheprovider")
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, out
+    lost = [ln for ln in result.stdout.lines if "FAILED to write the report" in ln]
+    assert len(lost) == 1 and "the run fails" in lost[0], out
+    assert "glmv verdict: FAIL: 0 failed, 1 passed" in out and "report not written" in out, out
