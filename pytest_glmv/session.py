@@ -311,6 +311,10 @@ class GlmvSession:
                 tr.section("glmv target")
                 for line in new:
                     tr.write_line(line)
+        srv = self.target.server
+        if self.failures and srv is not None and is_launched(srv) and self.settings.log_dir is None:
+            tr.write_line(f"glmv: the server's log stays for this failed run: {srv.log_path} (a passing run "
+                          "leaves nothing; --glmv-log-dir keeps logs always)")
         lines: list[str] = []
         n = self.slo_deselected
         if n and not (self.config.getoption("markexpr", "") or ""):  # a user's own -m said it already

@@ -5,12 +5,14 @@ seconds records the /dev/shm segments the tree maps or holds open (STATE_DIR/see
 'INODE NAME' a line; STATE_DIR/before lists the names that existed before the server started).
 "ready" on the pipe: the server took requests. EOF without "bye" means the owner died: kill the
 group and every descendant seen (SIGTERM grace 5 s after "ready", 2 s during startup), then free
-the segments they left behind.
+the segments they left behind and remove the owner's temporary folders (STATE_DIR/remove, one path a
+line: the run's logs and media) and STATE_DIR itself: a killed run leaves nothing.
 """
 from __future__ import annotations
 
 import os
 import select
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -55,6 +57,12 @@ def main(argv: list[str]) -> int:
     sample()  # right before the kill
     procs.kill_tree(pgid, seen, grace=5.0 if b"ready" in buf else 2.0)
     tracker.cleanup()
+    try:
+        remove = [Path(line) for line in (state / "remove").read_text().splitlines() if line.strip()]
+    except OSError:
+        remove = []
+    for path in [*remove, state]:
+        shutil.rmtree(path, ignore_errors=True)
     return 0
 
 

@@ -230,14 +230,16 @@ class Watchdog:
     pytest exits in any way (even SIGKILL) the pipe closes and the watchdog kills
     the group and every descendant it has seen, then removes the /dev/shm segments
     it saw them map or hold (sampled every `shm_every` seconds; recorded in `state_dir`
-    /seen, which the owner reads at a clean stop). "ready" says the server took requests
-    (a 5 s SIGTERM grace then, else 2 s); a clean stop says "bye" first.
+    /seen, which the owner reads at a clean stop), the folders in `remove` and `state_dir`.
+    "ready" says the server took requests (a 5 s SIGTERM grace then, else 2 s); a clean stop
+    says "bye" first.
     """
 
     def __init__(self, leader_pid: int, pgid: int, state_dir: Path, shm_before: Iterable[str],
-                 shm_every: float = 2.0) -> None:
+                 shm_every: float = 2.0, remove: Iterable[Path] = ()) -> None:
         self.state_dir = Path(state_dir)
         (self.state_dir / "before").write_text("\n".join(sorted(shm_before)) + "\n")
+        (self.state_dir / "remove").write_text("".join(f"{Path(d).resolve()}\n" for d in remove))
         self.seen_path = self.state_dir / "seen"
         r, w = os.pipe()
         self._write = w

@@ -185,6 +185,7 @@ class LaunchedServer(Server):
         stop_timeout: float = 30.0,
         progress: Callable[[str], None] | None = None,
         progress_every: float = 15.0,
+        owned_dirs: Sequence[Path] = (),
     ) -> None:
         super().__init__(f"http://{host}:{port}", model, api_key)
         self.argv = list(argv)
@@ -193,8 +194,14 @@ class LaunchedServer(Server):
         self.stop_timeout = stop_timeout
         self.progress = progress
         self.progress_every = progress_every
-        log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="glmv-"))
+        # A log folder of its own (no log_dir given) goes at a clean stop; kept when the start failed (the error
+        # names the log). The owner's temporary folders (`owned_dirs`, e.g. a session's logs and media) and that
+        # one go with the tree when the owner dies (the watchdog removes them): nothing is left after kill -9.
+        self._own_log_dir = None if log_dir else Path(tempfile.mkdtemp(prefix="glmv-"))
+        log_dir = Path(log_dir) if log_dir else self._own_log_dir
+        assert log_dir is not None
         log_dir.mkdir(parents=True, exist_ok=True)
+        self.owned_dirs = [Path(d) for d in owned_dirs] + ([self._own_log_dir] if self._own_log_dir else [])
         self.log_path = log_dir / f"{self.kind}-{port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._watchdog: procs.Watchdog | None = None
@@ -231,7 +238,8 @@ class LaunchedServer(Server):
                 hint = f"; {self.missing_hint}" if self.missing_hint and isinstance(e, FileNotFoundError) else ""
                 raise ServerExited(f"glmv: cannot run {self.argv[0]!r}: {e.strerror or e}{hint}") from None
         self._state_dir = Path(tempfile.mkdtemp(prefix="glmv-watch-"))
-        self._watchdog = procs.Watchdog(self.proc.pid, self.proc.pid, self._state_dir, self._shm_before)
+        self._watchdog = procs.Watchdog(self.proc.pid, self.proc.pid, self._state_dir, self._shm_before,
+                                        remove=self.owned_dirs)
         try:
             self._wait_ready()
         except KeyboardInterrupt:
@@ -309,6 +317,7 @@ class LaunchedServer(Server):
         self._seen |= procs.descendants(self.proc.pid)
         self._sample_shm()  # right before the kill: what the tree maps or holds now
         grace = self.stop_timeout if self.ready else min(self.stop_timeout, self.startup_stop_grace)
+        started = self.ready
 
         def announce() -> None:
             self.say(f"glmv: waiting up to {grace:.0f} s for {self.kind} to finish in-flight requests "
@@ -324,6 +333,8 @@ class LaunchedServer(Server):
             except subprocess.TimeoutExpired:
                 pass
             self._release()
+        if started and not self.survivors and self._own_log_dir is not None:
+            shutil.rmtree(self._own_log_dir, ignore_errors=True)
         if self.survivors:
             raise ServerError(f"glmv: processes of the {self.kind} server survived SIGKILL: {self.survivors}")
 

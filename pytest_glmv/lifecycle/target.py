@@ -143,7 +143,8 @@ class Target:
             self.notes.append(plan.parallel_note)
             vllm = VllmServer(plan.argv, model=plan.served_name, port=port, api_key=s.api_key,
                               env={**os.environ, **plan.env}, log_dir=self.log_dir,
-                              startup_timeout=s.startup_timeout, progress=self.progress)
+                              startup_timeout=s.startup_timeout, progress=self.progress,
+                              owned_dirs=list(self._temp_dirs))  # the watchdog removes them if pytest is killed
             return vllm.start()
         return self._start_reference()
 
@@ -164,7 +165,7 @@ class Target:
             faults=list(s.fault), root=profile.hf_id, max_model_len=profile.max_model_len, api_key=s.api_key,
             allowed_local_media_path=str(self.media_dir), allowed_media_domains=["127.0.0.1"],
             reasoning_field="reasoning_content" if s.reasoning_field == "reasoning_content" else "reasoning",
-            log_dir=self.log_dir,
+            log_dir=self.log_dir, owned_dirs=list(self._temp_dirs),  # the watchdog removes them if pytest is killed
         )
         return ref.start()
 
