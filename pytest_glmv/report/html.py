@@ -7,11 +7,12 @@ the report.json document alone, so an archived JSON can be turned into a page ag
 from __future__ import annotations
 
 import html
+import re
 from typing import Any, Iterable, Mapping, Sequence
 
-from . import plots
-from .baseline import headline
-from .collect import AREAS
+from . import findings, plots
+from .collect import AREAS, id_of
+from .target_view import header, target_rows
 from .terminal import COLUMNS, KIND_LABEL, cells, verdict
 
 CSS = """
@@ -25,6 +26,9 @@ th{background:#f2f2f2} td.n{text-align:right;font-variant-numeric:tabular-nums}
 .banner.pass{background:#dff3df} .banner.fail{background:#f8d4d4}
 pre{background:#f7f7f7;border:1px solid #e2e2e2;padding:8px;overflow-x:auto;white-space:pre-wrap;
 word-break:break-word;font-size:12px;max-height:480px;overflow-y:auto}
+section.finding{border:1px solid #e3c4c4;border-left:6px solid #c94545;border-radius:4px;padding:4px 14px;
+margin:12px 0} section.finding.known{border-left-color:#c9a045} section.finding h3{font-family:inherit}
+.ex pre{max-height:200px;margin:4px 0 8px} table.checks td:first-child{white-space:nowrap}
 figure{margin:8px 0} figcaption{color:#555;font-size:12px} img{max-width:100%;border:1px solid #eee}
 """
 
@@ -84,7 +88,7 @@ def _matrix(rep: Mapping[str, Any]) -> str:
 
 def _known(checks: Sequence[Mapping[str, Any]]) -> str:
     """Failures (and xfails) that are known faults of the server's release: reference and remedy."""
-    rows = [[c["key"], c.get("outcome") or "", k["id"], k["versions"], k.get("fixed_in") or "not yet",
+    rows = [[id_of(c), c.get("outcome") or "", k["id"], k["versions"], k.get("fixed_in") or "not yet",
              k["reference"], k["remedy"]] for c in checks if (k := c.get("known"))]
     if not rows:
         return ""
@@ -101,10 +105,14 @@ def _baseline(cmp: Mapping[str, Any] | None) -> str:
            f"check(s), {cmp['compared_metrics']} SLO metric(s); tolerance {100 * cmp['tolerance']:g}% (latencies also "
            f"{cmp.get('slack_ms', 0):g} ms).</p>"]
     if regs:
+        if cmp.get("incomparable"):
+            out.append(f'<div class="banner fail">Not comparable: {esc(cmp["incomparable"])}</div>')
         out.append(f'<div class="banner fail">{len(regs)} regression(s): the run fails</div>')
         out.append(table(["kind", "what regressed", "baseline", "now", "change", "evidence"],
                          [[r["kind"], r["what"], r["baseline"], r["now"], r["change"] or "", r["detail"]]
                           for r in regs], ' id="glmv-regressions"', numeric=(2, 3, 4)))
+    elif cmp.get("incomparable"):
+        out.append(f'<div class="banner fail">Not comparable: {esc(cmp["incomparable"])}; the run fails</div>')
     else:
         out.append('<div class="banner pass">No regressions against the baseline</div>')
     if cmp["notes"]:
@@ -112,22 +120,72 @@ def _baseline(cmp: Mapping[str, Any] | None) -> str:
     return "\n".join(out)
 
 
-def _failures(checks: Sequence[Mapping[str, Any]], errors: Sequence[Mapping[str, Any]]) -> str:
-    bad = [c for c in checks if c.get("outcome") in ("failed", "error")]
-    if not bad and not errors:
-        return "<h2>Failures</h2><p>None.</p>"
-    out = [f"<h2>Failures ({len(bad) + len(errors)})</h2>"]
-    for c in bad:
-        kind = "behaviour" if c.get("behavior") else "server-level"
-        out.append(f"<h3>{esc(c['nodeid'])}</h3><p class=\"muted\">{esc(c['outcome'])} in {esc(c['phase'])}; "
-                   f"area {esc(c.get('area') or 'none')}, {kind}; {c.get('duration', 0):.2f} s</p>"
-                   f"<p><b>{esc(headline(c.get('evidence') or ''))}</b></p>"
-                   f"<pre>{esc(c.get('evidence') or 'no evidence recorded')}</pre>")
-        for title, body in (c.get("sections") or {}).items():
-            out.append(f"<details><summary>{esc(title)}</summary><pre>{esc(body)}</pre></details>")
-    for e in errors:
-        out.append(f"<h3>collection error: {esc(e['nodeid'])}</h3><pre>{esc(e['evidence'])}</pre>")
+def _exchange(ex: Mapping[str, Any]) -> str:
+    """One exchange as a person reads it: what was sent, what came back."""
+    sent = f"<div class=\"ex\"><b>Request</b> <code>{esc(findings.request_line(ex))}</code>"
+    if ex.get("request"):
+        sent += f"<pre>{esc(ex['request'])}</pre>"
+    back = f"<b>Response</b> <code>{esc(findings.answer_line(ex))}</code>"
+    body = ex.get("response") or (ex.get("error_message") if ex.get("status") is not None else "")
+    if body:
+        back += f"<pre>{esc(body)}</pre>"
+    return sent + back + "</div>"
+
+
+def _evidence(c: Mapping[str, Any]) -> str:
+    """The check's evidence: its exchange with the server, its notes and the server's log lines; without any
+    (a check that made no request), its own message is the evidence."""
+    ev = c.get("server_evidence") if isinstance(c.get("server_evidence"), Mapping) else {}
+    out = []
+    ex = findings.exchange_of(c)
+    if ex:
+        many = ev.get("exchanges") or 0
+        out.append(_exchange(ex) + (f"<p class=\"muted\">one of {esc(many)} exchanges this check made</p>"
+                                    if isinstance(many, int) and many > 1 else ""))
+    notes = ev.get("notes") or {}
+    if notes:
+        out.append(table([], [[k, v] for k, v in notes.items()], ' class="notes"'))
+    log = ev.get("log") or []
+    if log:
+        out.append(f"<details><summary>server log while this check ran ({len(log)} lines)</summary>"
+                   f"<pre>{esc(chr(10).join(map(str, log)))}</pre></details>")
+    if not out:
+        out.append("<p class=\"muted\">no request recorded for this check; its message above is the evidence</p>")
     return "\n".join(out)
+
+
+def _failures(checks: Sequence[Mapping[str, Any]], errors: Sequence[Mapping[str, Any]]) -> str:
+    groups = findings.group(checks)
+    if not groups and not errors:
+        return "<h2>Findings</h2><p>None: every check that ran passed (or was skipped or waived).</p>"
+    n = sum(len(g.checks) for g in groups)
+    out = [f"<h2>Findings ({len(groups)}, from {n} failed check{'s' if n != 1 else ''})</h2>",
+           "<p class=\"muted\">Grouped by cause, read from the server's answers; the cause that fails most checks "
+           "first. pytest's full text of each failure is in report.json (checks[].evidence).</p>"]
+    for i, g in enumerate(groups, 1):
+        first = g.checks[0]
+        out.append(f"<section class=\"finding {esc(g.kind)}\" id=\"finding-{i}\"><h3>{i}. {esc(g.title)}</h3>")
+        facts = [f"{len(g.checks)} check{'s' if len(g.checks) != 1 else ''} failed"]
+        if g.remedy:
+            facts.append(f"<b>Remedy</b>: {prose(g.remedy)}")
+        if g.reference:
+            facts.append(f"<b>Upstream</b>: {_link(g.reference)}")
+        out.append("<p>" + "; ".join(facts) + "</p>")
+        rows = [[Markup(f"<code>{esc(id_of(c))}</code>"), (c.get("outcome") or "", "FAIL"), findings.message(c)]
+                for c in g.checks]
+        out.append(table(["check (AREA/NAME)", "outcome", "what it found"], rows, ' class="checks"'))
+        out.append(f"<p class=\"muted\">Evidence of <code>{esc(id_of(first))}</code>:</p>" + _evidence(first))
+        out.append("</section>")
+    for e in errors:
+        lines = [ln for ln in str(e.get("evidence") or "").splitlines() if ln.strip()]
+        out.append(f"<h3>Could not collect {esc(e['nodeid'])}</h3><p>{esc(lines[-1] if lines else '')}</p>")
+    return "\n".join(out)
+
+
+def _link(ref: str) -> Markup:
+    if re.match(r"https://[^\s\"<>]+$", ref):
+        return Markup(f"<a href=\"{esc(ref)}\">{esc(ref)}</a>")
+    return Markup(esc(ref))
 
 
 def _slo(runs: Sequence[Mapping[str, Any]]) -> str:
@@ -145,9 +203,22 @@ def _slo(runs: Sequence[Mapping[str, Any]]) -> str:
             sign = "<=" if t.get("ceiling") else ">="
             nominal = "" if t.get("nominal") == t.get("limit") else f" (nominal {_num(t.get('nominal'))})"
             ok = "meets" if t.get("passed") else "MISSES"
-            rows.append([t.get("key"), t.get("measured"), f"{sign} {_num(t.get('limit'))}{nominal}",
+            m, lim = t.get("measured"), t.get("limit")
+            margin = ""
+            if isinstance(m, (int, float)) and isinstance(lim, (int, float)):
+                d = (lim - m) if t.get("ceiling") else (m - lim)
+                margin = f"{d:+.2f}" + (f" ({100 * d / lim:+.1f}%)" if lim else "")
+            rows.append([t.get("key"), m, f"{sign} {_num(lim)}{nominal}", margin,
                          (ok, "ok" if t.get("passed") else "FAIL")])
-        out.append(table(["metric", "measured", "threshold", "verdict"], rows, ' class="slo"', numeric=(1,)))
+        out.append(table(["metric", "measured", "threshold", "margin", "verdict"], rows, ' class="slo"',
+                         numeric=(1, 3)))
+        peak, vllm_peak = res.get("max_concurrent_requests_at_once"), res.get("max_concurrent_requests")
+        if peak is not None:
+            out.append(f"<p>Peak concurrent requests: {esc(peak)} at one instant"
+                       + (f" (vllm bench serve's per-second figure, every request active within one second: "
+                          f"{_num(vllm_peak)})" if vllm_peak != peak else "") + "</p>")
+        if run.get("validity"):
+            out.append("<p class=\"muted\">Run validity: " + "<br>".join(esc(v) for v in run["validity"]) + "</p>")
         stats = run.get("statistics") or {}
         names = sorted({s for v in stats.values() for s in v}, key=lambda s: (s[0] == "p", s))
         out.append(table(["metric (ms)", *names], [[m, *[v.get(s, "") for s in names]] for m, v in stats.items()],
@@ -167,23 +238,12 @@ def _all_checks(checks: Sequence[Mapping[str, Any]]) -> str:
     for c in checks:
         props = "; ".join(f"{k}={v}" for k, v in (c.get("properties") or {}).items())
         o = c.get("outcome") or "?"
-        rows.append([c["nodeid"], c.get("area") or "", "behaviour" if c.get("behavior") else "server-level",
+        rows.append([id_of(c), c.get("area") or "", "behaviour" if c.get("behavior") else "server-level",
                      (o, "FAIL" if o in ("failed", "error") else "ok" if o == "passed" else ""),
                      f"{c.get('duration', 0):.2f}", c.get("reason") or "", props])
     return (f"<h2>All checks ({len(checks)})</h2><details><summary>show</summary>"
             + table(["check", "area", "kind", "outcome", "s", "reason", "measured (properties)"], rows,
                     ' id="glmv-checks"', numeric=(4,)) + "</details>")
-
-
-def _value(v: Any) -> Any:
-    """A target field as a reader expects it: yes/no, a list joined, nothing for None."""
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, list):
-        return prose("; ".join(map(str, v)))
-    if isinstance(v, str) and v.count("`") >= 2:
-        return prose(v)
-    return "" if v is None else v
 
 
 def render(rep: Mapping[str, Any]) -> str:
@@ -193,19 +253,21 @@ def render(rep: Mapping[str, Any]) -> str:
     status = f"exit status {rep['exitstatus']}: " + (", ".join(f"{n} {k}" for k, n in out.items() if n) or "no checks")
     if cmp and cmp["regressions"]:
         status += f"; {len(cmp['regressions'])} regression(s) against the baseline"
-    target_rows = [[k, _value(v)] for k, v in t.items()]
+    if cmp and cmp.get("incomparable"):
+        status += "; the baseline could not judge this run"
+    title, subtitle = header(t, env)
     env_rows = [[k, " ".join(v) if isinstance(v, list) else v] for k, v in env.items()]
     body = [
-        f"<h1>pytest-glmv conformance report</h1><p class=\"muted\">{esc(t.get('model'))} at "
-        f"{esc(t.get('base_url'))}, {esc(env.get('finished'))}</p>",
+        f"<h1>{esc(title)}</h1><p class=\"muted\">{esc(subtitle)}</p>",
         f'<div class="banner {"fail" if failing else "pass"}">{esc(status)}</div>',
+        "<h2>Target</h2>", table([], target_rows(t, env, prose), ' id="glmv-target"'),
+        _failures(rep["checks"], rep.get("collection_errors") or []),
         "<h2>Conformance matrix</h2>", _matrix(rep),
         f"<p class=\"muted\">{rep['summary'].get('deselected', 0)} check(s) deselected.</p>",
-        "<h2>Target</h2>", table([], target_rows, ' id="glmv-target"'),
-        _baseline(cmp), _known(rep["checks"]), _failures(rep["checks"], rep.get("collection_errors") or []),
+        _baseline(cmp), _known(rep["checks"]),
         _slo(rep.get("slo") or []),
         _all_checks(rep["checks"]), "<h2>Environment</h2>", table([], env_rows),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>pytest-glmv report: {esc(t.get('model'))}</title><style>{CSS}</style></head><body>\n"
+            f"<title>{esc(title)}</title><style>{CSS}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")

@@ -9,6 +9,7 @@ report tests: one correct run (the baseline), then three runs compared with it.
                  `--glmv-baseline PATH` with a space
     equals       the same with `--glmv-baseline=PATH`                        -> the same comparison
     narrow       reasoning only                                              -> not comparable: no SLO metric
+    misdeployed  tools + the bomb check, --glmv-fault no-tool-parser,bomb-500 -> report.html groups by cause
 
 The SLO spec is lax on purpose (TTFT up to a minute): every SLO check passes even with the slow
 first token, so in `slow` nothing but the baseline gate can fail the run.
@@ -27,6 +28,8 @@ from pytest_glmv.suiterun import run_suite
 
 ROOT = Path(__file__).resolve().parents[2]
 REASONING = str(ROOT / "suites" / "test_reasoning.py")
+TOOLS = str(ROOT / "suites" / "test_tools.py")
+BOMB = str(ROOT / "suites" / "test_robustness.py") + "::test_decompression_bomb_is_refused_quickly"
 SLO = str(ROOT / "suites" / "test_slo.py")
 SPEC = """
 num_prompts = 8
@@ -92,6 +95,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
         "unchanged": ([*common, *gate], elsewhere, SELECT),
         "equals": ([*common, f"--glmv-baseline={base}", *limits], elsewhere, SELECT),
         "narrow": ([REASONING, *common, *gate], cwd, "not behavior"),
+        "misdeployed": ([TOOLS, BOMB, "--glmv-server", "reference", "--glmv-fault", "no-tool-parser", "--glmv-fault",
+                         "bomb-500"], cwd, "not behavior"),
     }
     # Two at a time: each run mostly waits on its own reference server.
     with ThreadPoolExecutor(max_workers=2) as pool:

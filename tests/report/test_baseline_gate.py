@@ -20,7 +20,8 @@ def test_checks_that_passed_and_now_fail_are_regressions(runs: dict[str, Run]) -
     assert "REGRESSED: 3 regression(s) against the baseline; the run fails" in table, table
     for name in ("no_think_tags_in_output", "reasoning_field_name", "reasoning_in_its_own_field"):
         assert f"check  reasoning/{name} " in table, table  # the stable id, not a path
-    assert "AssertionError: thinking on, content holds ['<think>', '</think>']" in table, table
+    assert "reasoning/no_think_tags_in_output     passed    failed          thinking on, content holds ['<think>', " \
+        "'</think>']" in table, table  # the check's own message, from its evidence
     cmp = run.report["baseline"]
     assert {r["kind"] for r in cmp["regressions"]} == {"check"} and cmp["compared_checks"] == 14, cmp
     assert run.rc == 1

@@ -24,8 +24,12 @@ def test_failure_evidence_area_and_target(runs: dict[str, Run]) -> None:
     assert c["outcome"] == "failed" and c["phase"] == "call" and c["area"] == "reasoning" and not c["behavior"]
     # The evidence is the assertion with the server's answer: the think tags left in content.
     assert "thinking on, content holds ['<think>', '</think>']" in c["evidence"], c["evidence"]
-    assert '"content":"<think>' in c["evidence"], c["evidence"][-1500:]
-    assert "glmv server log (last 40 lines)" in c["sections"], sorted(c["sections"])
+    # ... and what the server did, as the contract between helpers shapes it (report.json's "server_evidence")
+    ev = c["server_evidence"]
+    assert ev["message"] == "thinking on, content holds ['<think>', '</think>']", ev
+    ex = ev["exchange"]
+    assert (ex["method"], ex["path"], ex["status"]) == ("POST", "/v1/chat/completions", 200), ex
+    assert '"content": "<think>' in ex["response"] and "17 + 25" in ex["request"], ex
     assert c["duration"] >= 0 and c["id"] == "reasoning/no_think_tags_in_output"
     assert c["key"] == "suites/test_reasoning.py::test_no_think_tags_in_output"  # legacy, for older readers
     t = rep["target"]

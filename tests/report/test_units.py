@@ -125,6 +125,49 @@ def test_html_escapes_model_output_and_loads_nothing() -> None:
     assert 'id="glmv-matrix"' in page and ">FAIL<" in page
 
 
+def _failed(cid: str, response: str = "", status: int = 200, error: str | None = None, **kw: Any) -> dict[str, Any]:
+    ex = {"method": "POST", "path": "/v1/chat/completions", "request": '{"model": "m"}', "status": status,
+          "error_type": "InternalServerError" if error else None, "error_message": error, "headers": {},
+          "elapsed_s": 0.1, "response": response}
+    return _check(cid, "failed", evidence="def test_x():\n>       assert 500 < 500\nE   AssertionError: raw",
+                  server_evidence={"exchange": ex, "exchanges": 1, "log": [], "notes": {}, "message": f"{cid} says"},
+                  **kw)
+
+
+def test_findings_group_by_what_the_server_did_not_by_check_name() -> None:
+    from pytest_glmv.report import findings
+
+    checks = [_failed(f"tools/c{i}", '{"content": "<tool_call>get_weather\\n<arg_key>city"}') for i in range(3)]
+    checks += [_failed("robustness/bomb", status=500, error="DecompressionBombError: Image size (1600000000 pixels)"),
+               _failed("robustness/bomb2", status=500, error="DecompressionBombError: Image size (99 pixels)"),
+               # a check named like a tools check, whose answer shows nothing of a tool parser: its own finding
+               _failed("tools/no_tool_markup_in_content", '{"content": "Sunny."}'),
+               _check("security/x", "failed", evidence="E   Failed: finding media-path-root: the launch allows /"),
+               _check("tools/ok", "passed")]
+    groups = findings.group(checks)
+    assert [(g.kind, len(g.checks)) for g in groups] == [("cause", 3), ("server", 2), ("deployment", 1),
+                                                         ("check", 1)], [(g.kind, g.title) for g in groups]
+    assert groups[0].title.startswith("No tool parser") and "--tool-call-parser glm45" in groups[0].remedy
+    assert groups[1].title == "The server answered status 500: DecompressionBombError: Image size (N pixels)"
+    assert groups[2].title == "Finding of this deployment, media-path-root: the launch allows /"
+    assert groups[3].title == "tools/no_tool_markup_in_content says"
+    page = html.render({**_report(""), "checks": checks,
+                        "summary": {"outcomes": collect.counts(checks), "deselected": 0,
+                                    "matrix": collect.matrix(checks)}})
+    assert "Findings (4, from 7 failed checks)" in page and "def test_x" not in page and "assert 500" not in page
+    assert "Request</b> <code>POST /v1/chat/completions</code>" in page and "media-path-root" in page
+
+
+def test_a_check_without_server_evidence_shows_its_message_not_the_traceback() -> None:
+    from pytest_glmv.report import findings
+
+    old = _check("tools/t", "failed", evidence="    def test_t(glmv_http):\n>       assert r.status_code < 500, r"
+                 "\nE   AssertionError: 500 on a bomb\nE   assert 500 < 500\nE    +  where 500 = Exchange(method='POST')")
+    assert findings.message(old) == "AssertionError: 500 on a bomb"
+    page = html.render({**_report(""), "checks": [old]})
+    assert "500 on a bomb" in page and "Exchange(" not in page and "def test_t" not in page
+
+
 def test_html_renders_an_slo_run_with_plots() -> None:
     rep = _report("E boom")
     q = [float(i) for i in range(201)]
