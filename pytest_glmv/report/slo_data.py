@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..slo import metrics
+from ..slo import metrics, report
 from ..slo.metrics import Record
 from .collect import jsonable
 
@@ -84,5 +84,7 @@ def summarize(outcome: Any, key: str) -> dict[str, Any]:
         "key": key, "scenario": outcome.scenario.name, "params": asdict(outcome.params),
         "result": dict(outcome.result), "statistics": statistics(outcome.result), "thresholds": verdicts,
         "cross_check": {"available": cross.available, "problems": list(cross.problems), "lines": cross.lines()},
+        # the rule, this run's lags and the verdict (without the block's rule line of dashes)
+        "validity": [ln for ln in report.validity_lines(outcome.result) if not ln.startswith("---")],
         "errors": metrics.errors(outcome.records, 10), "distributions": distributions(outcome.records),
     })

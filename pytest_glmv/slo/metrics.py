@@ -149,6 +149,13 @@ def peaks(records: Sequence[Record]) -> tuple[float, int]:
     return (0.0, 0) if b is None else (float(b.chunks.max()), int(b.in_flight.max()))
 
 
+def peak_at_once(records: Sequence[Record]) -> int:
+    """The most requests of this run in flight at the same instant: never above its concurrency limit, unlike
+    vLLM's per-second figure (max_concurrent_requests), which counts every request of the busiest second."""
+    b = buckets(records)
+    return 0 if b is None else int(b.at_once.max())
+
+
 def compute(
     records: Sequence[Record],
     duration: float,
@@ -184,6 +191,7 @@ def compute(
         "total_token_throughput": (total_in + total_out) / dur,
         "max_output_tokens_per_s": peak_tok,
         "max_concurrent_requests": peak_conc,
+        "max_concurrent_requests_at_once": peak_at_once(records),
         "usage_missing": sum(1 for r in ok if r.output_tokens is None),
     }
     result["usage_missing_note"] = usage_note(result["usage_missing"], len(ok))

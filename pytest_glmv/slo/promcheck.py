@@ -28,6 +28,7 @@ class CrossCheck:
     server: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     note: str = ""
+    client: dict[str, float] = field(default_factory=dict)  # the client's own means, to say how they differ
 
     def lines(self) -> list[str]:
         if not self.available:
@@ -36,6 +37,13 @@ class CrossCheck:
         out = [f"server /metrics over the run: {s.get('completed', 0):.0f} successful requests, "
                f"mean TTFT {s.get('mean_ttft_ms', float('nan')):.2f} ms, "
                f"mean E2E {s.get('mean_e2el_ms', float('nan')):.2f} ms"]
+        c_ttft, s_ttft = self.client.get("mean_ttft_ms"), s.get("mean_ttft_ms")
+        if c_ttft is not None and s_ttft is not None:
+            out += [f"  client mean TTFT {c_ttft:.2f} ms vs the server's {s_ttft:.2f} ms ({c_ttft - s_ttft:+.2f} ms): "
+                    "they time different spans.",
+                    "  The client times sending the request to receiving its first token; the server's histogram",
+                    "  (vllm:time_to_first_token_seconds) times the request reaching its engine to that token being",
+                    "  made, leaving out HTTP, the work before the engine (parsing, media) and delivery"]
         return out + [f"MISMATCH: {p}" for p in self.problems]
 
 
@@ -59,7 +67,8 @@ def cross_check(before: str | None, after: str | None, result: Mapping[str, Any]
     b, a = totals(before), totals(after)
     if SUCCESS not in a:
         return CrossCheck(False, note=f"/metrics has no {SUCCESS} (not a vLLM-compatible metrics set)")
-    cc = CrossCheck(True)
+    cc = CrossCheck(True, client={k: float(result[k]) for k in ("mean_ttft_ms", "mean_e2el_ms")
+                                  if isinstance(result.get(k), (int, float)) and result.get("completed")})
     completed = _delta(b, a, SUCCESS) or 0.0
     cc.server["completed"] = completed
     for key, hist in (("mean_ttft_ms", TTFT), ("mean_e2el_ms", E2E)):

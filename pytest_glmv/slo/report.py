@@ -53,7 +53,7 @@ def block(result: Mapping[str, Any], percentiles: Sequence[float] = (99,), title
         lines.append(_row("Request goodput (req/s):", result["request_goodput"], ".2f"))
     lines.append(_row("Output token throughput (tok/s):", result["output_throughput"], ".2f"))
     lines.append(_row("Peak output token throughput (tok/s):", result["max_output_tokens_per_s"], ".2f"))
-    lines.append(_row("Peak concurrent requests:", result["max_concurrent_requests"], ".2f"))
+    lines += _peak_lines(result)
     lines.append(_row("Total token throughput (tok/s):", result["total_token_throughput"], ".2f"))
     for key, name, header in _SECTIONS:
         if key == "client_queue_time" and result.get("max_concurrency") is None:
@@ -68,10 +68,56 @@ def block(result: Mapping[str, Any], percentiles: Sequence[float] = (99,), title
         # Not in vLLM's block: a server that drops the usage chunk changes what TPOT and throughput count.
         lines.append(_row("Requests without a usage chunk:", result["usage_missing"]))
         lines.append("  (their output tokens: streamed chunks; vllm bench serve re-tokenizes the text)")
-    if result.get("run_not_valid"):
-        lines.append("RUN NOT VALID: " + str(result["run_not_valid"]).removeprefix("run not valid: "))
+    lines += validity_lines(result)
     lines.append("=" * 50)
     return "\n".join(lines)
+
+
+def _peak_lines(result: Mapping[str, Any]) -> list[str]:
+    """The peak of this run at one instant; vLLM's per-second figure beside it only with what it counts."""
+    vllm_peak = result["max_concurrent_requests"]
+    exact = result.get("max_concurrent_requests_at_once")
+    if exact is None or exact == vllm_peak:
+        return [_row("Peak concurrent requests:", vllm_peak, ".2f")]
+    return [_row("Peak concurrent requests:", exact),
+            _row("Requests active in the busiest second:", vllm_peak, ".2f"),
+            "  (vllm bench serve prints that as 'Peak concurrent requests': it counts every request active at",
+            "  any time within a one-second bucket, so requests run one after another add up)"]
+
+
+def validity_lines(result: Mapping[str, Any]) -> list[str]:
+    """The rule that decides whether the run judged the server or its own client, applied to this run."""
+    bound = result.get("slo_max_send_lag_ms")
+    invalid = result.get("run_not_valid")
+    if bound is None:  # a result from elsewhere (no rule recorded): only a verdict it carries
+        return ["RUN NOT VALID: " + str(invalid).removeprefix("run not valid: ")] if invalid else []
+    burst = result.get("request_rate") in ("inf", math.inf)
+    send, slot = result.get("p99_send_lag_ms"), result.get("p99_slot_lag_ms")
+    lines = ["{s:{c}^{n}}".format(s="Run Validity (did the client keep up?)", n=50, c="-"),
+             f"Rule: p99 send lag and p99 slot lag <= {bound:g} ms (--glmv-slo-max-send-lag-ms)"]
+    if slot is not None:
+        lines.append(_row("P99 slot lag (ms):", slot, ".2f"))
+    if send is not None:
+        lines.append(_row("P99 send lag (ms):", send, ".2f"))
+        if burst:
+            lines.append("  not counted: at rate inf every request is due at once, so send lag measures the")
+            lines.append("  client creating its tasks, not lateness against a schedule")
+    if invalid:
+        lines.append("RUN NOT VALID: " + str(invalid).removeprefix("run not valid: "))
+    else:
+        lines.append(_row("Verdict:", "valid: the client kept up, the numbers are the server's"))
+    return lines
+
+
+def threshold_lines(thresholds: Sequence[Any], result: Mapping[str, Any]) -> list[str]:
+    """Each threshold with what was measured, the limit and the margin: for a passing run too."""
+    out = []
+    for t in thresholds:
+        ok, line = t.judge(result.get(t.key))
+        out.append(f"SLO {'ok  ' if ok else 'MISS'} {line}")
+    if result.get("run_not_valid") and out:
+        out.append("(the run is not valid: every threshold check fails whatever it measured)")
+    return out
 
 
 def metadata(*, model: str | None, base_url: str, num_prompts: int, request_rate: float, burstiness: float,

@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 import pytest
 
-from . import runner
+from . import report, runner
 from .spec import Scenario, Spec, SpecError, from_pairs, load_file
 from .spec import default as default_spec
 
@@ -108,7 +108,7 @@ class Runs:
     def lines(self) -> list[str]:
         out: list[str] = []
         for o in self.done.values():
-            out += o.block.splitlines() + o.cross.lines()
+            out += o.block.splitlines() + o.cross.lines() + report.threshold_lines(o.scenario.thresholds, o.result)
             out += [f"glmv: wrote {p}" for p in o.written]
         return out
 

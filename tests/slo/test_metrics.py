@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from pytest_glmv.slo.metrics import Record, compute, errors, peaks
+from pytest_glmv.slo.metrics import Record, compute, errors, peak_at_once, peaks
 
 
 def trace() -> list[Record]:
@@ -104,3 +104,14 @@ def test_exact_in_flight_beside_vllms_per_second_count() -> None:
                       Record(1, start=3.1, ttft=0.1, latency=0.2, itl=[], ok=True, output_tokens=1, chunks=1)]
     b = buckets(long_and_short)
     assert b is not None and b.at_once.tolist()[:6] == [1, 1, 1, 2, 1, 1]
+
+
+def test_peak_at_once_is_what_ran_together_not_what_shared_a_second() -> None:
+    # ten 50 ms requests one after another inside one second: vLLM's bucket counts 10, one ran at a time
+    recs = [Record(i, start=0.06 * i, ok=True, latency=0.05) for i in range(10)]
+    assert peaks(recs)[1] == 10 and peak_at_once(recs) == 1
+    r = compute(recs, 1.0)
+    assert r["max_concurrent_requests"] == 10 and r["max_concurrent_requests_at_once"] == 1
+    overlapping = [Record(0, start=0.0, ok=True, latency=0.5), Record(1, start=0.1, ok=True, latency=0.5),
+                   Record(2, start=0.2, ok=True, latency=0.1)]
+    assert peak_at_once(overlapping) == 3

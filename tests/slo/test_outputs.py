@@ -108,3 +108,46 @@ def test_block_and_json_say_how_requests_without_usage_were_counted(tmp_path: Pa
                                                                                 "usage chunk")
     # every stream had usage: the block is vLLM's, the JSON says 0 and carries no note
     assert "usage chunk" not in report.block(result()) and compute(records(), 2.0)["usage_missing_note"] is None
+
+
+def test_peak_concurrency_agrees_with_the_concurrency_limit() -> None:
+    """Concurrency 1, requests one after another: the block says 1 at once, and what vLLM's 47 would count."""
+    r = {**result(max_concurrency=1), "max_concurrent_requests": 47, "max_concurrent_requests_at_once": 1}
+    lines = report.block(r).splitlines()
+    assert "Maximum request concurrency:             1         " in lines
+    assert "Peak concurrent requests:                1         " in lines
+    assert "Requests active in the busiest second:   47.00     " in lines
+    assert any("vllm bench serve prints that as 'Peak concurrent requests'" in ln for ln in lines)
+
+
+def test_the_validity_rule_is_stated_where_it_is_applied() -> None:
+    # rate inf: a p99 send lag over the limit does not make the run invalid, and the block says why
+    r = {**result(max_concurrency=4, rate=float("inf")), "p99_send_lag_ms": 10.11, "p99_slot_lag_ms": 0.2,
+         "slo_max_send_lag_ms": 10.0, "run_not_valid": None}
+    text = report.block(r)
+    assert "Rule: p99 send lag and p99 slot lag <= 10 ms (--glmv-slo-max-send-lag-ms)" in text
+    assert "P99 send lag (ms):                       10.11" in text and "not counted: at rate inf" in text
+    assert "Verdict:                                 valid" in text
+    bad = {**result(rate=20.0), "p99_send_lag_ms": 12.0, "p99_slot_lag_ms": 0.0, "slo_max_send_lag_ms": 10.0,
+           "run_not_valid": "run not valid: the client fell behind (p99 send lag 12.00 ms > 10 ms)"}
+    text = report.block(bad)
+    assert "not counted" not in text and "RUN NOT VALID: the client fell behind" in text and "Verdict:" not in text
+
+
+def test_every_threshold_shows_measured_limit_and_margin_on_a_passing_run_too() -> None:
+    from pytest_glmv.slo.spec import Threshold
+
+    ts = [Threshold("mean_ttft_ms", 900.0, True, 900.0), Threshold("output_throughput", 1.0, False, 1.0)]
+    lines = report.threshold_lines(ts, {"mean_ttft_ms": 200.0, "output_throughput": 4.0})
+    assert lines == ["SLO ok   mean_ttft_ms = 200.00 meets threshold <= 900.00; margin +700.00, +77.8%",
+                     "SLO ok   output_throughput = 4.00 meets threshold >= 1.00; margin +3.00, +300.0%"]
+
+
+def test_client_and_server_ttft_are_explained_not_just_shown() -> None:
+    from pytest_glmv.slo.promcheck import CrossCheck
+
+    lines = CrossCheck(True, server={"completed": 4, "mean_ttft_ms": 0.72, "mean_e2el_ms": 5.0},
+                       client={"mean_ttft_ms": 43.64}).lines()
+    text = "\n".join(lines)
+    assert "client mean TTFT 43.64 ms vs the server's 0.72 ms (+42.92 ms): they time different spans" in text
+    assert "sending the request to receiving its first token" in text and "reaching its engine" in text
