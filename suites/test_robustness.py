@@ -275,6 +275,7 @@ def test_sigterm_under_load_is_clean(request: pytest.FixtureRequest, glmv_server
     vLLM cannot be doubled (its GPUs are taken), so the session's own one is stopped, and only when
     this is the session's last check; otherwise run it alone: `pytest --glmv-model ... -k sigterm`.
     """
+    from pytest_glmv.kit.evidence import note
     from pytest_glmv.kit.robustness import sigterm_under_load, summary
     from pytest_glmv.lifecycle import procs
     from pytest_glmv.lifecycle.server import VllmServer
@@ -298,8 +299,13 @@ def test_sigterm_under_load_is_clean(request: pytest.FixtureRequest, glmv_server
     finally:
         if server is not glmv_server:
             server.stop()
-    cut = [r for r in report.streams if r.first_chunk and not r.done]
+    cut = [r for r in report.streams if r.cut]
+    for key, value in (("exited_after_s", report.exited_after), ("streams_cut", len(cut)),
+                       ("survivors", len(report.survivors)), ("leaked_shm", len(report.leaked_shm))):
+        note(key, value)
     assert not cut, f"{len(cut)} of 8 in-flight streams were cut mid-answer by SIGTERM\n{summary(report)}"
-    assert report.exited_after is not None, f"the server did not exit within {exit_within:.0f} s\n{summary(report)}"
+    assert report.exited_after is not None, (
+        f"the server did not exit after SIGTERM: it did nothing for {exit_within:.0f} s (waited {report.waited:.1f} s; "
+        f"a server still using CPU, draining or on a busy host, gets up to {3 * exit_within:.0f} s)\n{summary(report)}")
     assert not report.survivors, f"processes outlived the server's SIGTERM (orphans)\n{summary(report)}"
     assert not report.leaked_shm, f"/dev/shm segments were left behind\n{summary(report)}"

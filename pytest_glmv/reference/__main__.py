@@ -122,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # aiohttp refuses request lines and headers over 8190 bytes; header-unbounded lifts that (CVE-2025-48956)
         huge: dict = {"max_line_size": 1 << 26, "max_field_size": 1 << 26} if cfg.faults.on("header-unbounded") else {}
+        # SIGTERM drains in-flight requests for up to 4 s (below the launcher's 5 s stop grace): 1 s was less than
+        # a loaded 2-core host can need to finish a 32-token stream, and then the double itself cut it
         web.run_app(build(cfg), host=cfg.host, port=cfg.port, print=None, access_log=None,
-                    handle_signals=True, shutdown_timeout=1.0, **huge)
+                    handle_signals=True, shutdown_timeout=4.0, **huge)
     except OSError as e:
         print(f"glmv reference: cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}", file=sys.stderr)
         return 1
