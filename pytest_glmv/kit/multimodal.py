@@ -7,7 +7,6 @@ roles) gives the exact baseline, from /tokenize when the server has it.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -16,6 +15,7 @@ import pytest
 
 from .evidence import Exchange, chat, chat_body, request
 from .media import image_part
+from .vision import ordinal  # noqa: F401 (the suites import it from here)
 
 Message = dict[str, Any]
 
@@ -50,20 +50,6 @@ def prompt_tokens(ex: Exchange) -> int:
 
 def reasoning_of(message: dict[str, Any]) -> str:
     return str(message.get("reasoning") or message.get("reasoning_content") or "")
-
-
-def ordinal(text: str) -> int | None:
-    """Which image an answer points at: 1 or 2 (first/second, image 1/2), None when unclear or both."""
-    low = (text or "").lower()
-    hits = set()
-    if re.search(r"\b(first|1st|left|former)\b|\b(image|picture) ?(#|no\.? ?)?1\b", low):
-        hits.add(1)
-    if re.search(r"\b(second|2nd|right|latter)\b|\b(image|picture) ?(#|no\.? ?)?2\b", low):
-        hits.add(2)
-    if not hits:
-        bare = re.findall(r"\b[12]\b", low)
-        hits = {int(b) for b in bare}
-    return hits.pop() if len(hits) == 1 else None
 
 
 @dataclass

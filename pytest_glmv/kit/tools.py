@@ -14,8 +14,6 @@ import copy
 import json
 from typing import Any, Iterable
 
-import jsonschema
-
 MARKUP = ("<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>")
 AUTO_FLAGS = "--enable-auto-tool-choice --tool-call-parser glm45"
 AUTO_HINT = ("tool_choice auto is refused: the server was started without auto tool choice. "
@@ -128,6 +126,8 @@ def call_problems(calls: list[dict[str, Any]], tools: list[dict[str, Any]], stri
         if wrong is not None:
             problems.append(f"call {i} ({name}): {wrong}")
             continue
+        import jsonschema  # here: pytest_glmv.tiny.train reads the tool definitions where jsonschema is absent
+
         for err in jsonschema.Draft202012Validator(schema if strict else relaxed(schema)).iter_errors(args):
             where = "/".join(map(str, err.absolute_path)) or "(top)"
             problems.append(f"call {i} ({name}): {where}: {err.message}")

@@ -18,7 +18,6 @@ import math
 import re
 from typing import Any, Sequence
 
-from .hardening import launch_flag
 from .media import COLOURS, Scene, encode
 
 TEMPORAL = 2
@@ -65,6 +64,9 @@ def bounds_free(width: int, height: int, patch: int = 14, merge: int = 2) -> boo
 
 def image_limit(argv: Sequence[str], default: int) -> int:
     """The per-prompt image limit a `vllm serve` command line sets (--limit-mm-per-prompt), else `default`."""
+    from .hardening import launch_flag  # here, not at the top: the tiny model's training imports this module
+    # where neither httpx nor pytest is installed (pytest_glmv.tiny.train)
+
     raw = launch_flag(argv, "--limit-mm-per-prompt")
     if raw is None:
         return default
@@ -170,3 +172,17 @@ def numbers(text: str) -> list[int]:
 def colours_named(text: str) -> set[str]:
     words = set(re.findall(r"[a-z]+", (text or "").lower()))
     return {c for c in COLOURS if c in words}
+
+
+def ordinal(text: str) -> int | None:
+    """Which image an answer points at: 1 or 2 (first/second, image 1/2), None when unclear or both."""
+    low = (text or "").lower()
+    hits = set()
+    if re.search(r"\b(first|1st|left|former)\b|\b(image|picture) ?(#|no\.? ?)?1\b", low):
+        hits.add(1)
+    if re.search(r"\b(second|2nd|right|latter)\b|\b(image|picture) ?(#|no\.? ?)?2\b", low):
+        hits.add(2)
+    if not hits:
+        bare = re.findall(r"\b[12]\b", low)
+        hits = {int(b) for b in bare}
+    return hits.pop() if len(hits) == 1 else None

@@ -1,12 +1,15 @@
-"""A tiny random-weight GLM-4V model for real vLLM on a CPU, with no weights to download.
+"""A tiny GLM-4V model for real vLLM on a CPU, with no weights to download.
 
     tm = prepare()                      # writes (once) a model dir under the cache
     plan = tm.plan(vllm_executable(), port, tp=1)
     VllmServer(plan.argv, model=tm.served_name, port=port, env={**os.environ, **plan.env})
 
-The directory holds configs, a generated tokenizer and GLM-4.5V's chat template; vLLM
-invents the weights (`--load-format dummy`). Outputs are random text, but every layer of
-the serving stack (processor, mRoPE, MoE, parsers, structured outputs) is the real one.
+The directory holds configs, a generated tokenizer and GLM-4.5V's chat template, and the
+weights trained by pytest_glmv.tiny.train when they ship (weights/<arch>/, or a trained
+model dir named by $GLMV_TINY_WEIGHTS); without them vLLM invents random weights
+(`--load-format dummy`), and `prepare(weights="dummy")` asks for that explicitly. Random
+outputs still run every layer of the serving stack (processor, mRoPE, MoE, parsers,
+structured outputs); trained ones also answer the `behavior` checks (`is_trained()`).
 See docs/tiny-vllm.md.
 """
 from __future__ import annotations
@@ -24,7 +27,8 @@ from ..lifecycle import profiles
 from ..lifecycle.launch import LaunchPlan, LaunchSpec, plan
 from . import files
 
-__all__ = ["TinyModel", "prepare", "vllm_executable", "default_cache_dir", "MAX_MODEL_LEN"]
+__all__ = ["TinyModel", "prepare", "vllm_executable", "default_cache_dir", "MAX_MODEL_LEN", "is_trained",
+           "trained_weights"]
 
 MAX_MODEL_LEN = 4096
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +49,7 @@ class TinyModel:
     extra_args: tuple[str, ...]  # `vllm serve` arguments the tiny model needs on top of the profile's
     env: Mapping[str, str] = field(default_factory=dict)  # added to the server's environment
     token_ids: Mapping[str, int] = field(default_factory=dict)  # GLM special/markup token -> id
+    trained: bool = False  # served with trained weights (behaviour checks can pass), else random ones
 
     def launch_spec(self, executable: str, settings: Any = None, **over: Any) -> LaunchSpec:
         """How to serve it: the plugin's settings (if any) with this model, its arguments and environment;
@@ -93,23 +98,82 @@ def _intact(target: Path, contents: Mapping[str, bytes]) -> bool:
         return False
 
 
-def prepare(cache_dir: Path | None = None, arch: str = "moe") -> TinyModel:
+WEIGHTS_ROOT = Path(__file__).resolve().parent / "weights"
+
+
+class WeightsError(ValueError):
+    """Trained weights that do not belong to this config (a stale or foreign training output)."""
+
+
+def trained_weights(arch: str = "moe") -> Path | None:
+    """The trained weights to serve for `arch`: $GLMV_TINY_WEIGHTS (a training output dir) or the shipped
+    weights/<arch>/; None when neither holds safetensors. WeightsError when they were trained for another
+    config or did not pass their accuracy gate (training.json says)."""
+    explicit = os.environ.get("GLMV_TINY_WEIGHTS")
+    where = Path(explicit).expanduser() if explicit else WEIGHTS_ROOT / arch
+    if not any(where.glob("*.safetensors")):
+        if explicit:
+            raise WeightsError(f"$GLMV_TINY_WEIGHTS={explicit}: no *.safetensors there")
+        return None
+    try:
+        record = json.loads((where / "training.json").read_text())
+    except (OSError, ValueError) as e:
+        raise WeightsError(f"{where}: no readable training.json beside the weights ({e})") from None
+    want = hashlib.sha256(files.files(arch)[0]["config.json"]).hexdigest()
+    if record.get("arch") != arch or record.get("config_sha256") != want:
+        raise WeightsError(f"{where}: trained for arch {record.get('arch')!r} with another config.json "
+                           f"(sha256 {str(record.get('config_sha256'))[:12]}, this one {want[:12]}): train again "
+                           f"with python -m pytest_glmv.tiny.train --arch {arch}")
+    if record.get("passed") is not True:
+        raise WeightsError(f"{where}: training.json says the model missed its accuracy gate: {record.get('failures')}")
+    return where
+
+
+def is_trained(arch: str = "moe") -> bool:
+    """Whether `--glmv-model tiny` (prepare() with weights="auto") serves trained weights for `arch`: the
+    question a session asks before running `behavior` checks on the tiny model. Unusable weights count
+    as not trained here; prepare() names what is wrong with them."""
+    try:
+        return trained_weights(arch) is not None
+    except WeightsError:
+        return False
+
+
+def _weight_files(where: Path) -> dict[str, bytes]:
+    names = [p.name for p in where.glob("*.safetensors")] + ["training.json"]
+    if (where / "model.safetensors.index.json").is_file():
+        names.append("model.safetensors.index.json")
+    return {name: (where / name).read_bytes() for name in sorted(names)}
+
+
+def prepare(cache_dir: Path | None = None, arch: str = "moe", weights: str = "auto") -> TinyModel:
     """Build (or reuse) the tiny model directory and say how to serve it.
 
     arch "moe" is GLM-4.5V/4.6V's Glm4vMoeForConditionalGeneration; "dense" is
     GLM-4.1V/4.6V-Flash's Glm4vForConditionalGeneration. Building takes well under a
     second and gives the same bytes every time; the directory name carries a digest
     of its contents, so a changed recipe never reuses an old directory.
+
+    weights: "auto" serves the trained weights when there are some (trained_weights), else random
+    ones; "dummy" always random (`--load-format dummy`); "trained" requires trained ones.
     """
     if arch not in _NAMES:
         raise ValueError(f"unknown tiny architecture {arch!r}; valid: {', '.join(_NAMES)}")
+    if weights not in ("auto", "dummy", "trained"):
+        raise ValueError(f"unknown weights choice {weights!r}; valid: auto, dummy, trained")
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     contents, ids = files.files(arch)
+    found = None if weights == "dummy" else trained_weights(arch)
+    if found is None and weights == "trained":
+        raise WeightsError(f"no trained weights for arch {arch!r} in {WEIGHTS_ROOT / arch} (or $GLMV_TINY_WEIGHTS): "
+                           f"python -m pytest_glmv.tiny.train --arch {arch} writes them")
+    if found is not None:
+        contents = {**contents, **_weight_files(found)}
     digest = hashlib.sha256()
     for name in sorted(contents):
         digest.update(name.encode() + b"\0" + contents[name] + b"\0")
     served, profile = _NAMES[arch]
-    target = cache / "models" / f"{served}-{digest.hexdigest()[:12]}"
+    target = cache / "models" / f"{served}-{'trained' if found else 'dummy'}-{digest.hexdigest()[:12]}"
     if not _intact(target, contents):
         _write_model_dir(target, contents)
     env = {
@@ -125,14 +189,14 @@ def prepare(cache_dir: Path | None = None, arch: str = "moe") -> TinyModel:
         "DO_NOT_TRACK": "1",
     }
     extra = (
-        "--load-format", "dummy",
+        *(() if found else ("--load-format", "dummy")),
         "--max-model-len", str(MAX_MODEL_LEN),
         # Lets a request's structured output constrain the reasoning part too, which is how
         # tests force exact token ids (e.g. <think>..</think><tool_call>..) out of random weights.
         "--structured-outputs-config", json.dumps({"enable_in_reasoning": True}),
     )
     return TinyModel(path=target, served_name=served, profile=profile, max_model_len=MAX_MODEL_LEN,
-                     extra_args=extra, env=env, token_ids=dict(ids))
+                     extra_args=extra, env=env, token_ids=dict(ids), trained=found is not None)
 
 
 def vllm_executable() -> str | None:

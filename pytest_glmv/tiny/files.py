@@ -1,10 +1,12 @@
-"""The files of a tiny, random-weight GLM-4V model directory, as name -> bytes.
+"""The files of a tiny GLM-4V model directory, as name -> bytes.
 
-No weights are written: vLLM is started with `--load-format dummy`, which fills every
-tensor at random from the shapes in config.json. The sizes are the smallest that keep
-every code path of the real architecture (MoE with a dense first layer and a shared
-expert, grouped-query attention, partial multimodal RoPE, a vision tower with patch
-merging) so the vLLM that serves it is the same code that serves GLM-4.5V.
+No weights are written here: vLLM either invents them (`--load-format dummy`, shapes from
+config.json) or reads the trained ones of pytest_glmv.tiny.train, which builds its model
+from this same config, so the two always agree. The sizes keep every code path of the real
+architecture (MoE with a dense first layer and a shared expert, grouped-query attention,
+partial multimodal RoPE, a vision tower with patch merging) and are the smallest measured
+to learn every behaviour task (issue 25: hidden 128 x 2 layers reached 96 % on counting,
+hidden 256 x 4 layers with a 2 x 128 vision tower 100 %); about 5 M parameters, 10 MB in bf16.
 """
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ ARCHS: dict[str, tuple[str, str]] = {
     "dense": ("Glm4vForConditionalGeneration", "glm4v"),  # GLM-4.1V-Thinking / GLM-4.6V-Flash
 }
 
-HIDDEN = 128
-HEADS = 4
+HIDDEN = 256
+HEADS = 8
+LAYERS = 4
 HEAD_DIM = 32
 PARTIAL_ROTARY = 0.5
 # mRoPE splits the rotary frequencies between time, height and width. vLLM requires the
@@ -50,8 +53,8 @@ def config(arch: str, ids: dict[str, int], vocab_size: int) -> dict[str, Any]:
         "model_type": f"{model_type}_text",
         "vocab_size": vocab_size,
         "hidden_size": HIDDEN,
-        "intermediate_size": 256,
-        "num_hidden_layers": 2,
+        "intermediate_size": 2 * HIDDEN,
+        "num_hidden_layers": LAYERS,
         "num_attention_heads": HEADS,
         "num_key_value_heads": 2,
         "head_dim": HEAD_DIM,
@@ -72,19 +75,19 @@ def config(arch: str, ids: dict[str, int], vocab_size: int) -> dict[str, Any]:
         "video_token_id": None,
     }
     if arch == "moe":
-        # Layer 0 dense, layer 1 MoE: 4 routed experts (top-2) and 1 shared expert,
+        # Layer 0 dense, the others MoE: 4 routed experts (top-2) and 1 shared expert,
         # so both layer kinds and the shared-expert path are exercised.
         text.update({
-            "moe_intermediate_size": 64, "first_k_dense_replace": 1, "n_routed_experts": 4,
+            "moe_intermediate_size": HIDDEN // 2, "first_k_dense_replace": 1, "n_routed_experts": 4,
             "n_shared_experts": 1, "num_experts_per_tok": 2, "n_group": 1, "topk_group": 1,
             "norm_topk_prob": True, "routed_scaling_factor": 1.0, "use_qk_norm": False,
         })
     vision = {
         "model_type": f"{model_type}_vision",
-        "depth": 1,
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_heads": 2,
+        "depth": 2,
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_heads": 4,
         "out_hidden_size": HIDDEN,
         "patch_size": 14,
         "temporal_patch_size": 2,
