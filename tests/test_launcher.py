@@ -398,3 +398,19 @@ def kill_owner_and_await_cleanup(owner: subprocess.Popen, pids: list[int], names
     assert not gone(pids, 20.0), "the server's processes outlived the killed owner"
     assert shm_gone(names, 10.0) == [], "the watchdog left the server's /dev/shm segments behind"
     return time.monotonic() - began
+
+
+def test_startup_progress_is_whole_info_lines_only() -> None:
+    """The progress note shows the latest INFO message or progress bar, whole: never a cut line ('ngineCore
+    pid=...') nor a warning's continuation ("reason: 'function' object has no attribute ..."), which read as errors."""
+    from pytest_glmv.lifecycle.logs import progress_line
+
+    message = "Loading weights took 12.34 seconds and used a good deal of memory on the way, " * 3
+    log = ("\x1b[1;36m(EngineCore_DP0 pid=7)\x1b[0;0m INFO 12-06 07:00:00 [default_loader.py:291] " + message + "\n"
+           "(EngineCore_DP0 pid=7) WARNING 12-06 07:00:01 [utils.py:99] Failed to finalize\n"
+           "reason: 'function' object has no attribute 'finalize_loading'\n"
+           'INFO:     127.0.0.1:5555 - "GET /health HTTP/1.1" 503 Service Unavailable\n')
+    assert progress_line(log) == "EngineCore_DP0: " + message.strip()
+    bar = "Loading safetensors checkpoint shards:  50% Completed | 1/2 [00:01<00:01,  1.20s/it]"
+    assert progress_line(log + bar + "\n") == bar
+    assert progress_line("Traceback (most recent call last):\nValueError: bad\n") == ""

@@ -103,8 +103,16 @@ def test_attach_mode(pytester: pytest.Pytester, running_fake: str) -> None:
 def test_attach_without_key_is_a_usage_error(pytester: pytest.Pytester, running_fake: str) -> None:
     result = pytester.runpytest_subprocess("--glmv-base-url", running_fake)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: glmv: http://127.0.0.1:*/v1/models answered 401: pass the server's key "
-                                 "with --glmv-api-key"])
+    result.stderr.fnmatch_lines(["ERROR: glmv: http://127.0.0.1:*/v1/models answered 401 to a request without a "
+                                 "key: the server needs one; pass it with --glmv-api-key"])
+
+
+def test_attach_with_a_wrong_key_says_the_key_was_refused(pytester: pytest.Pytester, running_fake: str) -> None:
+    result = pytester.runpytest_subprocess("--glmv-base-url", running_fake, "--glmv-api-key", "wrong")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: glmv: http://127.0.0.1:*/v1/models answered 401 to the key given "
+                                 "(--glmv-api-key, 5 characters): the server expects another key*"])
+    assert "wrong" not in result.stderr.str()  # the key itself is never printed
 
 
 def test_attach_mode_states_the_expected_window(pytester: pytest.Pytester, running_fake: str) -> None:

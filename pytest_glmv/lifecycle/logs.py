@@ -51,3 +51,30 @@ def _pydantic_reason(following: list[str]) -> str:
         if "[type=" in line:
             break
     return (f"{field}: " if field else "") + " ".join(words)
+
+
+# vLLM's log line: `(EngineCore_DP0 pid=7) INFO 12-06 07:00:00 [loader.py:12] message` (process prefix and date
+# optional, as older releases and the fakes write them).
+_LEVELLED = re.compile(r"^(?:\((?P<proc>[^)]*?)\s*pid=\d+\)\s*)?(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL)\b:?\s*"
+                       r"(?:\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?\s*)?(?:\[[^\]]*\]\s*)?(?P<msg>.*)$")
+_BAR = re.compile(r"\d+%\s*(?:Completed|\|)|\d+/\d+ \[")  # tqdm bars: checkpoint shards, CUDA graph capture
+_ACCESS = re.compile(r'"(?:GET|POST|PUT|DELETE|HEAD) /')  # uvicorn's access log: our own polling
+
+
+def progress_line(log_text: str) -> str:
+    """The latest line of a starting server's log that reports progress, whole: an INFO line (its message, with the
+    process it came from) or a progress bar. Warnings, tracebacks, access-log lines and continuation lines of
+    other messages are not progress (a cut `reason: ...` line read like an error); "" when there is none."""
+    for raw in reversed(plain(log_text).splitlines()):
+        line = raw.strip()
+        if not line or _ACCESS.search(line):
+            continue
+        m = _LEVELLED.match(line)
+        if m is not None:
+            if m.group("level") != "INFO" or not m.group("msg"):
+                continue
+            proc = m.group("proc")
+            return f"{proc}: {m.group('msg')}" if proc else m.group("msg")
+        if _BAR.search(line):
+            return line
+    return ""

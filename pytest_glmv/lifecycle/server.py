@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from . import procs
-from .logs import plain, root_cause
+from .logs import plain, progress_line, root_cause
 
 
 class ServerError(RuntimeError):
@@ -64,8 +63,6 @@ def http_json(url: str, api_key: str | None = None, timeout: float = 5.0) -> tup
         return status, body.decode("utf-8", "replace")
 
 
-# Access-log lines of our own polling say nothing about progress.
-_NOISE = re.compile(r'"GET /(health|v1/models|version)|^\s*$')
 
 
 class Server:
@@ -151,9 +148,13 @@ class ExternalServer(Server):
         status, body = http_json(self.base_url + "/models", self.api_key, timeout=10)
         if status == 0:
             raise ServerUnreachable(f"glmv: no answer from {self.base_url}/models: is the server up?")
+        if status in (401, 403) and self.api_key:
+            raise ServerUnreachable(f"glmv: {self.base_url}/models answered {status} to the key given "
+                                    f"(--glmv-api-key, {len(self.api_key)} characters): the server expects another "
+                                    f"key; check the value its --api-key was started with")
         if status in (401, 403):
-            raise ServerUnreachable(f"glmv: {self.base_url}/models answered {status}: pass the server's key "
-                                    f"with --glmv-api-key")
+            raise ServerUnreachable(f"glmv: {self.base_url}/models answered {status} to a request without a key: "
+                                    f"the server needs one; pass it with --glmv-api-key")
         if not self._identify():
             raise ServerUnreachable(f"glmv: {self.base_url}/models answered {status} without a usable model "
                                     f"list{f' naming {self.model!r}' if self.model else ''}: {str(body)[:200]}")
@@ -259,10 +260,7 @@ class LaunchedServer(Server):
             self._shm.sample(p.pid for p in procs.alive(self._seen))
 
     def _latest_line(self) -> str:
-        for line in reversed(self.log_tail(60).splitlines()):
-            if not _NOISE.search(line):
-                return line.strip()[-160:]
-        return ""
+        return progress_line(self.log_tail(60))
 
     def _wait_ready(self) -> None:
         assert self.proc is not None
@@ -291,7 +289,9 @@ class LaunchedServer(Server):
                     f"(--glmv-startup-timeout; log {self.log_path}); last 40 log lines:\n{self.log_tail(40)}")
             if self.progress and now >= next_note:
                 next_note = now + self.progress_every
-                self.progress(f"glmv: waiting for {self.kind} server, {now - began:.0f} s: {self._latest_line()}")
+                latest = self._latest_line()
+                said = f": {latest}" if latest else ""
+                self.progress(f"glmv: waiting for {self.kind} server, {now - began:.0f} s{said}")
             time.sleep(0.2)
 
     def _exit_message(self, code: int) -> str:
