@@ -26,7 +26,7 @@ VALUED = frozenset(o.flag for o in OPTIONS if o.kind != "bool")
 
 def _spaced(args: list[str]) -> list[str]:
     """The glmv flags given as `--flag VALUE` (two arguments)."""
-    return [a for a, nxt in zip(args, args[1:]) if a in VALUED and not nxt.startswith("-")]
+    return [a for a, nxt in zip(args, args[1:], strict=False) if a in VALUED and not nxt.startswith("-")]
 
 
 def repair(config: pytest.Config, args: list[str]) -> None:

@@ -117,10 +117,11 @@ def compare(baseline: Mapping[str, Any], checks: Iterable[Mapping[str, Any]], sl
     base_metrics = sum(1 for r in base_runs.values() for k, v in (r.get("result") or {}).items()
                        if direction(k) is not None and _number(v) is not None)
     for run in slo:
-        b = base_runs.get(run.get("scenario"))
-        if b is None:
+        found = base_runs.get(run.get("scenario"))
+        if found is None:
             notes.append(f"SLO scenario {run.get('scenario')}: not in the baseline, nothing to compare")
             continue
+        b = found
         differ = [k for k in SAME_RUN if (b.get("params") or {}).get(k) != (run.get("params") or {}).get(k)]
         if differ:
             notes.append(f"SLO scenario {run.get('scenario')}: not compared, run parameters differ ("

@@ -135,7 +135,8 @@ def _exchange(ex: Mapping[str, Any]) -> str:
 def _evidence(c: Mapping[str, Any]) -> str:
     """The check's evidence: its exchange with the server, its notes and the server's log lines; without any
     (a check that made no request), its own message is the evidence."""
-    ev = c.get("server_evidence") if isinstance(c.get("server_evidence"), Mapping) else {}
+    raw = c.get("server_evidence")
+    ev: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     out = []
     ex = findings.exchange_of(c)
     if ex:

@@ -79,14 +79,12 @@ def _fmt(value: Any) -> str:
 def regression_lines(cmp: Mapping[str, Any]) -> list[str]:
     regs = cmp["regressions"]
     tol = f"tolerance {100 * cmp['tolerance']:g}% for SLO metrics (latencies also {cmp.get('slack_ms', 0):g} ms)"
-    head = (f"baseline {cmp['path']}: {cmp['compared_checks']} check(s) and {cmp['compared_metrics']} SLO "
-            f"metric(s) compared; {tol}")
+    head = [f"baseline {cmp['path']}: {cmp['compared_checks']} check(s) and {cmp['compared_metrics']} SLO "
+            f"metric(s) compared; {tol}"]
     if cmp.get("incomparable"):
-        head = [head, f"NOT COMPARABLE: {cmp['incomparable']}; the run fails"]
+        head.append(f"NOT COMPARABLE: {cmp['incomparable']}; the run fails")
         if not regs:
             return head + [f"note: {n}" for n in cmp["notes"]]
-    else:
-        head = [head]
     if not regs:
         return head + ["no regressions"] + [f"note: {n}" for n in cmp["notes"]]
     rows = [("kind", "what regressed", "baseline", "now", "change", "evidence")]

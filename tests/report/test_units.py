@@ -12,8 +12,8 @@ from pytest_glmv.report import FORMAT, baseline, collect, html, terminal
 
 
 def _check(key: str, outcome: str, **kw: Any) -> dict[str, Any]:
-    return {"id": key, "nodeid": key, "key": key, "outcome": outcome, "area": "tools", "behavior": False, "phase": "call",
-            "duration": 0.1, "reason": None, "evidence": None, "properties": {}, "sections": {}, **kw}
+    return {"id": key, "nodeid": key, "key": key, "outcome": outcome, "area": "tools", "behavior": False,
+            "phase": "call", "duration": 0.1, "reason": None, "evidence": None, "properties": {}, "sections": {}, **kw}
 
 
 def _slo(**result: Any) -> dict[str, Any]:
@@ -162,7 +162,8 @@ def test_a_check_without_server_evidence_shows_its_message_not_the_traceback() -
     from pytest_glmv.report import findings
 
     old = _check("tools/t", "failed", evidence="    def test_t(glmv_http):\n>       assert r.status_code < 500, r"
-                 "\nE   AssertionError: 500 on a bomb\nE   assert 500 < 500\nE    +  where 500 = Exchange(method='POST')")
+                 "\nE   AssertionError: 500 on a bomb\nE   assert 500 < 500"
+                 "\nE    +  where 500 = Exchange(method='POST')")
     assert findings.message(old) == "AssertionError: 500 on a bomb"
     page = html.render({**_report(""), "checks": [old]})
     assert "500 on a bomb" in page and "Exchange(" not in page and "def test_t" not in page
