@@ -48,7 +48,8 @@ async def test_forced_text_reconstruction() -> None:
 
 
 async def test_models_and_version_shapes(make_client) -> None:
-    c = await make_client()
+    # posing as the release the samples come from, the double answers in vLLM's exact shapes
+    c = await make_client(pose="vllm-0.32.0")
     for name, path in (("models.json", "/v1/models"), ("version.json", "/version")):
         sample = wire(name)
         resp = await c.get(path)
@@ -56,6 +57,10 @@ async def test_models_and_version_shapes(make_client) -> None:
         assert resp.content_type == sample["content_type"]
         assert shape(await resp.json()) == shape(sample["response"])
     assert (await (await c.get("/version")).json()) == {"version": "0.32.0"}
+    # not posing, it says it is the double: one field more in /version, its own owned_by
+    c = await make_client(pose=None)
+    assert (await (await c.get("/version")).json()) == {"version": "0.32.0", "double": "glmv-reference"}
+    assert (await (await c.get("/v1/models")).json())["data"][0]["owned_by"] == "glmv-reference"
 
 
 @pytest.mark.parametrize("name", ["tokenize_prompt.json", "tokenize_messages.json", "tokenize_messages_image.json"])
