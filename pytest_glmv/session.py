@@ -195,6 +195,14 @@ class GlmvSession:
                 self.config.hook.pytest_deselected(items=drop)
                 items[:] = keep
                 self.slo_deselected = len(drop)
+        why = self.target.random_weights()
+        if why and not self.config.getoption("markexpr", ""):  # a user's -m decides for itself
+            drop = [item for item in items if item.get_closest_marker("behavior") is not None]
+            if drop:
+                self.config.hook.pytest_deselected(items=drop)
+                items[:] = [item for item in items if item.get_closest_marker("behavior") is None]
+                self.say(f"glmv: {len(drop)} behavior check{'s' if len(drop) != 1 else ''} deselected: {why}; "
+                         "run them anyway with -m behavior, or with trained weights (python -m pytest_glmv.tiny.train)")
 
     def collection_finished(self, session: pytest.Session) -> None:
         self.collected = len(session.items)

@@ -265,3 +265,45 @@ def test_unrelated_session_starts_no_server(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("test_plain.py", "-s")
     result.assert_outcomes(passed=1)
     assert "launched" not in result.stdout.str()
+
+
+SUITES = Path(__file__).resolve().parents[1] / "suites"
+
+
+def _trained_dir(tmp_path: Path) -> Path:
+    """A model dir that passes tiny.trained_weights' checks (the weights themselves are never loaded here)."""
+    import hashlib
+    import json
+
+    from pytest_glmv.tiny import files
+
+    d = tmp_path / "trained"
+    d.mkdir()
+    (d / "model.safetensors").write_bytes(b"")
+    sha = hashlib.sha256(files.files("moe")[0]["config.json"]).hexdigest()
+    (d / "training.json").write_text(json.dumps({"arch": "moe", "config_sha256": sha, "passed": True}))
+    return d
+
+
+def test_tiny_with_random_weights_leaves_out_the_behavior_checks(pytester: pytest.Pytester, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_glmv import tiny
+
+    monkeypatch.delenv("GLMV_TINY_WEIGHTS", raising=False)
+    if tiny.is_trained("moe"):
+        pytest.skip("trained tiny weights ship with the package: the behavior checks run")
+    result = pytester.runpytest_subprocess(str(SUITES), "--glmv-model", "tiny", "--collect-only", "-q",
+                                           "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["glmv: * behavior checks deselected: --glmv-model tiny serves random weights *; "
+                                 "run them anyway with -m behavior, or with trained weights*"])
+    assert "_behavior.py::" not in result.stdout.str()
+    # asked for: they run (and say nothing)
+    result = pytester.runpytest_subprocess(str(SUITES), "--glmv-model", "tiny", "--collect-only", "-q",
+                                           "-m", "behavior", "-p", "no:cacheprovider")
+    assert "_behavior.py::" in result.stdout.str() and "behavior checks deselected" not in result.stdout.str()
+    # trained weights: everything runs
+    monkeypatch.setenv("GLMV_TINY_WEIGHTS", str(_trained_dir(tmp_path)))
+    monkeypatch.setenv("GLMV_CACHE_DIR", str(tmp_path / "cache"))  # its model dir stays out of the user's cache
+    result = pytester.runpytest_subprocess(str(SUITES), "--glmv-model", "tiny", "--collect-only", "-q",
+                                           "-p", "no:cacheprovider")
+    assert "_behavior.py::" in result.stdout.str() and "behavior checks deselected" not in result.stdout.str()

@@ -99,6 +99,19 @@ class Target:
         spec = model.launch_spec(exe, settings=s, max_model_len=s.max_model_len or model.max_model_len)
         return launch.plan(spec, profile, port or free_port()), profile
 
+    def random_weights(self) -> str | None:
+        """Why the model to launch answers nonsense (the built-in tiny model without trained weights), else None:
+        then the `behavior` checks cannot pass and are left out unless asked for."""
+        if self.kind != "vllm" or self.settings.model not in TINY:
+            return None
+        from .. import tiny
+
+        arch = TINY[self.settings.model or "tiny"]
+        if tiny.is_trained(arch):
+            return None
+        return (f"--glmv-model {self.settings.model} serves random weights (no usable trained ones in "
+                f"{tiny.WEIGHTS_ROOT / arch} or $GLMV_TINY_WEIGHTS), which answer nonsense")
+
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> Server:
         """Start or attach once; a failure is kept and raised again on every later call."""
