@@ -28,7 +28,7 @@ pre{background:#f7f7f7;border:1px solid #e2e2e2;padding:8px;overflow-x:auto;whit
 word-break:break-word;font-size:12px;max-height:480px;overflow-y:auto}
 section.finding{border:1px solid #e3c4c4;border-left:6px solid #c94545;border-radius:4px;padding:4px 14px;
 margin:12px 0} section.finding.known{border-left-color:#c9a045} section.finding h3{font-family:inherit}
-.ex pre{max-height:200px;margin:4px 0 8px} table.checks td:first-child{white-space:nowrap}
+.ex pre{max-height:200px;margin:4px 0 8px} #glmv-target td:first-child{white-space:nowrap;font-weight:600} table.checks td:first-child{white-space:nowrap}
 figure{margin:8px 0} figcaption{color:#555;font-size:12px} img{max-width:100%;border:1px solid #eee}
 """
 
@@ -189,6 +189,17 @@ def _link(ref: str) -> Markup:
     return Markup(esc(ref))
 
 
+def _paragraphs(lines: Sequence[str]) -> list[str]:
+    """Terminal lines as paragraphs: an indented line continues the one before it."""
+    out: list[str] = []
+    for line in lines:
+        if line.startswith("  ") and out:
+            out[-1] += " " + line.strip()
+        else:
+            out.append(line.strip())
+    return out
+
+
 def _slo(runs: Sequence[Mapping[str, Any]]) -> str:
     if not runs:
         return ""
@@ -219,13 +230,14 @@ def _slo(runs: Sequence[Mapping[str, Any]]) -> str:
                        + (f" (vllm bench serve's per-second figure, every request active within one second: "
                           f"{_num(vllm_peak)})" if vllm_peak != peak else "") + "</p>")
         if run.get("validity"):
-            out.append("<p class=\"muted\">Run validity: " + "<br>".join(esc(v) for v in run["validity"]) + "</p>")
+            out.append("<p class=\"muted\">Run validity: " + "<br>".join(esc(v) for v in _paragraphs(run["validity"]))
+                       + "</p>")
         stats = run.get("statistics") or {}
         names = sorted({s for v in stats.values() for s in v}, key=lambda s: (s[0] == "p", s))
         out.append(table(["metric (ms)", *names], [[m, *[v.get(s, "") for s in names]] for m, v in stats.items()],
                          numeric=tuple(range(1, len(names) + 1))))
-        for line in (run.get("cross_check") or {}).get("lines") or []:
-            out.append(f"<p class=\"muted\">{esc(line)}</p>")
+        for para in _paragraphs((run.get("cross_check") or {}).get("lines") or []):
+            out.append(f"<p class=\"muted\">{esc(para)}</p>")
         if run.get("errors"):
             out.append("<pre>" + esc("\n".join(run["errors"])) + "</pre>")
         for caption, uri in plots.slo_figures(run.get("distributions") or {}):
