@@ -28,7 +28,8 @@ pre{background:#f7f7f7;border:1px solid #e2e2e2;padding:8px;overflow-x:auto;whit
 word-break:break-word;font-size:12px;max-height:480px;overflow-y:auto}
 section.finding{border:1px solid #e3c4c4;border-left:6px solid #c94545;border-radius:4px;padding:4px 14px;
 margin:12px 0} section.finding.known{border-left-color:#c9a045} section.finding h3{font-family:inherit}
-.ex pre{max-height:200px;margin:4px 0 8px} #glmv-target td:first-child{white-space:nowrap;font-weight:600} table.checks td:first-child{white-space:nowrap}
+.ex pre{max-height:200px;margin:4px 0 8px} table.checks td:first-child{white-space:nowrap}
+#glmv-target td:first-child{white-space:nowrap;font-weight:600}
 figure{margin:8px 0} figcaption{color:#555;font-size:12px} img{max-width:100%;border:1px solid #eee}
 """
 
