@@ -73,7 +73,7 @@ def score_model(model: Any, processor: Any, sets: dict[str, list[Example]]) -> d
         texts = generate(model, processor, exs, batch=4 if task == "needle" else 16)
         ok = [ex.judge(parse(t, ex)) for ex, t in zip(exs, texts, strict=True)]
         miss = next((t for t, good in zip(texts, ok, strict=True) if not good), None)
-        result[task] = {"accuracy": sum(ok) / len(ok), "n": len(ok), "first_miss": miss}
+        result[task] = {"accuracy": sum(ok) / len(ok), "n": len(ok), "first_miss": miss and miss[:160]}
     return result
 
 
@@ -113,7 +113,7 @@ def score_server(url: str, model: str, sets: dict[str, list[Example]], workers: 
             ok = [ex.judge(m) for ex, m in zip(exs, msgs, strict=True)]
             miss = next((json.dumps(m, ensure_ascii=False)[:300] for m, good in zip(msgs, ok, strict=True)
                          if not good), None)
-            result[task] = {"accuracy": sum(ok) / len(ok), "n": len(ok), "first_miss": miss}
+            result[task] = {"accuracy": sum(ok) / len(ok), "n": len(ok), "first_miss": miss and miss[:160]}
     return result
 
 
