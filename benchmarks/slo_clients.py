@@ -100,6 +100,8 @@ class Bench:
     def __init__(self, a: argparse.Namespace, url: str, model: str, work: Path, metrics_too: bool = False) -> None:
         self.a, self.url, self.model, self.work, self.metrics_too = a, url, model, work, metrics_too
         self.k = 0
+        self.resident: Any = None  # a slo_vllm_bench.Resident: vllm bench serve without a start-up per run
+        self.timeout = 3600.0
 
     def _timed(self, run: Any) -> tuple[dict[str, Any], float]:
         before = scrape(self.url) if self.metrics_too else {}
@@ -141,7 +143,10 @@ class Bench:
         if concurrency:
             argv += ["--max-concurrency", str(concurrency)]
         cpu_file = self.work / f"vllm-{self.k}.cpu.json"
-        cpu = cpu_of(argv, {"GLMV_CPU_OUT": str(cpu_file)})
+        if self.resident is not None:  # argv is [python, -c, wrapper, bench, serve, ...]
+            cpu = self.resident.run(argv[3:], cpu_file, self.timeout)[1]
+        else:
+            cpu = cpu_of(argv, {"GLMV_CPU_OUT": str(cpu_file)})
         data = json.loads((self.work / name).read_text())
         recs = [metrics.Record(i, start=s, ttft=t, latency=lat, itl=itl, ok=not err, output_tokens=n_out,
                                chunks=len(itl) + 1)
@@ -166,8 +171,13 @@ def server_means(before: dict[str, float], after: dict[str, float]) -> dict[str,
     def mean(hist: str) -> float:
         ms = promcheck.mean_ms(before, after, hist)
         return float("nan") if ms is None else ms
-    return {"n": after.get(promcheck.SUCCESS, 0.0) - before.get(promcheck.SUCCESS, 0.0),
-            "ttft": mean(promcheck.TTFT), "tpot": mean("vllm:request_time_per_output_token_seconds")}
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+    # prompt/generation token totals: the same requests from two tools must cost the server the same tokens
+    return {"n": delta(promcheck.SUCCESS), "ttft": mean(promcheck.TTFT),
+            "tpot": mean("vllm:request_time_per_output_token_seconds"),
+            "prompt_tokens": delta("vllm:prompt_tokens_total"),
+            "generation_tokens": delta("vllm:generation_tokens_total")}
 
 
 def trace_means(trace: Path, lo: float, hi: float) -> dict[str, float]:
@@ -226,8 +236,10 @@ def vllm_body(model: str, r: workload.Request) -> bytes:
 
 def write_workload(work: Path, reqs: list[workload.Request], model: str) -> None:
     with open(work / "vllm.jsonl", "w", encoding="utf-8") as f:
-        for r in reqs:
-            f.write(json.dumps({"prompt": r.text, "image_files": [r.image_url]}) + "\n")
+        for r in reqs:  # a text-only row as one text part (custom_image refuses an empty image_files)
+            row = {"prompt": r.text, "image_files": [r.image_url]} if r.image_url else {
+                "content": [{"type": "text", "text": r.text}]}
+            f.write(json.dumps(row) + "\n")
     with open(work / "bodies.jsonl", "wb") as fb:
         for r in reqs:  # byte for byte what vllm bench serve sends for the same row
             fb.write(vllm_body(model, r) + b"\n")

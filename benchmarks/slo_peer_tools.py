@@ -19,6 +19,7 @@ import json
 import math
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -67,6 +68,8 @@ class Run:
     cpu: float  # s, user + system of the tool's whole process tree, start-up included
     wall: float
     rows: list[dict[str, Any]]  # the server's trace rows of this run, by arrival
+    out: Path | None = None  # the tool's own result file
+    cpu_in_run: float | None = None  # s, the timed region only (pytest-glmv's client_cpu_s; vllm's wrapper)
 
 
 class Tools:
@@ -74,6 +77,10 @@ class Tools:
                  trace: Path | None) -> None:
         self.a, self.exes, self.url, self.model, self.work, self.trace = a, exes, root_url, model, work, trace
         self.k = 0
+        self.resident: Any = None  # a slo_vllm_bench.Resident: vllm bench serve without a start-up per run
+        self.workers: str | None = None  # --glmv-slo-workers for pytest-glmv's runs (None: its default)
+        self.timeout: float | None = None  # a run that takes longer is stopped (TimeoutError)
+        self.pytest_args: list[str] = []  # more pytest-glmv options (e.g. --glmv-profile for a path-named model)
         with open(work / "vllm.jsonl", "w", encoding="utf-8") as f:
             # custom_image, one text part, no image: the "custom" dataset needs pandas (not in vLLM's CPU venv)
             f.writelines(json.dumps({"content": [{"type": "text", "text": t}]}) + "\n" for t in texts)
@@ -89,14 +96,23 @@ class Tools:
         build = {OURS: self._pytest, VLLM: self._vllm, GUIDELLM: self._guidellm, AIPERF: self._aiperf}[tool]
         argv, env, read = build(n, rate, concurrency)
         log = self.work / f"{self.k:03d}-{tool.split()[0]}.log"
+        out = self.work / f"{self.k:03d}-{'pytest' if tool == OURS else tool.split()[0]}.json"
         t0 = time.monotonic()
-        cpu, rc = measured(argv, env, log)
+        in_run = None
+        if tool == VLLM and self.resident is not None:  # argv is [python, -c, VLLM_MAIN, bench, serve, ...]
+            rc, in_run = self.resident.run(argv[3:], self.work / f"{self.k:03d}-vllm.cpu.json",
+                                           self.timeout or 3600.0)
+            cpu = in_run
+        else:
+            cpu, rc = measured(argv, env, log, self.timeout)
         wall = time.monotonic() - t0
         try:
             parsed = read()
         except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
             raise RuntimeError(f"{tool}: exit {rc}, no readable result ({type(e).__name__}: {e}); log {log}") from None
-        return Run(tool, n, rate, concurrency, parsed, cpu, wall, self._trace_rows(before))
+        if tool == OURS and out.exists():
+            in_run = json.loads(out.read_text()).get("client_cpu_s")
+        return Run(tool, n, rate, concurrency, parsed, cpu, wall, self._trace_rows(before), out, in_run)
 
     def _pytest(self, n: int, rate: float, concurrency: int | None) -> tuple[list[str], dict, Any]:
         spec, out = self.work / f"{self.k:03d}-spec.toml", self.work / f"{self.k:03d}-pytest.json"
@@ -110,7 +126,8 @@ class Tools:
                 "-m", "slo", "--glmv-base-url", self.url + "/v1", "--glmv-slo", str(spec), "--glmv-slo-json",
                 str(out), "--glmv-slo-records", "--glmv-slo-max-send-lag-ms", "1e9",
                 # the seed as an option: a spec's `seed = 0` is refused ("must be a whole number >= 1")
-                "--glmv-seed", str(self.a.seed)]
+                "--glmv-seed", str(self.a.seed)] + (["--glmv-slo-workers", self.workers] if self.workers else []) \
+            + self.pytest_args
         return argv, {}, lambda: outputs.pytest_glmv(json.loads(out.read_text()))
 
     def _vllm(self, n: int, rate: float, concurrency: int | None) -> tuple[list[str], dict, Any]:
@@ -179,8 +196,9 @@ class Tools:
         return sorted(rows, key=lambda r: r["arrived"])
 
 
-def measured(argv: list[str], env: dict[str, str | None], log: Path) -> tuple[float, int]:
-    """(user + system CPU seconds of the process tree, exit status); output to log."""
+def measured(argv: list[str], env: dict[str, str | None], log: Path, timeout: float | None = None) -> tuple[float, int]:
+    """(user + system CPU seconds of the process tree, exit status); output to log. Past timeout seconds the
+    process group is killed and TimeoutError raised."""
     full = dict(os.environ)
     for k, v in env.items():
         if v is None:
@@ -189,6 +207,16 @@ def measured(argv: list[str], env: dict[str, str | None], log: Path) -> tuple[fl
             full[k] = v
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log, "wb") as f:
-        rc = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, env=full, cwd=ROOT).returncode
+        proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=full, cwd=ROOT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise TimeoutError(f"{Path(argv[0]).name} ran past {timeout:.0f} s (stopped; log {log})") from None
+        except BaseException:  # Ctrl-C or SIGTERM: no load generator outlives the benchmark
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), rc

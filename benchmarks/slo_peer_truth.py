@@ -17,9 +17,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from slo_peer_tools import AIPERF, GUIDELLM, Run
+from slo_peer_tools import AIPERF, GUIDELLM, OURS, VLLM, Run
 
 FIRST_TEXT = (GUIDELLM, AIPERF)  # tools whose TTFT ends at the first chunk with text
+MONOTONIC = (OURS, VLLM)  # tools whose start stamps are perf_counter (CLOCK_MONOTONIC), the trace's clock
 
 
 def chunks(rows: Sequence[dict[str, Any]]) -> int:
@@ -36,13 +37,15 @@ def accuracy(run: Run) -> dict[str, float] | None:
         return None
     own_first = 1 if run.tool in FIRST_TEXT else 0
     tpots = p.tpot()
-    b_vllm, b_own, e_vllm, e_own, gap = [], [], [], [], []
+    b_vllm, b_own, e_vllm, e_own, gap, sent = [], [], [], [], [], []
     for i in range(k):
         r = rows[i]
         c, n = r["chunks"], int(r["completion_tokens"])
         b_vllm.append((p.ttft[i] - (c[0] - r["arrived"])) * 1000)
         b_own.append((p.ttft[i] - (c[own_first] - r["arrived"])) * 1000)
         gap.append((c[1] - c[0]) * 1000)
+        if run.tool in MONOTONIC:  # the bias's first half: client start -> the server's arrival stamp
+            sent.append((r["arrived"] - p.starts[i]) * 1000)
         mine = tpots[i]
         if mine is None or n < 2:
             continue
@@ -53,7 +56,8 @@ def accuracy(run: Run) -> dict[str, float] | None:
             "bias_vllm": float(np.mean(b_vllm)), "bias_vllm_p99": float(np.percentile(b_vllm, 99)),
             "bias_own": float(np.mean(b_own)), "bias_own_p99": float(np.percentile(b_own, 99)),
             "tpot_vllm": float(np.mean(e_vllm)) if e_vllm else float("nan"),
-            "tpot_own": float(np.mean(e_own)) if e_own else float("nan"), "role_to_text_ms": float(np.mean(gap))}
+            "tpot_own": float(np.mean(e_own)) if e_own else float("nan"), "role_to_text_ms": float(np.mean(gap)),
+            "sent": float(np.mean(sent)) if sent else float("nan")}
 
 
 def pooled(runs: Sequence[Run]) -> dict[str, float] | None:

@@ -221,7 +221,8 @@ def launch(stack: str, python: str, ttft_ms: float, tpot_ms: float, trace: Path,
     port = free_port()
     argv = [python, str(Path(__file__).resolve()), "--stack", stack, "--port", str(port), "--trace", str(trace),
             "--ttft-ms", str(ttft_ms), "--tpot-ms", str(tpot_ms)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = {**os.environ, "PYTHONPATH": path}
     return StackServer(argv, model=MODEL, port=port, env=env, log_dir=log_dir, startup_timeout=60, stop_timeout=5)
 
 

@@ -106,6 +106,10 @@ def concurrency_one(tools: Tools, table: Table, order: list[str], a: argparse.Na
             ("bias_own", "c=1: TTFT bias vs own def, mean / p99 ms",
              "truth by each tool's TTFT: role chunk (ours, vllm), first text chunk (GuideLLM, AIPerf)")):
         table.add(label, {t: f"{x[key]:+.3f} / {x[key + '_p99']:+.2f}" for t, x in acc.items() if x}, note)
+    table.add("c=1: of the vLLM-def bias: sent / read, mean ms",
+              {t: f"{x['sent']:+.3f} / {x['bias_vllm'] - x['sent']:+.3f}" for t, x in acc.items()
+               if x and not math.isnan(x["sent"])},
+              "sent: client start -> server's arrival stamp; read: the rest (role chunk written -> client's stamp)")
     gap = [x["role_to_text_ms"] for x in acc.values() if x]
     table.add("c=1: TPOT (ITL) error vs vLLM TPOT, mean %",
               {t: fmt(x["tpot_vllm"], ".3f") for t, x in acc.items() if x},
@@ -206,7 +210,9 @@ def revision() -> str:
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "pytest_glmv", "suites"], cwd=ROOT,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "? (no git)"
+        head = ""
+    if not head:  # a git archive (the GPU machine's copy): the commit it was made from, if the caller says
+        return os.environ.get("GLMV_REVISION", "? (no git; set GLMV_REVISION)")
     return f"{head or '?'}{' + uncommitted changes in pytest_glmv/ or suites/' if dirty else ''}"
 
 
