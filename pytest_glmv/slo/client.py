@@ -129,10 +129,10 @@ class Awake:
     polling, never sleeping in the selector, while a lone request waits for its first token. A client whose
     loop sleeps in epoll_wait lets its CPU idle, and an idle CPU (a VM's above all) takes 0.1-0.3 ms to wake
     when the first chunk arrives: time that lands in TTFT when the read is stamped in user space. With kernel
-    stamps the wake-up is outside the stamp, and polling would only burn a core (~TTFT of CPU per request). Only while at most
-    one request is in flight (concurrency 1, sparse arrivals): with more, other streams keep the loop busy
-    anyway (the wake-up cost measured ~0.03 ms at 20 req/s), and a spinning client would take CPU from a
-    server on the same machine. ITL and TPOT keep the ordinary wake-up, as vLLM's do."""
+    stamps the wake-up is outside the stamp, and polling would only burn a core (~TTFT of CPU per request).
+    Only while at most one request is in flight (concurrency 1, sparse arrivals): with more, other streams keep
+    the loop busy anyway (the wake-up cost measured ~0.03 ms at 20 req/s), and a spinning client would take CPU
+    from a server on the same machine. ITL and TPOT keep the ordinary wake-up, as vLLM's do."""
 
     def __init__(self) -> None:
         self.waiting = 0  # requests sent whose first token has not come

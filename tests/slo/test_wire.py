@@ -197,8 +197,8 @@ def test_a_cancelled_exchange_never_hands_its_half_read_connection_on() -> None:
 
 @pytest.mark.skipif(not wire.KERNEL_STAMPS, reason="kernel receive stamps (SO_TIMESTAMPNS) are Linux's")
 def test_a_read_is_stamped_when_the_kernel_got_it_not_when_the_loop_got_round_to_it() -> None:
-    # The server (a thread) answers 50 ms after the request; the client's loop is blocked from 20 to 320 ms. A stamp taken by
-    # the loop would be >= 0.3 s after the answer was written; the kernel's is when it arrived.
+    # The server (a thread) answers 50 ms after the request; the client's loop is blocked from 20 to 320 ms. A stamp
+    # taken by the loop would be >= 0.27 s after the answer was written; the kernel's is when it arrived.
     import socket
     import threading
     import time
