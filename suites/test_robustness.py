@@ -268,7 +268,8 @@ def test_slow_or_huge_media_url_fails_in_time(glmv_http: httpx.Client, glmv_serv
 
 
 def test_sigterm_under_load_is_clean(request: pytest.FixtureRequest, glmv_server: Any, glmv_settings: Any) -> None:
-    """In-flight requests finish or are refused cleanly, every process exits, /dev/shm is freed (vLLM #55510).
+    """In-flight requests finish or are refused cleanly, every process exits, /dev/shm is freed (vllm#55510, an
+    issue, shows the workers that outlive a SIGKILLed vLLM).
 
     SIGTERM ends a server, so this never stops a server another check still needs. The built-in
     reference server is cheap: a second one is started here, with the session's faults. A launched

@@ -1,8 +1,9 @@
 """Where reasoning sits in an answer, and what the field name in use says about the server.
 
-vLLM's reasoning parsers put the thinking text in `reasoning_content` only before 0.12 (read in 0.11.x),
-in either or both while the name changed (0.12-0.15, vllm#27752; not verified here, so either is
-accepted) and only in `reasoning` from 0.16.0 on (vllm#33402; read in the released code; 0.32 sends
+vLLM's reasoning parsers put the thinking text in `reasoning_content` only before 0.11.1 (read in the 0.11.0
+wheel), in both from 0.11.1 (vllm#27752, a PR: read in the 0.11.1 wheel, ChatMessage and DeltaMessage copy
+`reasoning` to `reasoning_content`) while the name changed (to 0.15; either is accepted there) and only in
+`reasoning` from 0.16.0 on (vllm#33402; read in the released code; 0.32 sends
 `reasoning`, null when there is none). Clients read one of the two names, so the suite detects which one
 a server uses and judges it against what the user said to expect (`--glmv-reasoning-field
 auto|reasoning|reasoning_content`); with auto, against the release the server reports (/version): a
@@ -26,13 +27,13 @@ BOX_TOKENS = ("<|begin_of_box|>", "<|end_of_box|>")
 CALL_MARKUP = ("<tool_call>", "</tool_call>", "<arg_key>", "<arg_value>")
 # vLLM's field by release: only `reasoning_content` before TRANSITION, either (both or in transition) up to
 # CURRENT_FROM, only `reasoning` from CURRENT_FROM on.
-TRANSITION, CURRENT_FROM = Version("0.12"), Version("0.16")
-RELEASE_RULE = ("vLLM sends reasoning only as `reasoning_content` before 0.12, as either while the name changed "
-                "(0.12-0.15) and only as `reasoning` from 0.16.0 on (vllm#27752, vllm#33402)")
+TRANSITION, CURRENT_FROM = Version("0.11.1"), Version("0.16")
+RELEASE_RULE = ("vLLM sends reasoning only as `reasoning_content` before 0.11.1, as both while the name changed "
+                "(0.11.1-0.15) and only as `reasoning` from 0.16.0 on (vllm#27752, vllm#33402)")
 
 
 def release_field(version: str | None) -> str | None:
-    """The field a vLLM of this release sends: reasoning, reasoning_content, "either" (0.12-0.15), or None
+    """The field a vLLM of this release sends: reasoning, reasoning_content, "either" (0.11.1-0.15), or None
     when the release is unknown (no /version, or a version that does not parse)."""
     v = parse_version(version)
     if v is None:

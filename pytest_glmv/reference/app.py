@@ -74,7 +74,8 @@ async def leak_traceback(request: web.Request, handler: Handler) -> web.StreamRe
 
 
 async def _unclean_shutdown(app: web.Application) -> None:
-    """sigterm-drops-requests / orphan-worker: what vLLM #55510 and friends look like from outside."""
+    """sigterm-drops-requests / orphan-worker: an unclean shutdown seen from outside (vllm#55510, an issue: workers
+    that survive a SIGKILLed API server and keep the GPUs)."""
     cfg = app[CFG]
     if cfg.faults.on("sigterm-drops-requests"):
         # replaces aiohttp's graceful handler (installed before startup hooks run)

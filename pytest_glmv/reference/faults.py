@@ -53,7 +53,8 @@ FAULTS: dict[str, str] = {
     "ssrf-redirect": "media fetches follow redirects from an allowed host to any host",
     "open-invocations": "/invocations serves chat without the API key, like vLLM's SageMaker route (vLLM #58144)",
     "sigterm-drops-requests": "SIGTERM ends the server at once: in-flight streams are cut mid-answer",
-    "orphan-worker": "a worker process survives the server's SIGTERM and leaves a /dev/shm segment (vLLM #55510)",
+    "orphan-worker": "a worker process survives the server's SIGTERM and leaves a /dev/shm segment (what vllm#55510, "
+                     "an issue, reports after a SIGKILL: EngineCore and TP workers survive and keep the GPUs)",
     "stream-tool-args-broken": "streamed tool-call argument deltas resend what was already sent, so they do not "
                                "reassemble",
     "tool-calls-finish-stop": "a turn that called tools (auto or required) ends with finish_reason stop, "
@@ -75,7 +76,7 @@ FAULTS: dict[str, str] = {
     "stream-usage-miscounted": "the streamed usage chunk's completion_tokens leaves out the last token: one short of "
                                "the non-streamed answer's for the same greedy request",
     "reasoning-field-legacy": "the server reports vLLM 0.32.0 but sends reasoning only as `reasoning_content`, the "
-                              "name releases before 0.12 used: clients written for current vLLM read `reasoning` "
+                              "only name releases before 0.11.1 sent: clients written for current vLLM read `reasoning` "
                               "and see none",
     "media-url-confusion": "the media allowlist looks for an allowed host anywhere in the URL's authority text, while "
                            "the fetcher parses it the WHATWG way ('\\' ends the authority, '#' starts the fragment, "
