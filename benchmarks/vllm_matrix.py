@@ -3,10 +3,12 @@ did not pass somewhere, each cell matched against today's knowledge base.
 
     python benchmarks/vllm_matrix.py 0.27.1=runs/0.27.1/report.json 0.32.0=runs/0.32.0/report.json ...
 
-A cell is `pass`, `skip`, a known finding's id, `deployment: ID` (a finding of the launch itself, such as the
-recommended --allowed-local-media-path /), or `UNEXPLAINED` (a failure no entry explains: either a new
-upstream fault for the knowledge base, or a mistake of the suite). Prints markdown; exit 1 when any cell is
-UNEXPLAINED.
+A cell is `pass`, `skip`, a known finding's id (matched on the check's recorded server evidence and the
+engine the run identified), `deployment: ID` (a finding of the launch itself, such as the recommended
+--allowed-local-media-path /), `waived`, `AMBIGUOUS: A, B` (two entries match: the knowledge base must tell them
+apart), or `UNEXPLAINED` (a failure no entry explains: either a new upstream fault for the knowledge base, or a
+mistake of the suite; `UNEXPLAINED (no server evidence recorded)` for a report older than the evidence). Prints
+markdown; exit 1 when any cell is UNEXPLAINED or AMBIGUOUS.
 """
 from __future__ import annotations
 
@@ -33,11 +35,15 @@ def column(report: dict[str, Any], kb: known.KnowledgeBase) -> dict[str, str]:
         elif outcome == "skipped":
             cells[fid] = "skip"
     version = (report.get("target") or {}).get("vllm_version")
-    for fid, _, verdict in known.rematch(report, kb, version):
-        if verdict == "unexplained":
-            cells[fid] = "UNEXPLAINED"
+    for fid, _, verdict, match in known.rematch(report, kb, version):
+        if verdict.startswith("unexplained"):  # "unexplained (no server evidence recorded)" for older reports
+            cells[fid] = "UNEXPLAINED" + verdict[len("unexplained"):]
         elif verdict.startswith("deployment finding"):
             cells[fid] = "deployment: " + verdict.split()[2]
+        elif verdict.startswith("waived"):
+            cells[fid] = "waived"
+        elif match is not None and match.rivals:
+            cells[fid] = "AMBIGUOUS: " + ", ".join(e.id for e in (match.entry, *match.rivals))
         else:
             cells[fid] = verdict
     return cells
@@ -68,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {fid} | " + " | ".join(cells.get(fid, "-") for cells in columns.values()) + " |")
     totals = [f"{sum(v == 'pass' for v in cells.values())} pass" for cells in columns.values()]
     print("| (checks passed) | " + " | ".join(totals) + " |")
-    return 1 if any(v == "UNEXPLAINED" for cells in columns.values() for v in cells.values()) else 0
+    bad = any(v.startswith(("UNEXPLAINED", "AMBIGUOUS")) for cells in columns.values() for v in cells.values())
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
