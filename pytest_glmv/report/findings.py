@@ -4,7 +4,8 @@ one finding ("no tool parser"), not twenty.
 A failure's cause is read from what the server did (the check's "server_evidence": the exchange, its log lines),
 never from the check's name. In order: the known upstream fault it matched (known.py), a finding of the
 deployment itself (`finding ID: ...`), a recognised cause (CAUSES: markup a parser should have taken out, vLLM's
-own message naming a launch flag), the server's error message with its numbers taken out, else the check alone.
+own message naming a launch flag), the server's error message with its numbers taken out, else the check's own
+message (checks that say the same thing are one finding).
 """
 from __future__ import annotations
 
@@ -113,7 +114,8 @@ def _finding_for(check: Mapping[str, Any]) -> Finding:
         head = f"status {ex['status']}" if ex.get("status") is not None else str(ex.get("error_type"))
         return Finding(("server", head, normalise(str(what))),
                        f"The server answered {head}: {normalise(str(what)) or 'no message'}", "server")
-    return Finding(("check", id_of(check)), said, "check")
+    # no cause recognised: checks that say the same (an invalid SLO run fails each of its thresholds) are one
+    return Finding(("check", normalise(said)), said, "check")
 
 
 def group(checks: Sequence[Mapping[str, Any]]) -> list[Finding]:

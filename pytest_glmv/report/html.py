@@ -152,7 +152,9 @@ def _evidence(c: Mapping[str, Any]) -> str:
         out.append(f"<details><summary>server log while this check ran ({len(log)} lines)</summary>"
                    f"<pre>{esc(chr(10).join(map(str, log)))}</pre></details>")
     if not out:
-        out.append("<p class=\"muted\">no request recorded for this check; its message above is the evidence</p>")
+        where = " (the SLO run's numbers: the SLO section below)" if c.get("area") == "slo" else ""
+        out.append(f"<p class=\"muted\">no request recorded for this check; its message above is the evidence"
+                   f"{where}</p>")
     return "\n".join(out)
 
 

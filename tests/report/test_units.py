@@ -151,6 +151,12 @@ def test_findings_group_by_what_the_server_did_not_by_check_name() -> None:
     assert groups[1].title == "The server answered status 500: DecompressionBombError: Image size (N pixels)"
     assert groups[2].title == "Finding of this deployment, media-path-root: the launch allows /"
     assert groups[3].title == "tools/no_tool_markup_in_content says"
+    # no cause recognised, the same message: one finding (an invalid SLO run fails each of its thresholds)
+    same = [_check(f"slo/s[{k}]", "failed", area="slo", server_evidence={"message": "run not valid: the client fell "
+                                                                         "behind (p99 send lag 402.27 ms > 10 ms)"})
+            for k in ("a", "b", "c")]
+    (one,) = findings.group(same)
+    assert len(one.checks) == 3 and one.title.startswith("run not valid")
     page = html.render({**_report(""), "checks": checks,
                         "summary": {"outcomes": collect.counts(checks), "deselected": 0,
                                     "matrix": collect.matrix(checks)}})
