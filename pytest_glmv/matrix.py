@@ -36,7 +36,8 @@ DEFAULT_MARKS = ["-m", "not slo"]  # the reference "model" answers the behaviour
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 _SUITE_KEYS = {"files", "args", "fail_messages", "timeout", "workdir"}
 _PROOF_KEYS = {"suite", "fault", "name", "args", "target", "server", "fail", "pass", "skipped", "min_passed",
-               "output", "output_absent", "messages", "workdir", "timeout", "why", "xfailed", "suite_args", "share"}
+               "output", "output_absent", "messages", "workdir", "timeout", "why", "xfailed", "suite_args", "share",
+               "errored"}
 
 
 class ProofTableError(ValueError):
@@ -60,6 +61,7 @@ class Proof:
     must_pass: frozenset[str] = frozenset()
     skipped: frozenset[str] | None = None  # the exact set of checks that skip, when given
     xfailed: frozenset[str] = frozenset()  # checks that must be reported xfail (a waived finding)
+    errored: frozenset[str] = frozenset()  # checks the session stops before they run (never a caught fault)
     min_passed: int = 0
     output: tuple[str, ...] = ()
     output_absent: tuple[str, ...] = ()
@@ -76,14 +78,22 @@ class Proof:
     @property
     def checks(self) -> set[str]:
         """Every check name this case mentions (each must exist in its suite)."""
-        return {*self.fail, *self.must_pass, *(self.skipped or ()), *self.xfailed, *self.messages}
+        return {*self.fail, *self.must_pass, *(self.skipped or ()), *self.xfailed, *self.errored, *self.messages}
 
     def judge(self, run: SuiteRun, excused: Iterable[str] = ()) -> str:
         """Why `run` does not prove this case ('' when it does), with the run's output tail. `excused`: the
-        checks that other faults of a shared run must fail."""
+        checks that other faults of a shared run must fail. A check that errored (its fixture or setup broke)
+        never counts as failed: only `errored` names checks that must error (the session stopped them)."""
         if not run.outcomes:
             return f"{self.id}: no check ran (exit {run.returncode})\n{run.output[-3000:]}"
         why = []
+        stray_errors = run.errors - self.errored
+        if stray_errors:
+            why.append("errors, not failures (a fixture or setup broke, which proves no check): "
+                       + str({n: run.messages.get(n, "")[:300] for n in sorted(stray_errors)}))
+        unerrored = self.errored - run.errors
+        if unerrored:
+            why.append("checks not reported as errors: " + str({n: run.outcomes.get(n, "not run") for n in unerrored}))
         missed, stray = self.fail - run.failed, run.failed - self.fail - set(excused)
         if missed:
             why.append(f"fault {self.fault} was not caught by {sorted(missed)}" if self.fault
@@ -116,6 +126,7 @@ class ProofTable:
     workdirs: Mapping[str, Mapping[str, str]]  # suite -> files its runs need in their working directory
     proofs: tuple[Proof, ...]
     unproven: Mapping[str, str]  # fault -> why no suite proves it
+    unproven_assertions: Mapping[str, str] = field(default_factory=dict)  # assertion site -> why no fault fires it
 
     def fault_proofs(self, files: Iterable[str] = ()) -> list[Proof]:
         """The plain fault proofs (no name, no attached server) of the suites owning any of `files`."""
@@ -135,7 +146,7 @@ def load_proofs(text: str | None = None) -> ProofTable:
     if text is None:
         text = shipped("proofs.toml").read_text(encoding="utf-8")
     data = tomllib.loads(text)
-    extra = set(data) - {"suite", "proof", "unproven"}
+    extra = set(data) - {"suite", "proof", "unproven", "unproven_assertions"}
     if extra:
         raise ProofTableError(f"unknown top-level keys {sorted(extra)}")
     suites: dict[str, tuple[str, ...]] = {}
@@ -160,7 +171,12 @@ def load_proofs(text: str | None = None) -> ProofTable:
         if not entry.get("fault") and not entry.get("name"):
             raise ProofTableError(f"{where}: needs a fault or a name")
         fail = frozenset(_strs(entry.get("fail", []), f"{where} fail"))
+        errored = frozenset(_strs(entry.get("errored", []), f"{where} errored"))
         messages = {k: _strs(v, f"{where} messages.{k}") for k, v in entry.get("messages", {}).items()}
+        mute = sorted(c for c in fail | errored if not messages.get(c))
+        if mute:  # a proof judges why a check fails, not only that it does
+            raise ProofTableError(f"{where}: messages names no reason for {mute}: say what each failure must show "
+                                  "(text of the assertion that must fire, or of the evidence it carries)")
         if entry.get("fault") and not entry.get("name"):  # a fault proof: the evidence each catching check gives
             for check in fail:
                 messages[check] = (*messages.get(check, ()), *_strs(defaults[suite].get("fail_messages", []),
@@ -173,7 +189,7 @@ def load_proofs(text: str | None = None) -> ProofTable:
             target=_strs(entry.get("target", []), f"{where} target"), server=entry.get("server"), fail=fail,
             must_pass=frozenset(_strs(entry.get("pass", []), f"{where} pass")),
             skipped=None if skipped is None else frozenset(_strs(skipped, f"{where} skipped")),
-            xfailed=frozenset(_strs(entry.get("xfailed", []), f"{where} xfailed")),
+            xfailed=frozenset(_strs(entry.get("xfailed", []), f"{where} xfailed")), errored=errored,
             min_passed=int(entry.get("min_passed", 0)), output=_strs(entry.get("output", []), f"{where} output"),
             output_absent=_strs(entry.get("output_absent", []), f"{where} output_absent"),
             messages={k: v for k, v in messages.items() if v},
@@ -193,8 +209,12 @@ def load_proofs(text: str | None = None) -> ProofTable:
     if dupes:
         raise ProofTableError(f"cases named twice: {dupes}")
     unproven = {k: str(v) for k, v in data.get("unproven", {}).items()}
+    unproven_sites = {k: str(v) for k, v in data.get("unproven_assertions", {}).items()}
+    silent = sorted(k for k, v in unproven_sites.items() if not v.strip())
+    if silent:
+        raise ProofTableError(f"[unproven_assertions]: no reason given for {silent}")
     workdirs = {name: dict(table.get("workdir", {})) for name, table in defaults.items()}
-    return ProofTable(suites, suite_args, workdirs, tuple(proofs), unproven)
+    return ProofTable(suites, suite_args, workdirs, tuple(proofs), unproven, unproven_sites)
 
 
 def _k_exprs(args: Iterable[str]) -> list[str]:
@@ -239,7 +259,7 @@ def render(correct: SuiteRun, runs: list[SuiteRun], proofs: Mapping[str, Proof] 
     proofs = proofs or {}
     lines = [f"correct server: {len(correct.passed)} passed, {len(correct.failed)} failed, "
              f"{len(correct.named('skipped'))} skipped"]
-    for name in sorted(correct.failed):
+    for name in sorted(correct.failed | correct.errors):
         lines.append(f"  NOT PROVEN (fails on the correct server): {name}")
     for run in runs:
         proof = proofs.get(run.fault or "")
@@ -250,6 +270,8 @@ def render(correct: SuiteRun, runs: list[SuiteRun], proofs: Mapping[str, Proof] 
             continue
         expected = set(proof.fail) & set(correct.outcomes)  # the expected checks this selection runs
         missed = sorted(expected - run.failed)
+        lines += [f"fault {run.fault}: {name} errored (a broken fixture is no caught fault)  <-- ERROR"
+                  for name in sorted(run.errors - proof.errored)]
         unexpected = sorted(run.failed - proof.fail - correct.failed)
         if not expected:
             lines.append(f"fault {run.fault}: not judged: none of its expected checks is selected")
@@ -264,7 +286,7 @@ def render(correct: SuiteRun, runs: list[SuiteRun], proofs: Mapping[str, Proof] 
 
 def verdict(correct: SuiteRun, runs: list[SuiteRun], proofs: Mapping[str, Proof]) -> bool:
     """True when the matrix proves every fault it ran (see render)."""
-    if correct.failed:
+    if correct.failed or correct.errors:
         return False
     for run in runs:
         proof = proofs.get(run.fault or "")
@@ -273,7 +295,7 @@ def verdict(correct: SuiteRun, runs: list[SuiteRun], proofs: Mapping[str, Proof]
                 return False
             continue
         expected = set(proof.fail) & set(correct.outcomes)
-        if expected - run.failed or run.failed - proof.fail:
+        if expected - run.failed or run.failed - proof.fail or run.errors - proof.errored:
             return False
     return True
 

@@ -26,7 +26,12 @@ class SuiteRun:
 
     @property
     def failed(self) -> set[str]:
-        return self.named("failed") | self.named("error")
+        """Checks whose own call failed. Not errors: a fixture or setup that broke is no caught fault."""
+        return self.named("failed")
+
+    @property
+    def errors(self) -> set[str]:
+        return self.named("error")
 
     @property
     def passed(self) -> set[str]:
@@ -35,14 +40,17 @@ class SuiteRun:
     def unproven(self, fault: str, must_fail: Iterable[str], must_pass: Iterable[str] = (),
                  strict: bool = False) -> str:
         """Why this run does not prove that the fault is caught ('' when it does): a check that should
-        catch it passed, a check that has nothing to do with it failed or never ran, or (strict) any other
-        check failed. With the run's output tail."""
+        catch it passed or errored, a check that has nothing to do with it failed or never ran, or (strict) any
+        other check failed. With the run's output tail."""
         must_fail = set(must_fail)
         missed, spared = must_fail - self.failed, set(must_pass) - self.passed
         stray = self.failed - must_fail if strict else set()
         why = []
         if missed:
             why.append(f"fault {fault} was not caught by {sorted(missed)}; failed: {sorted(self.failed)}")
+        if self.errors:  # an error is a broken fixture or setup, whatever check it hit
+            why.append("errors, not failures (a fixture or setup broke: no caught fault): "
+                       + str({n: self.messages.get(n, "")[:300] for n in sorted(self.errors)}))
         if spared | stray:
             why.append(f"fault {fault} also failed unrelated checks {sorted(spared | stray)}")
         return "\n".join([*why, self.output[-3000:]]) if why else ""

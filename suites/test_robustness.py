@@ -9,10 +9,13 @@ Every loop here is bounded in count and time.
 """
 from __future__ import annotations
 
+import json
+import socket
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -25,6 +28,7 @@ from pytest_glmv.kit.hardening import (
     canary,
     image_message,
     jpeg_frames_video_url,
+    max_logprobs,
     odd_images,
     report,
     tiny_png_url,
@@ -119,17 +123,32 @@ def test_huge_n_is_a_quick_400_and_health_stays_fast(glmv_http: httpx.Client, gl
     canary(glmv_http, glmv_server.model, "n=10^9")
 
 
+HUGE_BODY_MIB = 64
+HUGE_BODY_WITHIN = 20.0  # seconds: uploading and parsing 64 MiB of JSON, then refusing it without tokenizing
+
+
 @pytest.mark.parametrize("what", ["header", "body"])
 def test_huge_header_or_body_is_refused(glmv_http: httpx.Client, glmv_server: Any, what: str) -> None:
+    """header: CVE-2025-48956; vLLM's fix bounds a request's headers at 4 MiB (h11's max incomplete event size),
+    and 8 MiB in one header is past any sane bound.
+
+    body: valid JSON, one user message of 64 MiB of text (~1000x any GLM-4V window). No body-size limit stands in
+    the way on vLLM 0.32 (uvicorn and Starlette read a body of any size, vLLM sets none), so the limit this probes
+    is the context window checked BEFORE tokenizing: vLLM refuses text longer than max_model_len x its longest
+    token with a 400 (renderers/params.py, _text_len_check). A correct server answers a 4xx (that 400, or a 413
+    from a body limit or a proxy) or closes the connection, within HUGE_BODY_WITHIN s, and keeps serving; one that
+    tokenizes 64 MiB first holds the request (and on the double, its event loop) for a minute."""
     try:
         if what == "header":
-            # CVE-2025-48956: vLLM's fix bounds a request's headers at 4 MiB (h11 max incomplete event size);
-            # 8 MiB in one header is past any sane bound, so a correct server refuses it.
             ex = request(glmv_http, "GET", "/v1/models", headers={"X-Glmv-Pad": "a" * (8 << 20)}, timeout=30)
-        else:  # 64 MiB that never becomes valid JSON
-            junk = b'{"messages": [' + b"x" * (64 << 20)
-            ex = request(glmv_http, "POST", CHAT, content=junk, headers={"Content-Type": "application/json"},
-                         timeout=60)
+        else:
+            raw = json.dumps(body(glmv_server.model, "hi " * ((HUGE_BODY_MIB << 20) // 3), max_tokens=1)).encode()
+            try:
+                ex = request(glmv_http, "POST", CHAT, content=raw, headers={"Content-Type": "application/json"},
+                             timeout=HUGE_BODY_WITHIN)
+            except httpx.TimeoutException as e:
+                pytest.fail(f"a {HUGE_BODY_MIB} MiB JSON body (valid, ~1000x the window) got no answer within "
+                            f"{HUGE_BODY_WITHIN:.0f} s ({e!r}): the server tokenizes before any size bound")
         assert 400 <= ex.status < 500, f"a huge {what} must be refused with a 4xx or a closed connection\n{ex}"
     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
         pass  # the server closed the connection: a correct refusal
@@ -172,10 +191,20 @@ def test_malformed_tool_schema_is_refused(glmv_http: httpx.Client, glmv_server: 
     canary(glmv_http, glmv_server.model, f"a {kind} tool schema")
 
 
-@pytest.mark.parametrize("top", [21, 1000, -5])
-def test_logprobs_out_of_range_is_a_400(glmv_http: httpx.Client, glmv_server: Any, top: int) -> None:
+@pytest.mark.parametrize("over", ["one-over-max", "far-over-max", "negative"])
+def test_logprobs_out_of_range_is_a_400(glmv_http: httpx.Client, glmv_server: Any, glmv_target: Any,
+                                        over: str) -> None:
+    bound, source = max_logprobs(glmv_target)
+    if over == "negative":
+        top = -5  # below -1 (-1 asks for the whole vocabulary) on every release
+    elif bound is None:
+        pytest.skip(f"the server's --max-logprobs is not known ({source}): no top_logprobs is known to be over it")
+    else:
+        top = bound + 1 if over == "one-over-max" else bound + 1000
     ex = chat(glmv_http, body(glmv_server.model, "Say hi.", max_tokens=1, logprobs=True, top_logprobs=top))
-    assert ex.status == 400, f"top_logprobs={top} is out of range (vLLM allows 0-20): a 400 was due\n{ex.evidence()}"
+    allowed = "-1 or 0" if bound is None else f"-1 or 0-{bound}"
+    assert ex.status == 400, (f"top_logprobs={top} is out of range (allowed: {allowed}; the bound from {source}): "
+                              f"a 400 was due\n{ex.evidence()}")
 
 
 RAW_BODIES: dict[str, tuple[bytes, bool]] = {  # body, must be a 4xx (else: never 5xx)
@@ -262,9 +291,43 @@ def test_slow_or_huge_media_url_fails_in_time(glmv_http: httpx.Client, glmv_serv
                            "(VLLM_MEDIA_FETCH_MAX_RETRIES=3, timeout x4 each) one request can be held ~110 s",
                            "bound it with VLLM_MEDIA_FETCH_MAX_RETRIES=1 and a smaller VLLM_IMAGE_FETCH_TIMEOUT in "
                            "vLLM's environment, or send media as data: URLs"), glmv_settings.waive)
-    assert 400 <= ex.status < 500, f"a {how} media URL must fail with a 4xx\n{ex.evidence()}"
+    # The deadline is what this check is about: any error answer in time passes (which status is right for the
+    # client's unusable media is test_slow_or_unreachable_media_is_a_client_error's question).
+    assert ex.status >= 400, f"a {how} media URL (no image) must end in an error answer, in time\n{ex.evidence()}"
     assert ok.elapsed < QUICK, f"the canary took {ok.elapsed:.1f} s while a {how} fetch hung\n{ok.evidence()}"
     canary(glmv_http, glmv_server.model, f"a {how} media URL")
+
+
+def _closed_port_url(media: Any) -> str:
+    """A URL on the media host, at a port nothing listens on: connection refused."""
+    with socket.socket() as s:
+        s.bind((media.host, 0))
+        port = s.getsockname()[1]
+    return f"http://{urlsplit(media.url('/')).hostname}:{port}/robustness/nothing.png"
+
+
+@pytest.mark.parametrize("how", ["slow", "unreachable"])
+def test_slow_or_unreachable_media_is_a_client_error(glmv_http: httpx.Client, glmv_server: Any, glmv_media: Any,
+                                                     how: str) -> None:
+    """A media URL the server cannot fetch in time, or at all, is the client's problem: a 4xx saying so. A 500 says
+    the server broke and tells the client nothing (vLLM 0.32: its catch-all handler answers a fetch timeout with
+    500 InternalServerError, message '')."""
+    if glmv_media is None:
+        pytest.skip("the server is remote and no --glmv-media-host names an address it can fetch media from")
+    if how == "slow":  # as the trickle probe: 13 s of bytes, well past the fetch timeout
+        url = glmv_media.add(f"/robustness/{uuid.uuid4().hex}.png", b"\x89PNG\r\n\x1a\n" + b"\0" * (64 << 10),
+                             trickle=0.2)
+    else:
+        url = _closed_port_url(glmv_media)
+    # vLLM retries a refused connection too (VLLM_MEDIA_FETCH_MAX_RETRIES: back-off 1 + 4 s)
+    bound = VLLM_IMAGE_FETCH_TIMEOUT + 10
+    try:
+        ex = chat(glmv_http, body(glmv_server.model, image_message(url)), timeout=bound)
+    except httpx.TimeoutException:
+        pytest.skip(f"no answer within {bound:.0f} s: the deadline is test_slow_or_huge_media_url_fails_in_time's "
+                    "finding; which status is due cannot be judged")
+    assert 400 <= ex.status < 500, (f"the {how} media URL answered {ex.status}: the client's media could not be "
+                                    f"fetched, a 4xx naming it was due, not a server error\n{ex.evidence()}")
 
 
 def test_sigterm_under_load_is_clean(request: pytest.FixtureRequest, glmv_server: Any, glmv_settings: Any) -> None:

@@ -49,8 +49,13 @@ def run(**outcomes: str) -> matrix.SuiteRun:
 
 
 def test_a_fault_caught_by_its_checks_and_sparing_the_rest_is_proven() -> None:
-    r = run(test_a="failed", test_b="error", test_c="passed")
+    r = run(test_a="failed", test_b="failed", test_c="passed")
     assert r.unproven("f", {"test_a", "test_b"}, {"test_c"}) == ""
+
+
+def test_an_error_is_never_a_caught_fault() -> None:
+    why = run(test_a="failed", test_b="error", test_c="passed").unproven("f", {"test_a", "test_b"}, {"test_c"})
+    assert "fault f was not caught by ['test_b']" in why and "errors, not failures" in why
 
 
 def test_a_check_that_passed_under_its_fault_is_named_with_the_evidence() -> None:
@@ -112,7 +117,7 @@ def test_a_typo_in_the_table_is_an_error(edit: tuple[str, str], error: str) -> N
 
 def test_the_shipped_table_loads() -> None:
     table = matrix.load_proofs()
-    assert table.fault_proofs(["test_tools.py"]) and not table.unproven
+    assert table.fault_proofs(["test_tools.py"]) and all(why.strip() for why in table.unproven.values())
 
 
 def test_a_proof_is_judged_strictly() -> None:
@@ -127,6 +132,24 @@ def test_a_proof_is_judged_strictly() -> None:
     spared = matrix.SuiteRun("no-tool-parser", 1, {"test_a": "failed"}, good.messages)
     assert "checks did not run and pass: {'test_c': 'not run'}" in proof.judge(spared)
     assert "no check ran" in proof.judge(matrix.SuiteRun("no-tool-parser", 4))
+    errored = matrix.SuiteRun("no-tool-parser", 1, {**good.outcomes, "test_a": "error"}, good.messages)
+    why = proof.judge(errored)
+    assert "fault no-tool-parser was not caught by ['test_a']" in why and "errors, not failures" in why
+
+
+def test_a_fault_proof_must_say_what_each_failure_shows() -> None:
+    with pytest.raises(matrix.ProofTableError, match=r"messages names no reason for \['test_a'\]"):
+        matrix.load_proofs(TABLE.replace('messages = { test_a = ["tool_calls"] }', ""))
+
+
+def test_checks_the_session_stops_are_named_as_errors_not_failures() -> None:
+    table = matrix.load_proofs(TABLE.replace('fail = ["test_a"]', 'errored = ["test_a"]'))
+    _, proof = table.proofs
+    run = matrix.SuiteRun("no-tool-parser", 1, {"test_a": "error", "test_c": "passed"},
+                          {"test_a": "tool_calls status:"})
+    assert proof.judge(run) == ""
+    assert "checks not reported as errors" in proof.judge(matrix.SuiteRun("no-tool-parser", 1, {
+        "test_a": "failed", "test_c": "passed"}, run.messages))
 
 
 def test_render_judges_a_fault_by_its_proof() -> None:
@@ -148,6 +171,7 @@ suite = "demo"
 fault = "untyped-tool-args"
 args = ["-k", "typed"]
 fail = ["test_t"]
+messages = { test_t = ["typed"] }
 share = "one"
 """
 
@@ -172,6 +196,7 @@ def test_fault_proofs_that_share_a_run_must_differ_only_in_fault_and_k() -> None
     with pytest.raises(matrix.ProofTableError, match="differ in more than their fault and -k"):
         matrix.load_proofs(clash)
     twice = SHARED.replace('fault = "no-tool-parser"\n', 'fault = "no-tool-parser"\nshare = "one"\n'
-                           'args = ["-k", "t"]\n').replace('fail = ["test_t"]', 'fail = ["test_a"]')
+                           'args = ["-k", "t"]\n').replace('fail = ["test_t"]\nmessages = { test_t',
+                                                        'fail = ["test_a"]\nmessages = { test_a')
     with pytest.raises(matrix.ProofTableError, match="target of two"):
         matrix.load_proofs(twice)

@@ -169,6 +169,36 @@ def launch_flag(argv: Iterable[str], flag: str) -> str | None:
     return value
 
 
+VLLM_DEFAULT_MAX_LOGPROBS = 20  # vllm/config/model.py: ModelConfig.max_logprobs = 20 (-1: the vocabulary)
+
+
+def launch_argv(target: Any) -> list[str] | None:
+    """The command line the session launched the server with (a vLLM plan, or the reference double's own); None
+    for an attached server, whose launch is not known."""
+    if getattr(target, "plan", None) is not None:
+        return list(target.plan.argv)
+    argv = getattr(getattr(target, "server", None), "argv", None)
+    return list(argv) if argv else None
+
+
+def max_logprobs(target: Any) -> tuple[int | None, str]:
+    """(the highest top_logprobs the server takes, where that comes from); None where it is not known: an
+    attached server, or --max-logprobs -1 (the whole vocabulary, whose size the check does not know)."""
+    argv = launch_argv(target)
+    if argv is None:
+        return None, "the server was not launched by this session"
+    raw = launch_flag(argv, "--max-logprobs")
+    if raw is None:
+        default = VLLM_DEFAULT_MAX_LOGPROBS
+        return default, f"the launch, which sets no --max-logprobs (vLLM's default is {default})"
+    try:
+        value = int(raw)
+    except ValueError:
+        return None, f"the launch's --max-logprobs {raw!r}, which is no number"
+    return (None, "the launch's --max-logprobs -1 (the whole vocabulary)") if value < 0 else (
+        value, f"the launch's --max-logprobs {value}")
+
+
 def inside(path: Path, root: str | None) -> bool:
     if root is None:
         return False

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from . import answers, faults, generate, media, parsers, tokenizer
-from .errors import ApiError, context_overflow, invalid, max_tokens_over_window
+from .errors import ApiError, context_overflow, invalid, max_tokens_over_window, text_over_window
 from .ids import completion_id, tool_call_id
 from .keys import CFG, METRICS, STATE, TRACER
 from .request import ChatRequest, chat_request, parse_json
@@ -29,6 +29,9 @@ async def build_prompt(messages: list[dict[str, Any]], tools: Any, thinking: boo
                        continue_final: bool = False) -> tuple[list[int], list[Media]]:
     loaded: list[Media] = [] if cfg.faults.on("images-ignored") else await media.load_all(messages, cfg)
     text, _ = tokenizer.render(messages, tools, add_generation_prompt, thinking, continue_final)
+    bound = cfg.engine_window * tokenizer.MAX_CHARS_PER_TOKEN
+    if len(text) > bound and not cfg.faults.on("body-unbounded"):
+        raise text_over_window(cfg.engine_window, len(text), bound)
     return media.prompt_ids(text, loaded), loaded
 
 

@@ -36,6 +36,13 @@ def context_overflow(window: int, prompt_tokens: int) -> ApiError:
                    f"reduce the length of the input prompt.", "input_tokens", seen)
 
 
+def text_over_window(window: int, chars: int, max_chars: int) -> ApiError:
+    """vLLM 0.32's check on the prompt's length in characters, before tokenizing (renderers/params.py)."""
+    return invalid(f"This model's maximum context length is {window} tokens. However, your prompt contains {chars} "
+                   f"characters (more than {max_chars} characters, which is the upper bound for {window} input "
+                   f"tokens). Please reduce the length of the input prompt.", "input_text", chars)
+
+
 def max_tokens_over_window(max_tokens: int, window: int) -> ApiError:
     return invalid(f"max_tokens={max_tokens} cannot be greater than max_model_len={window}. Please request "
                    f"fewer output tokens.", "max_tokens", max_tokens)

@@ -55,6 +55,17 @@ FAULTS: dict[str, str] = {
     "sigterm-drops-requests": "SIGTERM ends the server at once: in-flight streams are cut mid-answer",
     "orphan-worker": "a worker process survives the server's SIGTERM and leaves a /dev/shm segment (what vllm#55510, "
                      "an issue, reports after a SIGKILL: EngineCore and TP workers survive and keep the GPUs)",
+    "shm-leak": "SIGTERM ends every process of the server cleanly, but a /dev/shm segment it created stays behind, "
+                "mapped by nobody",
+    "n-blocks-loop": "a huge n is refused with vLLM's 400 in time, but validating it holds the API server's event "
+                     "loop for 2 s: /health stalls meanwhile",
+    "bomb-slow": "a decompression bomb is decoded in bounded strips before the pixel check: memory stays flat, but the "
+                 "400 comes after ~6 s (the double waits in place of the decode)",
+    "fetch-error-500": "a media fetch that times out or cannot connect escapes to the catch-all handler: 500 "
+                       "InternalServerError with an empty message, as vLLM 0.32 answers (no 4xx naming the URL)",
+    "body-unbounded": "no bound before tokenizing: a prompt of any length is tokenized in full before the window check "
+                      "(vLLM 0.32 refuses text longer than the window x its longest token first); a 64 MiB body holds "
+                      "the double's event loop for a minute",
     "stream-tool-args-broken": "streamed tool-call argument deltas resend what was already sent, so they do not "
                                "reassemble",
     "tool-calls-finish-stop": "a turn that called tools (auto or required) ends with finish_reason stop, "

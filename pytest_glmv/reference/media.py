@@ -68,6 +68,8 @@ async def load(kind: str, url: str, cfg: ReferenceSettings) -> Media:
         _bomb_500(data)
     if kind == "image" and cfg.faults.on("bomb-decoded"):
         await asyncio.to_thread(_bomb_decoded, data)
+    if kind == "image" and cfg.faults.on("bomb-slow") and _declared_pixels(data) > vision.MAX_DECLARED_PIXELS:
+        await asyncio.sleep(BOMB_SLOW_S)  # strip by strip: slow, flat memory; the pixel check then refuses it
     try:
         if kind == "image":
             img = await _batched_open(data) if cfg.faults.on("batch-poisoned") else vision.open_image(data)
@@ -116,6 +118,22 @@ def _bomb_500(data: bytes) -> None:
     if w * h > 2 * vision.MAX_DECLARED_PIXELS:
         raise ApiError(f"DecompressionBombError: Image size ({w * h} pixels) exceeds limit of "
                        f"{2 * vision.MAX_DECLARED_PIXELS} pixels, could be decompression bomb DOS attack.", 500)
+
+
+BOMB_SLOW_S = 6.0
+
+
+def _declared_pixels(data: bytes) -> int:
+    """Width x height an image's header declares (0 when it cannot be read; a bomb PIL refuses: huge)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return int(img.size[0] * img.size[1])
+    except Image.DecompressionBombError:
+        return 1 << 62
+    except Exception:  # noqa: BLE001 (undecodable: the normal path answers it)
+        return 0
 
 
 _BOMB_CACHE: list[Any] = []  # bomb-decoded: the processor cache that keeps the decoded pixels (one entry)
@@ -255,6 +273,8 @@ async def _http(url: str, cfg: ReferenceSettings) -> bytes:
                     raise ApiError(f"Failed to fetch media from URL: HTTP {resp.status} error", 400, "image_url")
                 return await resp.read()
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+        if cfg.faults.on("fetch-error-500") and isinstance(e, (asyncio.TimeoutError, aiohttp.ClientConnectionError)):
+            raise ApiError(str(e), 500) from None  # vLLM 0.32: str(TimeoutError()) is "", type InternalServerError
         raise ApiError(f"Failed to fetch media from URL: {type(e).__name__}: {e}", 400, "image_url") from None
 
 

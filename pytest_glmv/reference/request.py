@@ -97,6 +97,8 @@ def chat_request(body: dict[str, Any], cfg: ReferenceSettings) -> ChatRequest:
     if n < 1:
         raise invalid(f"n must be at least 1, got {n}.", "n", n)
     if n > MAX_N_SEQUENCES:
+        if cfg.faults.on("n-blocks-loop"):
+            time.sleep(2.0)  # the refusal is right and in time; the loop is held meanwhile
         if not cfg.faults.on("n-unbounded"):
             raise invalid(f"n must be at most {MAX_N_SEQUENCES}, got {n}.", "n", n)
         time.sleep(4.0)  # fanning out n copies blocks the event loop (bounded here), then memory runs out

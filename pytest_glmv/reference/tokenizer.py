@@ -53,6 +53,8 @@ please tell describe what which box bounding located object objects dominant mai
 _WORD_INDEX = {w: i for i, w in enumerate(_WORDS)}
 _WORD0 = 80000
 
+# The longest text one token stands for: vLLM 0.32 refuses a prompt longer than window x this before tokenizing.
+MAX_CHARS_PER_TOKEN = max(max(map(len, SPECIAL)), 1 + max(map(len, _WORDS)), 4)
 _SPECIAL_RE = re.compile("|".join(re.escape(t) for t in sorted(SPECIAL, key=len, reverse=True)))
 _PIECE_RE = re.compile(r" ?[A-Za-z]+| ?[0-9]{1,3}|.", re.S)
 

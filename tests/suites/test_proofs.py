@@ -1,6 +1,7 @@
 """Every suite proven on the reference server, as the table fixtures/proofs.toml states it: the suites pass
-on the correct server (and its variants), each fault mode is caught by exactly the checks the table names,
-and every other check that ran passes.
+on the correct server (and its variants), each fault mode is caught by exactly the checks the table names, for
+the reason the table names (what each failure must show), and every other check that ran passes. And every
+assertion in suites/ fires under some fault, or [unproven_assertions] says why none can make it.
 
 One suite run per [[proof]] case (fault proofs with the same `share` run as one), all started at once on a
 small pool: each run is mostly a subprocess waiting on pytest start-up, its reference server, sleeps and
@@ -20,9 +21,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from pytest_glmv.assertions import fired, suite_sites
 from pytest_glmv.kit import media
 from pytest_glmv.kit.hardening import launch_flag
-from pytest_glmv.matrix import Proof, load_proofs, shared_run, shares
+from pytest_glmv.matrix import SUITES_DIR, Proof, load_proofs, shared_run, shares
 from pytest_glmv.reference.faults import FAULTS
 from pytest_glmv.reference.launcher import ReferenceServer
 from pytest_glmv.suiterun import SuiteRun, run_suite
@@ -32,6 +34,8 @@ PROOFS = {p.id: p for p in TABLE.proofs}
 SHARES = shares(TABLE.proofs)  # "suite/share" -> the fault proofs that run as one suite run
 RUN_OF = {p.id: f"{p.suite}/{p.share}" if p.share else p.id for p in TABLE.proofs}  # case -> its run
 WORKERS = 4
+NEED_ALL = ("test_every_check_the_table_names_exists", "test_every_assertion_fires_under_some_fault")
+SITES = suite_sites(SUITES_DIR)
 
 
 def _public_ip() -> str | None:
@@ -78,7 +82,7 @@ def _run(members: list[Proof], places: Mapping[str, str]) -> SuiteRun:
 def _wanted(session: pytest.Session) -> set[str]:
     """The cases this session selected (all of them when the check of the table's names runs)."""
     here = [item for item in session.items if item.path == Path(__file__)]
-    if any(item.name == "test_every_check_the_table_names_exists" for item in here):
+    if any(item.name in NEED_ALL for item in here):
         return set(PROOFS)
     return {item.callspec.params["case"] for item in here if isinstance(item, pytest.Function)
             and hasattr(item, "callspec") and "case" in item.callspec.params}
@@ -134,6 +138,33 @@ def test_every_check_the_table_names_exists(runs: dict[str, Future[SuiteRun]]) -
             known[key.split("/")[0]] |= set(job.result().outcomes)
     unknown = {p.id: sorted(p.checks - known[p.suite]) for p in TABLE.proofs if p.checks - known[p.suite]}
     assert not unknown, f"checks named in fixtures/proofs.toml that no run of their suite has: {unknown}"
+
+
+def test_every_assertion_fires_under_some_fault(runs: dict[str, Future[SuiteRun]]) -> None:
+    """Each assert, pytest.fail and reported finding in suites/ fired in a check a case expects to fail, as its
+    failure's innermost line (or its finding id) shows; else [unproven_assertions] in fixtures/proofs.toml says why
+    no fault can reach it. An entry there that did fire is stale."""
+    shown: set[str] = set()
+    for p in TABLE.proofs:
+        job = runs.get(RUN_OF[p.id])
+        if job is None or job.exception() is not None:
+            continue
+        run = job.result()
+        for check in p.fail & run.failed | p.errored & run.errors:
+            shown |= fired(SITES, check, run.messages.get(check, ""))
+    never = sorted({s.key for s in SITES} - shown - set(TABLE.unproven_assertions))
+    stale = sorted(set(TABLE.unproven_assertions) & shown)
+    assert not never, "assertions no fault made fire (add a fault, or say why in [unproven_assertions]):\n  " + \
+        "\n  ".join(never)
+    assert not stale, f"[unproven_assertions] entries that fired in the proof runs: {stale}"
+
+
+def test_unproven_assertions_name_assertions_that_exist() -> None:
+    """Each key of [unproven_assertions] is an assertion site of suites/ now (one that was edited or removed is
+    named here, not silently kept); the loader already refused an entry without a reason."""
+    keys = {s.key for s in SITES}
+    gone = sorted(set(TABLE.unproven_assertions) - keys)
+    assert not gone, f"[unproven_assertions] names no assertion of suites/: {gone}"
 
 
 @pytest.mark.parametrize("argv,value", [
