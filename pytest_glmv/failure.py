@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+INTERRUPTED = "interrupted"  # `lost` of a check the stall watch stopped: the server hung while it waited
 LOG_LINES = 20  # the evidence keeps at most this many log lines of the check; the terminal shows the last few
 SHOWN_LOG = 4
 WIDTH = 200  # characters of one rendered field
@@ -74,6 +75,8 @@ def render(finding: str, message: str, ev: dict[str, Any] | None, known: dict[st
     ev = ev or {}
     ex = ev.get("exchange")
     if isinstance(ex, dict):
+        if lost == INTERRUPTED:
+            lines.append("  stopped while waiting for an answer that never came; the last exchange answered before:")
         sent = f"{ex.get('method', '')} {ex.get('path', '')} {ex.get('request') or ''}".strip()
         lines.append(f"  sent:     {_cut(sent)}")
         status, err = ex.get("status"), ex.get("error_type")
@@ -87,10 +90,10 @@ def render(finding: str, message: str, ev: dict[str, Any] | None, known: dict[st
         lines.append(f"  got:      {_cut(got)}")
         n = ev.get("exchanges") or 0
         if n > 1:
-            lines.append(f"            (the exchange the check cited, of {n} it made)")
+            lines.append(f"            (one of the {n} exchanges the check made)")
     else:  # no structured evidence: the check's own lines (request/status/answer from Exchange.evidence())
-        lines += [f"  {_cut(line.strip())}" for line in own[1:7] if line.strip()]
-    if lost:
+        lines += [f"  {_cut(line.strip())}" for line in own[1:7] if len(line.strip()) > 2]
+    if lost and lost != INTERRUPTED:
         lines.append(f"  the request got no answer in time or lost its connection ({lost}); the canary then "
                      "checked that the server still answers")
     notes = ev.get("notes") or {}
@@ -98,7 +101,8 @@ def render(finding: str, message: str, ev: dict[str, Any] | None, known: dict[st
         lines.append("  notes:    " + _cut(", ".join(f"{k}={v}" for k, v in notes.items())))
     if known:
         ref = f" ({known['reference']})" if known.get("reference") else ""
-        lines.append(f"  known:    {known.get('id')}{ref}: {_cut(known.get('summary', ''), 160)}")
+        what = "REGRESSION of " if known.get("regression") else ""
+        lines.append(f"  known:    {what}{known.get('id')}{ref}: {_cut(known.get('summary', ''), 160)}")
         if known.get("remedy"):
             lines.append(f"  remedy:   {_cut(known['remedy'])}")
     log = ev.get("log") or []

@@ -96,9 +96,8 @@ class GlmvSession:
         self.collected = 0
         self.failures = 0
         self.start_error: str | None = None  # why the target could not be started (then no check runs)
-        self.hung: str | None = None  # why the server is taken for hung (the canary got no answer)
-        self._hung_said = False
-        self.watch = liveness.StallWatch(self._probe, self._hung_found)
+        # whether the server still answers inference: canary at the start, after a lost request, beside a long check
+        self.live = liveness.Liveness(lambda: self.target.server, self.settings.canary_timeout, self.say)
         self._log_mark: int | None = None
         self._said: set[str] = set()  # target lines already printed, not repeated in the summary
         if self.settings.slo is not None:
@@ -150,30 +149,11 @@ class GlmvSession:
             for line in self.target.describe_lines():
                 self.say(f"glmv: {line}")
                 self._said.add(line)
-            self.hung = self._canary()
-            self._say_hung()
+            self.live.check()
         return self.target
 
-    def _canary(self) -> str | None:
-        """One 1-token chat (liveness.canary): a server whose /health says 200 while its engine is stuck
-        (vLLM #39863) is found in --glmv-canary-timeout seconds, not one request timeout per check."""
-        assert self.target.server is not None
-        return liveness.canary(self.target.server, self.settings.canary_timeout)
-
-    def _probe(self) -> str | None:  # the stall watch's canary, from its thread
-        return self._canary() if self.target.server is not None and not self.hung else None
-
-    def _hung_found(self, reason: str) -> None:
-        if not self.hung:
-            self.hung = reason
-
-    def _say_hung(self) -> None:
-        if self.hung and not self._hung_said:
-            self._hung_said = True
-            self.say(f"glmv: {self.hung}")
-
     def stop(self) -> None:
-        self.watch.stop()
+        self.live.watch.stop()
         try:  # logs stay for a failed run (and always in --glmv-log-dir); temporary media never do
             self.target.stop(keep_logs=self.failures > 0)
         except ServerError as e:
@@ -229,11 +209,11 @@ class GlmvSession:
         self._log_mark = self._log_size()
         _reset_journal()
         needs = bool(NEEDS_TARGET & set(getattr(item, "fixturenames", ())))
-        if self.hung and needs:
-            self._say_hung()
-            pytest.fail(f"glmv: {self.hung}", pytrace=False)
+        if self.live.hung and needs:
+            self.live.say()
+            pytest.fail(f"glmv: {self.live.hung}", pytrace=False)
         if needs and item.get_closest_marker("slo") is None:  # an SLO run is long by design, with its own timeouts
-            self.watch.start()
+            self.live.watch.start()
 
     def _log_size(self) -> int | None:
         srv = self.target.server
@@ -246,10 +226,10 @@ class GlmvSession:
     def make_report(self, item: pytest.Item, report: pytest.TestReport, call: pytest.CallInfo[None] | None = None
                     ) -> None:
         if report.when == "teardown":
-            self.watch.stop()
+            self.live.watch.stop()
         if report.failed and report.when in ("setup", "call"):
             self._failed(item, report, call.excinfo if call is not None else None)
-        self._say_hung()
+        self.live.say()
         if report.failed:
             self.failures += 1
         self.report.stamp(item, report, self.target_info(), self.slo_runs.done)
@@ -260,10 +240,10 @@ class GlmvSession:
         message = failure.crash_message(report, excinfo)
         # the server's log goes with a failure only as the lines it wrote while this check ran
         ev = failure.collect(srv.log_path if srv is not None and is_launched(srv) else None, self._log_mark, message)
-        lost = None
-        if srv is not None and not self.hung:  # a request got no answer or lost its connection: still there?
-            lost = liveness.lost_request(excinfo.value if excinfo else None, [(ev["exchange"] or {}).get("error_type")])
-            self.hung = self._canary() if lost else None
+        hung_before = self.live.hung
+        lost = self.live.after_failure(excinfo.value if excinfo else None, [(ev["exchange"] or {}).get("error_type")])
+        if hung_before and hung_before in message and ev["exchange"]:  # the stall watch stopped it mid-request
+            lost = failure.INTERRUPTED
         area = next((m.name for m in item.iter_markers() if m.name in AREAS), None)
         if area is None:  # not a suite check: pytest's report, with the log lines of the check
             failure.shape(report, None, message, ev, lost, short=False)

@@ -123,3 +123,47 @@ class StallWatch:
                 self._armed = False
         if armed and reason:
             pytest.fail(f"glmv: {reason}", pytrace=False)
+
+
+class Liveness:
+    """A session's view of whether its server still answers: `hung` is why it is taken for hung (None while it
+    answers), found by the canary at the start, after a lost request, or by the stall watch; said once."""
+
+    def __init__(self, server: Callable[[], Server | None], timeout: float, say: Callable[[str], None]) -> None:
+        self.server = server
+        self.timeout = timeout
+        self._say = say
+        self.hung: str | None = None
+        self._said = False
+        self.watch = StallWatch(self._probe, self._found)
+
+    def check(self) -> str | None:
+        """Run the canary now (the server is started); returns and keeps why it is hung, if it is."""
+        srv = self.server()
+        if srv is not None and not self.hung:
+            self.hung = canary(srv, self.timeout)
+        self.say()
+        return self.hung
+
+    def after_failure(self, exc: BaseException | None, error_types: Iterable[str | None]) -> str | None:
+        """A check failed: when a request of it got no answer or lost its connection, the canary runs again.
+        Returns the lost request's error name (None when there was none, or the server is already hung)."""
+        if self.hung or self.server() is None:
+            return None
+        lost = lost_request(exc, error_types)
+        if lost:
+            self.check()
+        return lost
+
+    def say(self) -> None:
+        if self.hung and not self._said:
+            self._said = True
+            self._say(f"glmv: {self.hung}")
+
+    def _probe(self) -> str | None:  # the stall watch's canary, from its thread
+        srv = self.server()
+        return canary(srv, self.timeout) if srv is not None and not self.hung else None
+
+    def _found(self, reason: str) -> None:
+        if not self.hung:
+            self.hung = reason
