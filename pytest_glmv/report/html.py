@@ -262,6 +262,17 @@ def _all_checks(checks: Sequence[Mapping[str, Any]]) -> str:
                     ' id="glmv-checks"', numeric=(4,)) + "</details>")
 
 
+def _value(v: Any) -> Any:
+    """A target field as a reader expects it: yes/no, a list joined, nothing for None."""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, list):
+        return prose("; ".join(map(str, v)))
+    if isinstance(v, str) and v.count("`") >= 2:
+        return prose(v)
+    return "" if v is None else v
+
+
 def render(rep: Mapping[str, Any]) -> str:
     t, env, out = rep["target"], rep["environment"], rep["summary"]["outcomes"]
     cmp = rep.get("baseline")
@@ -276,7 +287,7 @@ def render(rep: Mapping[str, Any]) -> str:
     body = [
         f"<h1>{esc(title)}</h1><p class=\"muted\">{esc(subtitle)}</p>",
         f'<div class="banner {"fail" if failing else "pass"}">{esc(status)}</div>',
-        "<h2>Target</h2>", table([], target_rows(t, env, prose), ' id="glmv-target"'),
+        "<h2>Target</h2>", table([], target_rows(t, env, prose, _value), ' id="glmv-target"'),
         _failures(rep["checks"], rep.get("collection_errors") or []),
         "<h2>Conformance matrix</h2>", _matrix(rep),
         f"<p class=\"muted\">{rep['summary'].get('deselected', 0)} check(s) deselected.</p>",

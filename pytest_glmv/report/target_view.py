@@ -56,7 +56,8 @@ def launch_text(t: Mapping[str, Any]) -> str:
     return "not recorded"
 
 
-def target_rows(t: Mapping[str, Any], env: Mapping[str, Any], prose: Callable[[str], Any]) -> list[list[Any]]:
+def target_rows(t: Mapping[str, Any], env: Mapping[str, Any], prose: Callable[[str], Any],
+                value: Callable[[Any], Any] = str) -> list[list[Any]]:
     url = t.get("base_url")
     address = str(url or "none")
     if _loopback(url):
@@ -83,5 +84,5 @@ def target_rows(t: Mapping[str, Any], env: Mapping[str, Any], prose: Callable[[s
         rows.append(["Note", prose(str(note))])
     for k, v in t.items():  # anything a newer target reports that this page does not know yet
         if k not in SHOWN and v not in (None, "", [], {}):
-            rows.append([k, str(v)])
+            rows.append([k, value(v)])
     return rows
