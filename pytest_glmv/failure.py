@@ -118,9 +118,35 @@ def shape(report: Any, finding: str | None, message: str, ev: dict[str, Any], lo
     """The short report replaces pytest's longrepr and the plugin's own sections; otherwise pytest's report
     stays whole and gains the log lines the server wrote while the check ran (when any)."""
     if short and finding is not None:
-        report.longrepr = render(finding, message, ev, getattr(report, "glmv_known", None), lost)
+        report.longrepr = Short(render(finding, message, ev, getattr(report, "glmv_known", None), lost),
+                                report.longrepr)
         report.sections = [(t, c) for t, c in report.sections if not t.startswith("glmv ")]
     elif ev.get("log"):
         n = len(ev["log"])
         report.sections.append((f"glmv server log while this check ran ({n} line{'s' if n != 1 else ''})",
                                 "\n".join(ev["log"])))
+
+
+class Short:
+    """A longrepr that prints the short report in the terminal, while everything that reads it as text (JUnit
+    XML's failure body, the proof runner's reading of which assertion fired, xdist's transport) still gets
+    pytest's full report, and the summary line its crash message."""
+
+    def __init__(self, text: str, full: Any) -> None:
+        self.text = text
+        self.full = full
+        self.reprcrash = getattr(full, "reprcrash", None)
+
+    def toterminal(self, tw: Any) -> None:
+        for line in self.text.splitlines():
+            tw.line(line)
+
+    def __str__(self) -> str:
+        return str(self.full)
+
+
+def full_text(report: Any) -> str:
+    """pytest's full text of a failure (what report.json keeps as the check's evidence), also where the terminal
+    shows the short one."""
+    longrepr = getattr(report, "longrepr", None)
+    return str(longrepr.full) if isinstance(longrepr, Short) else (report.longreprtext or "")

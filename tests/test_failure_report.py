@@ -3,6 +3,9 @@ assertion rewriting of internal objects), what was sent and what came back, the 
 remedy, the server log lines of that check only, the finding id; -v and --tb=long keep pytest's whole report."""
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
 from pytest_glmv import failure
@@ -44,6 +47,14 @@ def test_the_default_report_is_short_and_has_no_rewrite_or_chain(pytester: pytes
     assert "where" not in body and "Exchange(" not in body and "assert 500 < 500" not in body
     assert "robustness/trickle_times_out: ReadTimeout: timed out" in body
     assert "direct cause" not in body and body.count("timed out") == 1
+    # what reads the failure as text keeps pytest's full report: JUnit XML (the proof runner finds the assertion
+    # that fired by its location) and report.json's evidence
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "test_checks.py", "--junitxml=junit.xml",
+                                  "--glmv-report", "out")
+    xml = (pytester.path / "junit.xml").read_text()
+    assert re.search(r"test_checks.py:\d+: AssertionError", xml) and "direct cause" in xml
+    checks = json.loads((pytester.path / "out" / "report.json").read_text())["checks"]
+    assert any("assert 500 < 500" in (c.get("evidence") or "") for c in checks), checks
     # asked for: pytest's whole report
     long = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--tb=long", "test_checks.py").stdout.str()
     assert "Exchange(" in long and "direct cause" in long

@@ -13,6 +13,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
+from ..failure import full_text
 from ..known import finding_id
 from . import FORMAT, VERSION
 
@@ -114,7 +115,7 @@ class Collector:
             return
         c["outcome"], c["phase"] = outcome, report.when
         if outcome in ("failed", "error", "xfailed", "xpassed"):
-            text = report.longreprtext or ""
+            text = full_text(report)
             if report.when == "teardown" and c["evidence"]:
                 text = f"{c['evidence']}\n--- teardown ---\n{text}"
             c["evidence"] = trim(text) if text else None
