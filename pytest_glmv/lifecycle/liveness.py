@@ -19,7 +19,7 @@ import pytest
 from .server import Server
 
 STALL_AFTER = 30.0  # a check still running after this long gets a canary beside it (checks take ~0.1-15 s)
-_SIGNAL = signal.SIGUSR1
+_SIGNAL = getattr(signal, "SIGUSR1", None)  # POSIX only: elsewhere no watch (the canary after a lost request stays)
 
 
 def canary(server: Server, timeout: float) -> str | None:
@@ -77,7 +77,7 @@ class StallWatch:
         self._lock = threading.RLock()  # reentrant: the signal handler runs in the main thread, maybe inside stop()
 
     def start(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
+        if _SIGNAL is None or threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread: no watch there (the canary still runs)
         self.stop()
         self._previous = signal.signal(_SIGNAL, self._interrupt)
@@ -91,7 +91,7 @@ class StallWatch:
             timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
-        if self._previous is not None:
+        if self._previous is not None and _SIGNAL is not None:
             signal.signal(_SIGNAL, self._previous)
             self._previous = None
 
@@ -114,6 +114,7 @@ class StallWatch:
                 return
             self._reason = reason
         self.on_hung(reason)
+        assert _SIGNAL is not None
         signal.pthread_kill(threading.main_thread().ident or 0, _SIGNAL)
 
     def _interrupt(self, signum: int, frame: Any) -> None:
