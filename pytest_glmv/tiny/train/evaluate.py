@@ -70,7 +70,7 @@ def score_model(model: Any, processor: Any, sets: dict[str, list[Example]]) -> d
     model.eval()
     result = {}
     for task, exs in sets.items():
-        texts = generate(model, processor, exs, batch=4 if task == "needle" else 16)
+        texts = generate(model, processor, exs, batch=8 if task == "needle" else 48)
         ok = [ex.judge(parse(t, ex)) for ex, t in zip(exs, texts, strict=True)]
         miss = next((t for t, good in zip(texts, ok, strict=True) if not good), None)
         result[task] = {"accuracy": sum(ok) / len(ok), "n": len(ok), "first_miss": miss and miss[:160]}
