@@ -188,7 +188,9 @@ ARRIVAL = {"reference": "arrival = request's first bytes read",
 
 
 def on_reference(a: argparse.Namespace, work: Path, exes: dict[str, str], table: Table, kind: str = "reference") -> str:
-    trace = work / f"trace-{kind}.jsonl"
+    work = work / kind  # each server's runs, workload files and trace apart
+    work.mkdir(exist_ok=True)
+    trace = work / "trace.jsonl"
     with traced_server(kind, a, work, trace) as srv:
         pinned = slo_parity.pin(srv.pid, a.no_pin)
         model = srv.model or ""

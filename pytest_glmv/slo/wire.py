@@ -306,9 +306,12 @@ class Pool:
                 error = e
         raise error or OSError(f"no address for {self.host}")
 
-    async def exchange(self, wire: bytes, sink: Sink, timeout: float | None = None) -> Response:
+    async def exchange(self, wire: bytes, sink: Sink, timeout: float | None = None,
+                       sending: Callable[[], None] | None = None) -> Response:
         """Send one request (from request()) and feed its body to sink until the response ends, within
-        timeout seconds. Raises WireError; a status other than 200 is returned, its body in error_body."""
+        timeout seconds. Raises WireError; a status other than 200 is returned, its body in error_body.
+        sending() is called right before the request's bytes go to a reused connection (not after a connect:
+        the caller's start stamp, taken before, then keeps the connecting inside, as vLLM's does)."""
         conn = None
         while self._idle:
             c = self._idle.pop()
@@ -317,12 +320,15 @@ class Pool:
                 break
         if conn is None:
             conn = await self._connect()
+            sending = None
         resp = Response(sink)
         conn.response = resp
         timer = None if timeout is None else asyncio.get_running_loop().call_later(
             timeout, resp.fail, WireError(f"no complete answer within {timeout:g} s"))
         try:
             assert conn.transport is not None
+            if sending is not None:
+                sending()
             conn.transport.write(wire)
             await resp.done
         finally:

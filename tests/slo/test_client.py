@@ -197,10 +197,11 @@ def test_an_unexpected_error_fails_its_request_and_spares_the_rest(monkeypatch: 
 
     real = wire.Pool.exchange
 
-    async def exchange(self: wire.Pool, request: bytes, sink: Any, timeout: float | None = None) -> Any:
+    async def exchange(self: wire.Pool, request: bytes, sink: Any, timeout: float | None = None,
+                       sending: Any = None) -> Any:
         if request.endswith(b'{"i":1}'):
             raise RuntimeError("a bug below the client")
-        return await real(self, request, sink, timeout)
+        return await real(self, request, sink, timeout, sending)
 
     monkeypatch.setattr(wire.Pool, "exchange", exchange)
     out = run(streamer([(0, chunk("a")), (0, USAGE)]), 3, bodies=[b'{"i":0}', b'{"i":1}', b'{"i":2}'])
@@ -254,3 +255,33 @@ def test_without_kernel_stamps_the_loop_polls_only_while_a_request_waits_for_its
 
     out = run(handle_two, 2, awake=True)  # both at t=0
     assert all(r.ok for r in out.records) and passes[-1] is False
+
+
+def test_the_start_is_stamped_right_before_the_write_on_a_reused_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the client's own bookkeeping between its first stamp and the write is not in TTFT; a connect is
+    from pytest_glmv.slo import wire
+
+    writes: list[float] = []
+    real = wire.Pool._connect
+
+    async def slow_connect(self: wire.Pool) -> Any:
+        await asyncio.sleep(0.05)  # a connect that takes 50 ms: inside the first request's TTFT
+        conn = await real(self)
+        write = conn.transport.write
+        conn.transport.write = lambda data: (writes.append(time.perf_counter()), write(data))  # type: ignore
+        return conn
+
+    made = wire.Response.__init__
+
+    def slow_response(self: wire.Response, sink: Any) -> None:  # 10 ms of bookkeeping before the write
+        time.sleep(0.01)
+        made(self, sink)
+
+    monkeypatch.setattr(wire.Pool, "_connect", slow_connect)
+    monkeypatch.setattr(wire.Response, "__init__", slow_response)
+    out = run(streamer([(0, chunk("a")), (0, USAGE)]), 3, max_concurrency=1)
+    first, *rest = out.records
+    assert all(r.ok for r in out.records) and len(writes) == 3
+    assert writes[0] - first.start >= 0.06  # the connect (and the bookkeeping) are inside
+    for r, w in zip(rest, writes[1:], strict=True):
+        assert 0 <= w - r.start < 0.005, w - r.start  # reused: stamped after the bookkeeping, right before the write
