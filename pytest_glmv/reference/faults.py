@@ -36,8 +36,9 @@ FAULTS: dict[str, str] = {
                                    "(vLLM #39863)",
     "engine-hung": "the engine deadlocks: /health stays 200 while every chat request hangs without an answer "
                    "(vLLM #39863)",
-    "hang-after-20": "the engine deadlocks mid-run: the first 20 chat requests are answered, every later one hangs "
-                     "without an answer while /health stays 200 (vLLM #39863 after warm-up)",
+    "hang-after-20": "the engine stops mid-run: the first 20 chat requests are answered, every later one hangs "
+                     "without an answer while /health stays 200 (vLLM issue #39863: EngineCore stops under sustained "
+                     "load while the API server keeps answering)",
     "streams-never-freed": "a stream whose client disconnects is never aborted: num_requests_running stays up",
     "n-unbounded": "no upper bound on n: the API server blocks for seconds fanning out copies, then fails "
                    "(CVE-2026-34756)",
