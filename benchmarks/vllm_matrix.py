@@ -21,6 +21,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pytest_glmv import known  # noqa: E402
+from pytest_glmv.report.collect import id_of  # noqa: E402
 
 
 def column(report: dict[str, Any], kb: known.KnowledgeBase) -> dict[str, str]:
@@ -28,7 +29,7 @@ def column(report: dict[str, Any], kb: known.KnowledgeBase) -> dict[str, str]:
     for c in report.get("checks", []):
         if not c.get("area"):
             continue
-        fid = known.finding_id(c["area"], c["key"].split("::")[-1])
+        fid = id_of(c)
         outcome = c.get("outcome")
         if outcome in ("passed", "xpassed"):
             cells[fid] = "pass"

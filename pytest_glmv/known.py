@@ -173,6 +173,8 @@ def rematch(report: Mapping[str, Any], kb: KnowledgeBase, version: str | None = 
     against `kb` by the check's "server_evidence": how an earlier run reads under today's knowledge base (and
     how docs/vllm-matrix.md is made). A check without server evidence (a report from before it was recorded)
     is never matched by its text: its verdict says so."""
+    from .report.collect import id_of  # here: report.collect imports this module
+
     target = report.get("target") or {}
     version = version or target.get("vllm_version")
     engine = target.get("engine") or "unknown"  # a report that did not record the engine: nothing applies
@@ -180,7 +182,7 @@ def rematch(report: Mapping[str, Any], kb: KnowledgeBase, version: str | None = 
     for c in report.get("checks", []):
         if c.get("outcome") not in ("failed", "error", "xfailed") or not c.get("area"):
             continue
-        fid = finding_id(c["area"], c["key"].split("::")[-1])
+        fid = id_of(c)
         evidence = c.get("server_evidence")
         m = kb.match(fid, evidence, engine, version) if isinstance(evidence, Mapping) else None
         kind = category(c, m.record() if m else None)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from pytest_glmv import known
+from pytest_glmv.report.collect import id_of
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"
 ENTRY = """
@@ -224,7 +225,7 @@ def test_the_double_says_it_is_the_double_so_no_vllm_entry_matches_it(pytester: 
                        "xfail")
     result.assert_outcomes(failed=1)
     assert rep["target"]["engine"] == "glmv-reference" and "glmv reference double" in rep["target"]["engine_evidence"]
-    (check,) = [c for c in rep["checks"] if "decompression_bomb" in c["key"]]
+    (check,) = [c for c in rep["checks"] if "decompression_bomb" in id_of(c)]
     assert check["known"] is None and check["server_evidence"]["exchange"]["status"] == 500
     result.stdout.fnmatch_lines(["glmv verdict: FAIL: 1 failed, 0 passed*"])
 
@@ -239,7 +240,7 @@ def test_the_double_posing_as_a_release_with_its_evidence_is_matched_everywhere(
     assert "known vLLM fault vllm-decompression-bomb-500" in out and "remedy: refuse oversized images" in out
     result.stdout.fnmatch_lines(["*glmv known upstream findings*",
                                  "FAILED robustness/decompression_bomb_is_refused_quickly: known vLLM fault*"])
-    (check,) = [c for c in rep["checks"] if "decompression_bomb" in c["key"]]
+    (check,) = [c for c in rep["checks"] if "decompression_bomb" in id_of(c)]
     assert check["outcome"] == "failed" and check["known"]["id"] == "vllm-decompression-bomb-500"
     assert check["known"]["server_version"] == "0.32.0" and not check["known"]["regression"]
     assert 'name="glmv_known_finding" value="vllm-decompression-bomb-500"' in (pytester.path / "junit.xml").read_text()
@@ -252,7 +253,7 @@ def test_xfail_policy_keeps_a_pinned_gate_green_but_lists_them(pytester: pytest.
                        "xfail")
     result.assert_outcomes(xfailed=1)
     assert result.ret == 0
-    (check,) = [c for c in rep["checks"] if "decompression_bomb" in c["key"]]
+    (check,) = [c for c in rep["checks"] if "decompression_bomb" in id_of(c)]
     assert check["outcome"] == "xfailed" and check["known"]["id"] == "vllm-decompression-bomb-500"
 
 
@@ -264,7 +265,7 @@ def test_no_fetch_timeout_is_not_vllms_fetch_retries(pytester: pytest.Pytester,
     monkeypatch.setenv(POSE, "vllm-0.32.0")
     result, rep = _run(pytester, "test_robustness.py", "no-fetch-timeout", "slow_or_huge_media_url and trickle",
                        "--glmv-known-findings", "xfail")
-    (check,) = [c for c in rep["checks"] if "trickle" in c["key"]]
+    (check,) = [c for c in rep["checks"] if "trickle" in id_of(c)]
     assert check["outcome"] in ("failed", "error") and check["known"] is None, check
     assert result.ret != 0 and "glmv verdict: FAIL" in result.stdout.str()
 
@@ -276,7 +277,7 @@ def test_no_tool_parser_is_not_vllms_named_tool_choice_stream(pytester: pytest.P
     monkeypatch.setenv(POSE, "vllm-0.32.0")
     result, rep = _run(pytester, "test_tools.py", "no-tool-parser", "streamed_forced_call_matches_non_streamed",
                        "--glmv-known-findings", "xfail")
-    (check,) = [c for c in rep["checks"] if "streamed_forced_call" in c["key"]]
+    (check,) = [c for c in rep["checks"] if "streamed_forced_call" in id_of(c)]
     assert check["outcome"] == "failed" and check["known"] is None, check
     assert check["server_evidence"]["notes"] == {"non_streamed_calls": 0}
     assert result.ret != 0
@@ -289,7 +290,7 @@ def test_a_fault_that_does_not_imitate_stays_an_unexplained_failure(pytester: py
     result, rep = _run(pytester, "test_robustness.py", "tool-schema-500", "malformed_tool_schema and bad",
                        "--glmv-known-findings", "xfail")
     assert result.ret == 1
-    outcomes = {c["key"].split("::")[-1]: c for c in rep["checks"]}
+    outcomes = {id_of(c): c for c in rep["checks"]}
     failed = {k for k, c in outcomes.items() if c["outcome"] == "failed"}
     assert failed and all(outcomes[k]["known"] is None for k in failed), outcomes
 

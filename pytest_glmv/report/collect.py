@@ -170,7 +170,8 @@ def matrix(checks: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         row[c.get("outcome") or "error"] += 1
         row["total"] += 1
         known = c.get("known")
-        row["known"] = row.get("known", 0) + (1 if known and not known.get("regression") else 0)
+        row["known"] = row.get("known", 0) + (1 if known and not known.get("regression")
+                                              and not known.get("ambiguous") else 0)
         row["seconds"] = round(row.get("seconds", 0.0) + float(c.get("duration") or 0.0), 3)
     order = {a: i for i, a in enumerate(AREAS)}
     return [rows[k] for k in sorted(rows, key=lambda k: (order.get(k[0], 99), k[0], KINDS.index(k[1])))]

@@ -296,3 +296,15 @@ def test_a_report_that_cannot_be_written_at_the_end_fails_the_run(pytester: pyte
     lost = [ln for ln in result.stdout.lines if "FAILED to write the report" in ln]
     assert len(lost) == 1 and "the run fails" in lost[0], out
     assert "glmv verdict: FAIL: 0 failed, 1 passed" in out and "report not written" in out, out
+
+
+def test_the_matrix_counts_only_a_single_unregressed_match_as_known() -> None:
+    # an AMBIGUOUS match explains nothing (known.category counts it apart), and a regression is not "known" either
+    def match(**kw: Any) -> dict[str, Any]:
+        return {"id": "vllm-x", "regression": False, "ambiguous": [], **kw}
+
+    checks = [_check("tools/a", "xfailed", known=match()),
+              _check("tools/b", "failed", known=match(ambiguous=["vllm-y"])),
+              _check("tools/c", "failed", known=match(regression=True)), _check("tools/d", "failed", known=None)]
+    (row,) = collect.matrix(checks)
+    assert row["known"] == 1 and row["failed"] == 3 and row["xfailed"] == 1

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from pytest_glmv import known
+from pytest_glmv.report.collect import id_of
 from pytest_glmv.suiterun import SuiteRun, run_suite
 
 from .tinyserver import require_vllm
@@ -77,7 +78,7 @@ def test_known_findings_of_this_release_still_show(run: tuple[SuiteRun, dict[str
     longer shows it, the knowledge base's version range is wrong."""
     _, data = run
     version = data["target"]["vllm_version"]
-    by_finding = {known.finding_id(c.get("area"), c["key"].split("::")[-1]): c for c in data["checks"]}
+    by_finding = {id_of(c): c for c in data["checks"]}
     stale = []
     for entry in known.load().for_version("vllm", version):
         for check in entry.checks:
