@@ -254,6 +254,7 @@ async def run(
                         rec.slot_lag = rec.start - waited_for
                 rec.queue_time = rec.start - rec.dispatched
 
+            await pool.resolve()  # before the clock: no lookup (nor thread pool) inside the timed run
             ids = range(len(schedule)) if indices is None else indices
             records = [Record(i, scheduled=due) for i, due in zip(ids, schedule, strict=True)]
             tasks = []

@@ -263,6 +263,8 @@ class Pool:
                       f"User-Agent: pytest-glmv\r\n{extra}Content-Length: ").encode("latin-1")
         self._idle: list[_Conn] = []
         self._all: set[_Conn] = set()
+        self._addrs: list[Any] | None = None  # getaddrinfo's answer, once: resolving per connection would run
+        # in asyncio's thread pool, whose threads start and take the GIL while the first requests go out
         self.stamps = [0, 0]  # reads stamped by the kernel, reads stamped by perf_counter() (no kernel stamp)
 
     def request(self, body: bytes) -> bytes:
@@ -284,10 +286,26 @@ class Pool:
         self._all.add(conn)
         return conn
 
+    async def resolve(self) -> None:
+        """Look the host up now (the client does it before its clock starts); an IP address needs no lookup.
+        A failure is left to the first connection, which reports it as that request's error."""
+        if self._addrs is not None:
+            return
+        try:
+            self._addrs = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM,
+                                             flags=socket.AI_NUMERICHOST)
+        except socket.gaierror:  # a name: the resolver may block, so in asyncio's thread pool
+            try:
+                self._addrs = await asyncio.get_running_loop().getaddrinfo(self.host, self.port,
+                                                                           type=socket.SOCK_STREAM)
+            except OSError:
+                self._addrs = None
+
     async def _stamped_socket(self, loop: asyncio.AbstractEventLoop) -> StampedSocket | None:
         """A connected socket with kernel receive stamps on; None where the kernel refuses the option (the
         caller then connects as usual). Raises OSError when no address of the host accepts a connection."""
-        infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        await self.resolve()
+        infos = self._addrs or await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
         error: OSError | None = None
         for family, kind, proto, _, addr in infos:
             sock = StampedSocket(family, kind, proto)
