@@ -224,13 +224,14 @@ def main() -> None:
         over["gpu_memory_utilization"] = a.gpu_memory_utilization
     argv = tiny.plan(exe, port, **over).argv + list(a.serve_arg)
     out.say(f"slo_gpu_sweep at {revision()}; budget {a.budget_s:g} s; {slo_parity.hardware()}; "
-            f"{os.cpu_count()} CPUs; load {loadavg()}; work dir {work}; vllm {' '.join(argv[1:])}")
+            f"{os.cpu_count()} CPUs; load {loadavg()}; work dir {work}; "
+            + (f"attached to {a.attach}" if a.attach else f"vllm {' '.join(argv[1:])}"))
     t0 = time.monotonic()
     try:
         with (Attached(a.attach) if a.attach else VllmServer(
                 argv, model=tiny.served_name, port=port, env={**os.environ, **tiny.env},
                 startup_timeout=max(60.0, budget.left() - 60), log_dir=work)) as srv:
-            out.say(f"vLLM {slo_parity.served_version(srv.root_url)} ready in {time.monotonic() - t0:.0f} s")
+            out.say(f"server {slo_parity.served_version(srv.root_url)} ready in {time.monotonic() - t0:.0f} s")
             if "parity" in a.phases:
                 parity(a, srv, work, out, budget, resident)
             best = None
