@@ -213,7 +213,7 @@ def main() -> None:
     from pytest_glmv.tiny import prepare, vllm_executable
 
     exe, tiny = a.vllm or vllm_executable(), prepare()
-    if exe is None:
+    if exe is None and not a.attach:
         raise SystemExit("slo_gpu_sweep: no vllm executable (--vllm, GLMV_VLLM_EXECUTABLE or vllm on PATH)")
     a.tokenizer = a.tokenizer or str(tiny.path)
     resident = Resident(a.vllm_python, work / "vllm-bench.log")
@@ -222,7 +222,7 @@ def main() -> None:
     over: dict[str, Any] = {"tp": 1}
     if a.gpu_memory_utilization is not None:
         over["gpu_memory_utilization"] = a.gpu_memory_utilization
-    argv = tiny.plan(exe, port, **over).argv + list(a.serve_arg)
+    argv = tiny.plan(exe or "vllm", port, **over).argv + list(a.serve_arg)
     out.say(f"slo_gpu_sweep at {revision()}; budget {a.budget_s:g} s; {slo_parity.hardware()}; "
             f"{os.cpu_count()} CPUs; load {loadavg()}; work dir {work}; "
             + (f"attached to {a.attach}" if a.attach else f"vllm {' '.join(argv[1:])}"))
