@@ -80,6 +80,8 @@ async def _unclean_shutdown(app: web.Application) -> None:
     if cfg.faults.on("sigterm-drops-requests"):
         # replaces aiohttp's graceful handler (installed before startup hooks run)
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, os._exit, 0)
+    if cfg.faults.on("sigterm-ignored"):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: None)
     if cfg.faults.on("shm-leak"):  # created and never unlinked; no process keeps it, so none survives
         (Path("/dev/shm") / f"psm_glmvref{os.getpid()}_leak").write_bytes(b"\0" * 4096)
     if cfg.faults.on("orphan-worker"):
@@ -176,6 +178,6 @@ def build(cfg: ReferenceSettings) -> web.Application:
         for route in ("/pause", "/resume", "/start_profile", "/stop_profile"):
             app.router.add_post(route, health)
         app.router.add_get("/server_info", version)
-    if any(cfg.faults.on(f) for f in ("sigterm-drops-requests", "orphan-worker", "shm-leak")):
+    if any(cfg.faults.on(f) for f in ("sigterm-drops-requests", "orphan-worker", "shm-leak", "sigterm-ignored")):
         app.on_startup.append(_unclean_shutdown)
     return app

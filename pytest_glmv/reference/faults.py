@@ -62,6 +62,13 @@ FAULTS: dict[str, str] = {
                      "loop for 2 s: /health stalls meanwhile",
     "bomb-slow": "a decompression bomb is decoded in bounded strips before the pixel check: memory stays flat, but the "
                  "400 comes after ~6 s (the double waits in place of the decode)",
+    "n-slow-refusal": "a huge n is refused with vLLM's 400, but only after 6 s (the fan-out is built before the bound "
+                      "is checked)",
+    "sigterm-ignored": "SIGTERM is ignored: the server keeps serving and never exits",
+    "fetch-blocks-loop": "a media URL is fetched with a blocking client on the event loop: every other request waits "
+                         "7 s, then the fetch fails with a 400",
+    "odd-image-mute": "images in any mode but RGB (RGBA, CMYK, 16-bit, palette) are refused with a 400 whose message "
+                      "is empty",
     "fetch-error-500": "a media fetch that times out or cannot connect escapes to the catch-all handler: 500 "
                        "InternalServerError with an empty message, as vLLM 0.32 answers (no 4xx naming the URL)",
     "body-unbounded": "no bound before tokenizing: a prompt of any length is tokenized in full before the window check "

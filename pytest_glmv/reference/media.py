@@ -76,6 +76,8 @@ async def load(kind: str, url: str, cfg: ReferenceSettings) -> Media:
             frames = [img]
             if cfg.faults.on("mode-500") and img.mode not in ("RGB", "RGBA", "L", "LA"):
                 raise ApiError(f"Unsupported image mode {img.mode}: cannot reshape to (h, w, 3)", 500, None)
+            if cfg.faults.on("odd-image-mute") and img.mode != "RGB":
+                raise ApiError("", 400, None)
             if cfg.faults.on("tiny-500") and min(img.size) < vision.FACTOR:
                 raise ApiError(f"height:{img.size[1]} or width:{img.size[0]} must be larger than factor:"
                                f"{vision.FACTOR}", 500, None)
@@ -265,6 +267,11 @@ async def _confused_fetch(url: str, cfg: ReferenceSettings) -> bytes:
 async def _http(url: str, cfg: ReferenceSettings) -> bytes:
     import aiohttp
 
+    if cfg.faults.on("fetch-blocks-loop"):
+        import time
+
+        time.sleep(7.0)  # a blocking fetch on the event loop: nothing else is served meanwhile
+        raise ApiError("Failed to fetch media from URL: timed out", 400, "image_url")
     timeout = aiohttp.ClientTimeout(total=None if cfg.faults.on("no-fetch-timeout") else cfg.media_fetch_timeout)
     try:
         async with aiohttp.ClientSession(timeout=timeout) as session:

@@ -97,6 +97,8 @@ def chat_request(body: dict[str, Any], cfg: ReferenceSettings) -> ChatRequest:
     if n < 1:
         raise invalid(f"n must be at least 1, got {n}.", "n", n)
     if n > MAX_N_SEQUENCES:
+        if cfg.faults.on("n-slow-refusal"):
+            time.sleep(6.0)  # the refusal comes, right but late
         if cfg.faults.on("n-blocks-loop"):
             time.sleep(2.0)  # the refusal is right and in time; the loop is held meanwhile
         if not cfg.faults.on("n-unbounded"):
