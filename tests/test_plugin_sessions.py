@@ -281,7 +281,11 @@ def _trained_dir(tmp_path: Path) -> Path:
     d.mkdir()
     (d / "model.safetensors").write_bytes(b"")
     sha = hashlib.sha256(files.files("moe")[0]["config.json"]).hexdigest()
-    (d / "training.json").write_text(json.dumps({"arch": "moe", "config_sha256": sha, "passed": True}))
+    tasks = {t: {"accuracy": 1.0, "n": 48, "threshold": 0.9, "passed": True, "gated": True}
+             for t in ("colour", "count", "which", "word", "ground", "gif", "colour_think", "tool_pick", "tool_two",
+                       "tool_none", "tool_result", "tool_verbatim", "tool_image", "tool_reason", "reason",
+                       "reason_off", "needle")}  # every task passed: every behavior check runs (tiny/trust.py)
+    (d / "training.json").write_text(json.dumps({"arch": "moe", "config_sha256": sha, "tasks": tasks}))
     return d
 
 
@@ -289,9 +293,8 @@ def test_tiny_with_random_weights_leaves_out_the_behavior_checks(pytester: pytes
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from pytest_glmv import tiny
 
-    monkeypatch.delenv("GLMV_TINY_WEIGHTS", raising=False)
-    if tiny.is_trained("moe"):
-        pytest.skip("trained tiny weights ship with the package: the behavior checks run")
+    monkeypatch.setenv("GLMV_TINY_WEIGHTS", "dummy")  # random weights, although trained ones ship
+    assert not tiny.is_trained("moe")
     result = pytester.runpytest_subprocess(str(SUITES), "--glmv-model", "tiny", "--collect-only", "-q",
                                            "-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["glmv: * behavior checks deselected: --glmv-model tiny serves random weights *; "

@@ -112,6 +112,15 @@ class Target:
         return (f"--glmv-model {self.settings.model} serves random weights (no usable trained ones in "
                 f"{tiny.WEIGHTS_ROOT / arch} or $GLMV_TINY_WEIGHTS), which answer nonsense")
 
+    def behaviour_trust(self) -> Any:
+        """With the tiny model's trained weights: which `behavior` checks they are trusted for, per training task
+        (pytest_glmv.tiny.trust.Trust); None for any other target."""
+        if self.kind != "vllm" or self.settings.model not in TINY:
+            return None
+        from .. import tiny
+
+        return tiny.behaviour_trust(TINY[self.settings.model or "tiny"])
+
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> Server:
         """Start or attach once; a failure is kept and raised again on every later call."""

@@ -9,7 +9,8 @@ weights trained by pytest_glmv.tiny.train when they ship (weights/<arch>/, or a 
 model dir named by $GLMV_TINY_WEIGHTS); without them vLLM invents random weights
 (`--load-format dummy`), and `prepare(weights="dummy")` asks for that explicitly. Random
 outputs still run every layer of the serving stack (processor, mRoPE, MoE, parsers,
-structured outputs); trained ones also answer the `behavior` checks (`is_trained()`).
+structured outputs); trained ones also answer the `behavior` checks of the tasks they were
+trained to pass (`is_trained()`, `behaviour_trust()`: the per-task rule of trust.py).
 See docs/tiny-vllm.md.
 """
 from __future__ import annotations
@@ -25,10 +26,10 @@ from typing import Any, Mapping
 
 from ..lifecycle import profiles
 from ..lifecycle.launch import LaunchPlan, LaunchSpec, plan
-from . import files
+from . import files, trust
 
 __all__ = ["TinyModel", "prepare", "vllm_executable", "default_cache_dir", "MAX_MODEL_LEN", "is_trained",
-           "trained_weights"]
+           "trained_weights", "behaviour_trust"]
 
 MAX_MODEL_LEN = 4096
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -107,9 +108,11 @@ class WeightsError(ValueError):
 
 def trained_weights(arch: str = "moe") -> Path | None:
     """The trained weights to serve for `arch`: $GLMV_TINY_WEIGHTS (a training output dir) or the shipped
-    weights/<arch>/; None when neither holds safetensors. WeightsError when they were trained for another
-    config or did not pass their accuracy gate (training.json says)."""
+    weights/<arch>/; None when neither holds safetensors or $GLMV_TINY_WEIGHTS is "dummy". WeightsError when
+    they were trained for another config or no gated task reached its threshold (trust.refusal)."""
     explicit = os.environ.get("GLMV_TINY_WEIGHTS")
+    if explicit == "dummy":  # random weights even where trained ones ship
+        return None
     where = Path(explicit).expanduser() if explicit else WEIGHTS_ROOT / arch
     if not any(where.glob("*.safetensors")):
         if explicit:
@@ -124,9 +127,23 @@ def trained_weights(arch: str = "moe") -> Path | None:
         raise WeightsError(f"{where}: trained for arch {record.get('arch')!r} with another config.json "
                            f"(sha256 {str(record.get('config_sha256'))[:12]}, this one {want[:12]}): train again "
                            f"with python -m pytest_glmv.tiny.train --arch {arch}")
-    if record.get("passed") is not True:
-        raise WeightsError(f"{where}: training.json says the model missed its accuracy gate: {record.get('failures')}")
+    refused = trust.refusal(record)
+    if refused:
+        raise WeightsError(f"{where}: {refused}")
     return where
+
+
+def behaviour_trust(arch: str = "moe") -> trust.Trust | None:
+    """Which `behavior` checks the served trained weights are trusted for (pytest_glmv.tiny.trust's rule);
+    None when `--glmv-model tiny` serves random weights for `arch`."""
+    try:
+        where = trained_weights(arch)
+    except WeightsError:
+        return None
+    if where is None:
+        return None
+    shown = where.relative_to(REPO_ROOT) if where.is_relative_to(REPO_ROOT) else where
+    return trust.Trust(json.loads((where / "training.json").read_text()), f"{shown}/training.json")
 
 
 def is_trained(arch: str = "moe") -> bool:

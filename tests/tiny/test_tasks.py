@@ -13,31 +13,31 @@ from typing import Any
 
 import pytest
 
-from pytest_glmv.tiny import template
+from pytest_glmv.tiny import template, trust
 from pytest_glmv.tiny.train import dialogs, tasks
 from pytest_glmv.tiny.train.data import for_template, images_of
 from pytest_glmv.tiny.train.tasks import Example
 
 SUITES = Path(__file__).resolve().parents[2] / "suites"
-# Each behaviour check's prompt as the suite sends it, and the task that must send it among its phrasings.
+# Each behaviour check's prompt as the suite sends it, and the task that must send it among its phrasings; the
+# suite file is the one of the check the task mirrors (pytest_glmv/tiny/trust.py CHECK_TASKS, the one mapping).
 SUITE_PROMPTS = [
-    ("colour", "What colour is the square in the image? Answer with one word.", "test_multimodal_behavior.py"),
-    ("count", "How many squares are in the image? Answer with a number.", "test_multimodal_behavior.py"),
-    ("which", "Answer in one word.", "test_multimodal_behavior.py"),
-    ("word", "What word is written in the image? Answer with the word only.", "test_multimodal_behavior.py"),
-    ("ground", "Give its bounding ", "test_multimodal_behavior.py"),
-    ("gif", "What colour is the square in the image? One word.", "test_multimodal_behavior.py"),
-    ("colour_think", "What colour is the square?", "test_multimodal_behavior.py"),
-    ("tool_pick", "What is the stock price of NVDA right now?", "test_tools.py"),
-    ("tool_two", "What is the weather in Paris? And what is the weather in Tokyo?", "test_tools.py"),
-    ("tool_none", "What is 2 + 2?", "test_tools.py"),
-    ("tool_result", "What is the weather in Paris and in Lyon?", "test_tools.py"),
-    ("tool_verbatim", "Save this note exactly: ", "test_tools.py"),
-    ("tool_image", "Call set_colour with the main colour of this picture.", "test_tools.py"),
-    ("tool_reason", "What is the weather in Paris today? Use the get_weather tool.", "test_reasoning.py"),
-    ("reason", "What is 17 * 23?", "test_reasoning.py"),
-    ("needle", "What is the magic number mentioned in the document? Answer with the number only.",
-     "test_context.py"),
+    ("colour", "What colour is the square in the image? Answer with one word."),
+    ("count", "How many squares are in the image? Answer with a number."),
+    ("which", "Answer in one word."),
+    ("word", "What word is written in the image? Answer with the word only."),
+    ("ground", "Give its bounding "),
+    ("gif", "What colour is the square in the image? One word."),
+    ("colour_think", "What colour is the square?"),
+    ("tool_pick", "What is the stock price of NVDA right now?"),
+    ("tool_two", "What is the weather in Paris? And what is the weather in Tokyo?"),
+    ("tool_none", "What is 2 + 2?"),
+    ("tool_result", "What is the weather in Paris and in Lyon?"),
+    ("tool_verbatim", "Save this note exactly: "),
+    ("tool_image", "Call set_colour with the main colour of this picture."),
+    ("tool_reason", "What is the weather in Paris today? Use the get_weather tool."),
+    ("reason", "What is 17 * 23?"),
+    ("needle", "What is the magic number mentioned in the document? Answer with the number only."),
 ]
 
 
@@ -66,8 +66,9 @@ def as_served(ex: Example) -> dict[str, Any]:
     return {"content": ex.target.get("content"), "reasoning": ex.target.get("reasoning"), "tool_calls": calls}
 
 
-@pytest.mark.parametrize(("task", "prompt", "suite"), SUITE_PROMPTS, ids=[p[0] for p in SUITE_PROMPTS])
-def test_tasks_send_the_suites_prompts(task: str, prompt: str, suite: str) -> None:
+@pytest.mark.parametrize(("task", "prompt"), SUITE_PROMPTS, ids=[p[0] for p in SUITE_PROMPTS])
+def test_tasks_send_the_suites_prompts(task: str, prompt: str) -> None:
+    suite = next(key.split("::")[0] for key, mirrored in trust.CHECK_TASKS.items() if task in mirrored)
     assert prompt in (SUITES / suite).read_text(), f"{suite} no longer sends {prompt!r}: update the task"
     sent = {text_of(ex) for ex in draws(task, 120 if task in IMAGE_TASKS else 1500)}
     assert any(prompt in s for s in sent), f"task {task} never sends the suite's prompt {prompt!r}"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytest_glmv import tiny
-from pytest_glmv.tiny import files
+from pytest_glmv.tiny import files, trust
 
 
 def trained_dir(root: Path, arch: str = "moe", **record: object) -> Path:
@@ -17,7 +17,8 @@ def trained_dir(root: Path, arch: str = "moe", **record: object) -> Path:
     d.mkdir()
     (d / "model.safetensors").write_bytes(b"not really tensors")
     sha = hashlib.sha256(files.files(arch)[0]["config.json"]).hexdigest()
-    (d / "training.json").write_text(json.dumps({"arch": arch, "config_sha256": sha, "passed": True, **record}))
+    tasks = trust.verdicts({"colour": 1.0, "count": 0.5}, 48)  # trusted for colour only (tiny/trust.py)
+    (d / "training.json").write_text(json.dumps({"arch": arch, "config_sha256": sha, "tasks": tasks, **record}))
     return d
 
 
@@ -60,7 +61,8 @@ def test_shipped_weights_are_found(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 @pytest.mark.parametrize(("record", "says"), [
     ({"config_sha256": "0" * 64}, "with another config.json"),
     ({"arch": "dense"}, "trained for arch 'dense'"),
-    ({"passed": False, "failures": ["task count: 40% < 90%"]}, "missed its accuracy gate"),
+    ({"tasks": trust.verdicts({"colour": 0.4, "count": 0.4}, 48)}, "no gated task reached its threshold: colour 40%"),
+    ({"tasks": None, "passed": True}, "no per-task record"),
 ])
 def test_unusable_weights_are_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                               record: dict[str, object], says: str) -> None:

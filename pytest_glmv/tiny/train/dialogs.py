@@ -12,6 +12,7 @@ import random
 from typing import Any, Callable
 
 from ...kit import media
+from .. import trust
 from .tasks import (
     CITIES,
     CONVERT,
@@ -201,10 +202,9 @@ TASKS: dict[str, Callable[[random.Random], Example]] = {
     "tool_result": tool_result, "tool_verbatim": tool_verbatim, "tool_image": tool_image, "tool_reason": tool_reason,
     "reason": reason, "reason_off": lambda r: reason(r, thinking=False), "needle": needle,
 }
-# Greedy accuracy a trained model must reach on fresh examples (evaluate.py); below it, training fails.
-THRESHOLDS: dict[str, float] = {name: 0.9 for name in TASKS}
-THRESHOLDS.update({"word": 0.8, "ground": 0.8, "reason": 0.6, "reason_off": 0.6, "needle": 0.8,
-                   "tool_verbatim": 0.8})
+# Greedy accuracy each task must reach on fresh examples: pytest_glmv/tiny/trust.py holds them with the rule
+# that reads them (a task below its threshold leaves its behaviour checks out of a run).
+THRESHOLDS = trust.THRESHOLDS
 # How often a task is drawn relative to the others: harder tasks more often.
 # Measured on one H100 (MoE, 3100 steps in 354 s): with these weights colour, GIF, tool calls and products reach
 # 100 % while counting, which image, reading, boxes, sums and verbatim copies do not yet; a rebalanced run
