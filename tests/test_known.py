@@ -205,6 +205,35 @@ def test_the_shipped_entries_tell_their_overlapping_checks_apart() -> None:
         assert got == expected and not (m and m.rivals), version
 
 
+
+def test_the_forced_call_entries_hold_the_cpu_matrix_evidence() -> None:
+    """Issue 23's CPU matrix: the whitespace around a forced enum value (0.27.1-0.30.0, random weights: a leading
+    '\r' in the JSON arguments) is vllm-glm-enum-trailing-space, on the generated-tools check too; 0.28.0's call to
+    the model's own pick where get_stock_price was named is vllm-forced-tool-call-not-enforced; a call with no stray
+    whitespace is neither."""
+    kb = known.load()
+    label = ev(200, "", error_type="", notes={"non_streamed_calls": 1},
+               response='{"finish_reason": ["stop"], "tool_calls": ["set_label({\\"label\\": '
+                        '\\"\\\\rZ\u00fcrich  Nord\\"})"], "content": ""}')
+    generated = ev(200, "", error_type="", response='{"finish_reason": ["stop"], "tool_calls": ["uhm3({\\"x_yi50\\": '
+                   '90, \\"or4g1i\\": \\" na\u00efve r\u00e9sum\u00e9\\\\r\\", \\"vkwc_oyxuara5\\": 3})"], '
+                   '"content": ""}')
+    clean = ev(200, "", error_type="", response='{"finish_reason": ["stop"], "tool_calls": ["uhm3({\\"or4g1i\\": '
+               '\\"a  b\\\\tc\\", \\"x\\": 3})"], "content": ""}')
+    for check, evidence in (("tools/unicode_and_whitespace_survive", label),
+                            ("tools/streamed_forced_call_matches_non_streamed", label),
+                            ("tools/generated_tools_never_5xx_and_calls_validate", generated)):
+        for version in ("0.27.1", "0.28.0", "0.30.0", "0.32.0"):
+            m = kb.match(check, evidence, "vllm", version)
+            assert m is not None and m.entry.id == "vllm-glm-enum-trailing-space" and not m.rivals, (check, version)
+    assert kb.match("tools/generated_tools_never_5xx_and_calls_validate", clean, "vllm", "0.30.0") is None
+    own_pick = ev(200, "", error_type="", response='{"finish_reason": ["stop"], "tool_calls": ["get_weather('
+                  '{\\"city\\": \\"Paris\\"})"], "content": ""}')
+    m = kb.match("tools/named_choice_calls_only_that_function", own_pick, "vllm", "0.28.0")
+    assert m is not None and m.entry.id == "vllm-forced-tool-call-not-enforced" and not m.rivals
+    m = kb.match("tools/named_choice_calls_only_that_function", own_pick, "vllm", "0.29.0")
+    assert m is not None and m.regression  # 0.29.0 forces the call: the same evidence there is a regression
+
 # -- against the reference double's faults ---------------------------------------------------------------------
 POSE = "GLMV_REFERENCE_POSE"
 
@@ -310,7 +339,7 @@ def test_bad_policy_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
 
 
 def test_a_regression_is_not_counted_as_known(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Posing as 0.32.0; forced calls not enforced is known for 0.28-0.30, fixed in 0.31.0.
+    # Posing as 0.32.0; forced calls not enforced is known for 0.28.x, fixed in 0.29.0 (issue 23's CPU matrix).
     monkeypatch.setenv(POSE, "vllm-0.32.0")
     result = pytester.runpytest_subprocess(str(SUITES / "test_tools.py"), "--glmv-server", "reference",
                                            "--glmv-fault", "forced-call-not-enforced", "-k", "required_returns",
