@@ -150,6 +150,9 @@ def sigterm_under_load(server: Any, req: dict[str, Any], streams: int, shm_befor
         f.wait(timeout)
     tree = {i[0] for i in procs.descendants(pid)} | {pid}
     cpu = _cpu(tree)
+    sample = getattr(server, "_sample_shm", None)  # a launched server: note what its tree holds in /dev/shm now,
+    if callable(sample):  # so its stop() frees what this SIGTERM leaves behind (the probe only reports it)
+        sample()
     began = time.monotonic()
     os.kill(pid, signal.SIGTERM)
     # a new request after SIGTERM: refused (closed port, 503) or served, never hung; in a thread of its own, so

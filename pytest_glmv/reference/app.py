@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import mmap
 import os
 import signal
 import subprocess
@@ -73,6 +74,9 @@ async def leak_traceback(request: web.Request, handler: Handler) -> web.StreamRe
     return resp
 
 
+_HELD: list[Any] = []  # shm-leak's mapping, kept for the server's life
+
+
 async def _unclean_shutdown(app: web.Application) -> None:
     """sigterm-drops-requests / orphan-worker: an unclean shutdown seen from outside (vllm#55510, an issue: workers
     that survive a SIGKILLed API server and keep the GPUs)."""
@@ -82,8 +86,12 @@ async def _unclean_shutdown(app: web.Application) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, os._exit, 0)
     if cfg.faults.on("sigterm-ignored"):
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: None)
-    if cfg.faults.on("shm-leak"):  # created and never unlinked; no process keeps it, so none survives
-        (Path("/dev/shm") / f"psm_glmvref{os.getpid()}_leak").write_bytes(b"\0" * 4096)
+    if cfg.faults.on("shm-leak"):  # mapped by the server alone and never unlinked: left when it exits, no survivor
+        leak = Path("/dev/shm") / f"psm_glmvref{os.getpid()}_leak"
+        leak.write_bytes(b"\0" * 4096)
+        # held while the server lives, as vLLM's shm cache is: the launcher's cleanup sees it and frees it afterwards
+        with leak.open("r+b") as f:
+            _HELD.append(mmap.mmap(f.fileno(), 4096))
     if cfg.faults.on("orphan-worker"):
         shm = Path("/dev/shm") / f"psm_glmvref{os.getpid()}"
         shm.write_bytes(b"\0" * 4096)
