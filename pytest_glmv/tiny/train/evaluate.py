@@ -111,8 +111,9 @@ def score_server(url: str, model: str, sets: dict[str, list[Example]], workers: 
         for task, exs in sets.items():
             msgs = list(pool.map(lambda e: ask_server(url, model, e), exs))
             ok = [ex.judge(m) for ex, m in zip(exs, msgs, strict=True)]
-            miss = next((json.dumps(m, ensure_ascii=False)[:300] for m, good in zip(msgs, ok, strict=True)
-                         if not good), None)
+            # the message's non-empty fields only, so a cut first miss still shows the calls and their arguments
+            miss = next((json.dumps({k: v for k, v in m.items() if v}, ensure_ascii=False)[:300]
+                         for m, good in zip(msgs, ok, strict=True) if not good), None)
             result[task] = {"accuracy": sum(ok) / len(ok), "n": len(ok), "first_miss": miss and miss[:160]}
     return result
 
