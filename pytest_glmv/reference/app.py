@@ -117,9 +117,10 @@ async def models(request: web.Request) -> web.Response:
     perm = {"id": perm_id(), "object": "model_permission", "created": created, "allow_create_engine": False,
             "allow_sampling": True, "allow_logprobs": True, "allow_search_indices": False, "allow_view": True,
             "allow_fine_tuning": False, "organization": "*", "group": None, "is_blocking": False}
+    window = 2 * cfg.window if cfg.faults.on("models-window-wrong") else cfg.window
     card = {"id": cfg.served_model_name, "object": "model", "created": created,
             "owned_by": "vllm" if cfg.posing else DOUBLE,
-            "root": cfg.root, "parent": None, "max_model_len": cfg.window, "permission": [perm]}
+            "root": cfg.root, "parent": None, "max_model_len": window, "permission": [perm]}
     return _json({"object": "list", "data": [card]})
 
 
@@ -142,7 +143,8 @@ async def tokenize(request: web.Request) -> web.Response:
     else:
         raise ApiError("[{'type': 'missing', 'loc': ('body', 'prompt'), 'msg': 'Field required'}]", 400, None)
     strs = [tokenizer.token_str(t) for t in ids] if body.get("return_token_strs") else None
-    return _json({"count": len(ids), "max_model_len": cfg.window, "tokens": ids, "token_strs": strs})
+    window = 2 * cfg.window if cfg.faults.on("tokenize-window-wrong") else cfg.window
+    return _json({"count": len(ids), "max_model_len": window, "tokens": ids, "token_strs": strs})
 
 
 async def detokenize(request: web.Request) -> web.Response:

@@ -48,11 +48,26 @@ def _window(req: ChatRequest, prompt: list[int], cfg: ReferenceSettings) -> tupl
                 # vLLM 0.32 takes a prompt of exactly the window, clamps max_tokens to the 0 tokens left, and
                 # SamplingParams refuses that.
                 raise invalid("max_tokens must be at least 1, got 0.", "max_tokens", 0)
-            raise context_overflow(window, len(prompt))
+            raise _overflow(window, len(prompt), cfg)
         keep = max(1, window - (req.max_tokens or 256))
         prompt = prompt[:2] + prompt[len(prompt) - keep + 2:]
     left = window - len(prompt)
+    if cfg.faults.on("max-tokens-ignored"):
+        return prompt, MAX_TOKENS_IGNORED  # the run ends where the model stops, not at max_tokens or the window
     return prompt, min(req.max_tokens or left, left)
+
+
+MAX_TOKENS_IGNORED = 4096
+
+
+def _overflow(window: int, prompt_tokens: int, cfg: ReferenceSettings) -> ApiError:
+    """vLLM's 400 for a prompt over the window, and the faults that change it."""
+    if cfg.faults.on("overflow-message-vague"):
+        return invalid("Input validation failed.", "input_tokens", show_value=False)
+    err = context_overflow(window, prompt_tokens)
+    if cfg.faults.on("overflow-413"):
+        err.status = 413
+    return err
 
 
 class _Pacer:
@@ -103,7 +118,12 @@ class ChatHandler:
                     self.app[STATE].wedged = True
                     raise ApiError(f"Internal Server Error: {e.message}", 500, None) from None
                 raise
-            prompt, max_tokens = _window(req, prompt, cfg)
+            try:
+                prompt, max_tokens = _window(req, prompt, cfg)
+            except ApiError:
+                if cfg.faults.on("engine-dead-after-overflow"):
+                    self.app[STATE].engine_dead = True
+                raise
         except ApiError as e:
             rec.finish(e.status, error=e.message)
             return web.Response(status=e.status, text=e.json(), content_type="application/json")
@@ -197,8 +217,10 @@ class ChatHandler:
 
     def _usage(self, prompt: int, gens: list[generate.Generation], details: bool) -> dict[str, Any]:
         completion = sum(g.completion_tokens for g in gens)
-        usage: dict[str, Any] = {"prompt_tokens": prompt, "total_tokens": prompt + completion,
-                                 "completion_tokens": completion}
+        if self.cfg.faults.on("usage-prompt-miscounted"):
+            prompt -= 1  # the generation prompt left out of the count
+        total = completion if self.cfg.faults.on("usage-total-wrong") else prompt + completion
+        usage: dict[str, Any] = {"prompt_tokens": prompt, "total_tokens": total, "completion_tokens": completion}
         if details:
             usage["prompt_tokens_details"] = None
         usage["completion_tokens_details"] = {"reasoning_tokens": sum(g.reasoning_tokens for g in gens)}
@@ -219,7 +241,8 @@ class ChatHandler:
         body = {"id": cid, "object": "chat.completion", "created": int(time.time()),
                 "model": self.cfg.served_model_name,
                 "choices": choices, "service_tier": None, "system_fingerprint": self.cfg.system_fingerprint,
-                "usage": self._usage(prompt, gens, True), "prompt_logprobs": None, "prompt_token_ids": None,
+                "usage": None if self.cfg.faults.on("usage-missing") else self._usage(prompt, gens, True),
+                "prompt_logprobs": None, "prompt_token_ids": None,
                 "prompt_text": None, "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}
         rec.chunk()
         return web.Response(text=dumps(body), content_type="application/json")
@@ -232,7 +255,11 @@ class ChatHandler:
         head = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name}
         ttft, tpot, rng = self._delays(req)
 
+        every = req.include_usage and self.cfg.faults.on("usage-every-chunk")
+
         async def send(payload: str) -> None:
+            if every and payload.startswith('{"id"') and '"usage"' not in payload:
+                payload = payload[:-1] + ',"usage":' + dumps(self._usage(prompt, gens, False)) + "}"
             await resp.write(f"data: {payload}\n\n".encode())
             rec.chunk()
 
@@ -276,7 +303,8 @@ class ChatHandler:
                 await send(dumps({**head, "choices": [{"index": i, "delta": {}, "logprobs": None,
                                                        "finish_reason": self._finish(gen, streamer, req),
                                                        "stop_reason": gen.stop_reason, "token_ids": None}]}))
-        if req.include_usage and not self.cfg.faults.on("stream-usage-dropped"):
+        asked = req.include_usage or self.cfg.faults.on("usage-unasked")
+        if asked and not self.cfg.faults.on("stream-usage-dropped"):
             usage = self._usage(prompt, gens, False)
             if self.cfg.faults.on("stream-usage-miscounted"):
                 usage.update(completion_tokens=usage["completion_tokens"] - 1, total_tokens=usage["total_tokens"] - 1)

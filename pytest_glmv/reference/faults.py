@@ -109,6 +109,25 @@ FAULTS: dict[str, str] = {
                       "concurrent good requests answer 500",
     "bomb-decoded": "a decompression bomb is decoded before the pixel check (the double decodes 384 MiB of it) and "
                     "the pixels stay in the processor cache: a 400, but the server's memory grows",
+    # context: the window and usage, each misreported one way
+    "models-window-wrong": "/v1/models reports a max_model_len twice the launch's, while /tokenize and the engine "
+                           "keep the launch's window",
+    "tokenize-window-wrong": "/tokenize reports a max_model_len twice the launch's, while /v1/models and the engine "
+                             "keep the launch's window",
+    "overflow-413": "a prompt over the window is refused with vLLM's message but status 413, not 400",
+    "overflow-message-vague": "a prompt over the window is refused with a 400 that says only 'Input validation "
+                              "failed.': no context length, no token counts",
+    "engine-dead-after-overflow": "refusing a request that does not fit the window (a 400) kills the engine: /health "
+                                  "stays 200, every later chat answers 500",
+    "usage-prompt-miscounted": "usage.prompt_tokens leaves out the generation prompt: one less than /tokenize counts "
+                               "for the same messages",
+    "max-tokens-ignored": "max_tokens is not enforced: every answer runs until the model stops, past max_tokens and "
+                          "past the window",
+    "usage-missing": "non-streamed answers carry `usage: null`",
+    "usage-every-chunk": "with include_usage every streamed chunk carries the usage, not only the last one before "
+                         "[DONE]",
+    "usage-total-wrong": "usage.total_tokens counts the completion only (prompt left out), streamed and not",
+    "usage-unasked": "every stream ends with a usage chunk, whether stream_options.include_usage asked for it or not",
 }
 
 SLOW_FIRST_TOKEN_MS = 1500.0
