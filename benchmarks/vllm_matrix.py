@@ -5,10 +5,11 @@ did not pass somewhere, each cell matched against today's knowledge base.
 
 A cell is `pass`, `skip`, a known finding's id (matched on the check's recorded server evidence and the
 engine the run identified), `deployment: ID` (a finding of the launch itself, such as the recommended
---allowed-local-media-path /), `waived`, `AMBIGUOUS: A, B` (two entries match: the knowledge base must tell them
-apart), or `UNEXPLAINED` (a failure no entry explains: either a new upstream fault for the knowledge base, or a
-mistake of the suite; `UNEXPLAINED (no server evidence recorded)` for a report older than the evidence). Prints
-markdown; exit 1 when any cell is UNEXPLAINED or AMBIGUOUS.
+--allowed-local-media-path /), `waived: ID` (a finding the run waived with --glmv-waive), `AMBIGUOUS: A, B`
+(two entries match: the knowledge base must tell them apart), or `UNEXPLAINED` (a failure no entry explains:
+either a new upstream fault for the knowledge base, or a mistake of the suite; `UNEXPLAINED (no server evidence
+recorded)` for a report older than the evidence). Prints markdown; exit 1 when any cell is UNEXPLAINED or
+AMBIGUOUS.
 """
 from __future__ import annotations
 
@@ -41,8 +42,9 @@ def column(report: dict[str, Any], kb: known.KnowledgeBase) -> dict[str, str]:
             cells[fid] = "UNEXPLAINED" + verdict[len("unexplained"):]
         elif verdict.startswith("deployment finding"):
             cells[fid] = "deployment: " + verdict.split()[2]
-        elif verdict.startswith("waived"):
-            cells[fid] = "waived"
+        elif verdict.startswith("waived"):  # "waived (waived finding ID: ...)": name what was waived
+            what = verdict.removeprefix("waived (").removeprefix("waived finding ").split(":")[0].split()
+            cells[fid] = "waived: " + what[0] if what and what[0] != ")" else "waived"
         elif match is not None and match.rivals:
             cells[fid] = "AMBIGUOUS: " + ", ".join(e.id for e in (match.entry, *match.rivals))
         else:
