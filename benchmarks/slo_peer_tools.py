@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import slo_peer_outputs as outputs
-from slo_clients import ROOT, latencies
+from slo_clients import ROOT, VLLM_CPU_WRAPPER, latencies
 
 from pytest_glmv.slo import schedule
 
@@ -39,7 +39,6 @@ MAKE = {
     GUIDELLM: "python -m venv {venv} && {venv}/bin/pip install guidellm==0.8.1",
     AIPERF: "python -m venv {venv} && {venv}/bin/pip install aiperf==0.13.0",
 }
-VLLM_MAIN = "import sys; from vllm.entrypoints.cli.main import main; sys.argv = ['vllm'] + sys.argv[1:]; main()"
 
 
 def find_tools(a: Any) -> tuple[dict[str, str], dict[str, str]]:
@@ -99,12 +98,15 @@ class Tools:
         out = self.work / f"{self.k:03d}-{'pytest' if tool == OURS else tool.split()[0]}.json"
         t0 = time.monotonic()
         in_run = None
-        if tool == VLLM and self.resident is not None:  # argv is [python, -c, VLLM_MAIN, bench, serve, ...]
+        if tool == VLLM and self.resident is not None:  # argv is [python, -c, wrapper, bench, serve, ...]
             rc, in_run = self.resident.run(argv[3:], self.work / f"{self.k:03d}-vllm.cpu.json",
                                            self.timeout or 3600.0)
             cpu = in_run
         else:
             cpu, rc = measured(argv, env, log, self.timeout)
+            cpu_file = self.work / f"{self.k:03d}-vllm.cpu.json"
+            if tool == VLLM and cpu_file.exists():  # the wrapper's timed-region CPU
+                in_run = json.loads(cpu_file.read_text())["cpu_in_run"]
         wall = time.monotonic() - t0
         try:
             parsed = read()
@@ -132,7 +134,9 @@ class Tools:
 
     def _vllm(self, n: int, rate: float, concurrency: int | None) -> tuple[list[str], dict, Any]:
         name = f"{self.k:03d}-vllm.json"
-        argv = [self.exes[VLLM], "-c", VLLM_MAIN, "bench", "serve", "--backend", "openai-chat", "--base-url",
+        # through slo_clients' wrapper: vLLM's own CLI main, plus the CPU of its timed region (benchmark() to
+        # calculate_metrics()) in GLMV_CPU_OUT, to hold against pytest-glmv's client_cpu_s
+        argv = [self.exes[VLLM], "-c", VLLM_CPU_WRAPPER, "bench", "serve", "--backend", "openai-chat", "--base-url",
                 self.url, "--endpoint", "/v1/chat/completions", "--model", self.model, "--tokenizer", self.a.tokenizer,
                 "--dataset-name", "custom_image", "--dataset-path", str(self.work / "vllm.jsonl"),
                 "--disable-shuffle", "--custom-output-len", str(self.a.output_len), "--num-prompts", str(n),
@@ -146,7 +150,7 @@ class Tools:
         def read() -> outputs.Parsed:
             data = json.loads((self.work / name).read_text())
             return outputs.vllm_bench(data, latencies(data), sched)
-        return argv, {}, read
+        return argv, {"GLMV_CPU_OUT": str(self.work / f"{self.k:03d}-vllm.cpu.json")}, read
 
     def _guidellm(self, n: int, rate: float, concurrency: int | None) -> tuple[list[str], dict, Any]:
         out = self.work / f"{self.k:03d}-guidellm.json"
