@@ -35,6 +35,7 @@ class Context:
     thinking: bool
     variant: int = 0  # 0 = greedy; sampled choices pick another phrasing
     leak_boxes: bool = False
+    pixel_boxes: bool = False  # boxes-in-pixels: grounding boxes in the image's pixels, not GLM's 0-1000 scale
 
 
 def text_of(content: Any) -> str:
@@ -139,7 +140,11 @@ def _answer(ctx: Context, question: str) -> tuple[str, str]:
             answers.append(f'{tag}The text reads "{_safe(seen.text, 40)}".')
             continue
         if re.search(r"\b(where|locate|bounding|box|ground|grounding|coordinates?|position)\b", q):
-            box = f"[{','.join(map(str, seen.bbox))}]" if seen.bbox else "[0,0,1000,1000]"
+            bbox = seen.bbox or (0, 0, 1000, 1000)
+            if ctx.pixel_boxes:
+                scale = (seen.width, seen.height) * 2
+                bbox = tuple(round(c * s / 1000) for c, s in zip(bbox, scale, strict=True))
+            box = f"[{','.join(map(str, bbox))}]"
             answers.append(f"{tag}{BOX}{box}{END_BOX}")
             continue
         if re.search(r"\b(how many|count|number of)\b", q):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import mmap
 import os
@@ -18,6 +19,7 @@ from aiohttp import web
 from . import tokenizer
 from .chat import ChatHandler, build_prompt, dumps
 from .errors import ApiError, invalid
+from .faults import Faults
 from .ids import perm_id
 from .keys import CFG, METRICS, STATE, TRACER, State
 from .metrics import Metrics
@@ -135,6 +137,8 @@ async def tokenize(request: web.Request) -> web.Response:
                            "list'}]", 400, None)
         kwargs = body.get("chat_template_kwargs") or {}
         thinking = cfg.thinks_always or kwargs.get("enable_thinking", True) is not False
+        if cfg.faults.on("tokenize-image-unmerged"):  # /tokenize's own processor call skips the 2x2 merge
+            cfg = dataclasses.replace(cfg, faults=Faults([*cfg.faults, "image-tokens-unmerged"]))
         ids, _ = await build_prompt(messages, body.get("tools"), thinking, cfg,
                                     add_generation_prompt=body.get("add_generation_prompt", True) is not False,
                                     continue_final=bool(body.get("continue_final_message")))

@@ -5,6 +5,7 @@ import asyncio
 import dataclasses
 import json
 import random
+import re
 import time
 from typing import Any
 
@@ -129,9 +130,9 @@ class ChatHandler:
             return web.Response(status=e.status, text=e.json(), content_type="application/json")
         mode = parsers.Mode(
             reasoning=req.thinking and not cfg.faults.on("no-reasoning-parser"),
-            tools=(req.tools if req.tools and req.tool_choice != "none" and not cfg.faults.on("no-tool-parser")
-                   else None),
-            typed=not cfg.faults.on("untyped-tool-args"))
+            tools=(req.tools if req.tools and (req.tool_choice != "none" or cfg.faults.on("none-choice-ignored"))
+                   and not cfg.faults.on("no-tool-parser") else None),
+            typed=not cfg.faults.on("untyped-tool-args"), squeeze=cfg.faults.on("tool-args-whitespace-squeezed"))
         gens = [self._generate(req, items, max_tokens, i, mode) for i in range(req.n)]
         metrics.running += 1
         started = time.monotonic()
@@ -165,9 +166,16 @@ class ChatHandler:
             if req.temperature > 0:
                 variant = random.Random(f"{req.seed}:{index}").randrange(4) if req.seed is not None else \
                     random.randrange(4)
-            ctx = answers.Context(req.messages, items, req.tools, req.tool_choice, req.thinking, variant,
-                                leak_boxes=cfg.faults.on("box-tokens-leak"))
+            messages = req.messages
+            if cfg.faults.on("tool-results-dropped"):  # the template never shows the model a tool's result
+                messages = [m for m in messages if m.get("role") != "tool"]
+            ctx = answers.Context(messages, items, req.tools, self._model_choice(req), req.thinking, variant,
+                                  leak_boxes=cfg.faults.on("box-tokens-leak"),
+                                  pixel_boxes=cfg.faults.on("boxes-in-pixels"))
             raw = answers.respond(ctx)
+            if cfg.faults.on("zero-arg-call-filled") and isinstance(req.tool_choice, dict):
+                raw = _ZERO_ARG_CALL.sub(r"<tool_call>\1\n<arg_key>query</arg_key>\n<arg_value>now</arg_value>\n"
+                                         r"</tool_call>", raw)
         forced = req.tool_choice == "required" or isinstance(req.tool_choice, dict)
         if cfg.faults.on("forced-call-not-enforced") and forced and "<tool_call>" in raw:
             raw = raw[:raw.index("<tool_call>")].rstrip() or "I would look that up for you."  # no call at all
@@ -177,6 +185,17 @@ class ChatHandler:
         return generate.build(raw, max_tokens, req.stops, reasoning=mode.reasoning,
                               strip_boxes=cfg.faults.on("box-tokens-stripped"), top_logprobs=req.top_logprobs,
                               ignore_eos=req.ignore_eos)
+
+    def _model_choice(self, req: ChatRequest) -> Any:
+        """The tool_choice the model's output obeys: the request's, unless a fault bends it."""
+        cfg, choice = self.cfg, req.tool_choice
+        if cfg.faults.on("named-choice-wrong-tool") and isinstance(choice, dict):
+            return "required"  # a call is forced, but not its name: the model picks the tool
+        if cfg.faults.on("none-choice-ignored") and choice == "none":
+            return "auto"
+        if cfg.faults.on("tool-always-first") and choice == "auto" and req.tools:
+            return {"type": "function", "function": {"name": (req.tools[0].get("function") or {}).get("name")}}
+        return choice
 
     # ---------------------------------------------------------------- latency
 
@@ -210,8 +229,11 @@ class ChatHandler:
                                  for name, args in (parsed.calls[:1] if self._one_call(req) else parsed.calls)]
             if req.tool_choice in ("required",) or named:
                 msg["content"] = parsed.content or ""
-            if finish == "stop" and not named and not self.cfg.faults.on("tool-calls-finish-stop"):
+            if finish == "stop" and (not named or self.cfg.faults.on("named-call-finish-tool-calls")) \
+                    and not self.cfg.faults.on("tool-calls-finish-stop"):
                 finish = "tool_calls"
+        elif req.tools and finish == "stop" and self.cfg.faults.on("finish-tool-calls-without-calls"):
+            finish = "tool_calls"
         msg[self.cfg.reasoning_field] = parsed.reasoning
         return msg, finish
 
@@ -236,7 +258,8 @@ class ChatHandler:
             msg, finish = self._choice_message(gen, req, mode)
             choices.append({"index": i, "message": msg,
                             "logprobs": {"content": gen.logprobs} if gen.logprobs is not None else None,
-                            "finish_reason": finish, "stop_reason": gen.stop_reason, "token_ids": None,
+                            "finish_reason": None if self.cfg.faults.on("finish-reason-missing") else finish,
+                            "stop_reason": gen.stop_reason, "token_ids": None,
                             "routed_experts": None})
         body = {"id": cid, "object": "chat.completion", "created": int(time.time()),
                 "model": self.cfg.served_model_name,
@@ -285,6 +308,8 @@ class ChatHandler:
                 if final:
                     delta = _merge(delta, streamer.flush())
                 delta = self._named_call_empty(delta, req)
+                if k == last and self.cfg.faults.on("stream-last-delta-lost"):
+                    delta = None  # the text generated last never goes out
                 if delta is None and not final:
                     continue
                 choice: dict[str, Any] = {"index": i, "delta": delta or {}, "logprobs": lp}
@@ -303,6 +328,10 @@ class ChatHandler:
                 await send(dumps({**head, "choices": [{"index": i, "delta": {}, "logprobs": None,
                                                        "finish_reason": self._finish(gen, streamer, req),
                                                        "stop_reason": gen.stop_reason, "token_ids": None}]}))
+            if self.cfg.faults.on("finish-reason-twice"):
+                await send(dumps({**head, "choices": [{"index": i, "delta": {}, "logprobs": None,
+                                                       "finish_reason": self._finish(gen, streamer, req),
+                                                       "stop_reason": gen.stop_reason, "token_ids": None}]}))
         asked = req.include_usage or self.cfg.faults.on("usage-unasked")
         if asked and not self.cfg.faults.on("stream-usage-dropped"):
             usage = self._usage(prompt, gens, False)
@@ -310,7 +339,8 @@ class ChatHandler:
                 usage.update(completion_tokens=usage["completion_tokens"] - 1, total_tokens=usage["total_tokens"] - 1)
             await send(dumps({**head, "choices": [], "usage": usage,
                               "system_fingerprint": self.cfg.system_fingerprint}))
-        await send("[DONE]")
+        if not self.cfg.faults.on("stream-no-done"):
+            await send("[DONE]")
         await resp.write_eof()
         return resp
 
@@ -328,7 +358,8 @@ class ChatHandler:
 
     def _one_call(self, req: ChatRequest) -> bool:
         # vLLM's maybe_filter_parallel_tool_calls: parallel_tool_calls=false keeps the first call only.
-        return req.body.get("parallel_tool_calls") is False or self.cfg.faults.on("parallel-calls-collapsed")
+        honoured = req.body.get("parallel_tool_calls") is False and not self.cfg.faults.on("parallel-false-ignored")
+        return honoured or self.cfg.faults.on("parallel-calls-collapsed")
 
     def _tool_deltas(self, delta: dict[str, Any] | None, streamer: parsers.Streamer,
                      req: ChatRequest) -> dict[str, Any] | None:
@@ -339,17 +370,28 @@ class ChatHandler:
         if self.cfg.faults.on("stream-tool-args-broken"):
             calls = [{**c, "function": {"arguments": streamer.sent_args[c["index"]]}}
                      if "arguments" in c.get("function", {}) else c for c in calls]
+        if self.cfg.faults.on("stream-call-header-repeated"):  # every argument delta names its call again
+            calls = [{"id": streamer.ids[c["index"]], "type": "function", **c,
+                      "function": {"name": streamer.names[c["index"]], **c["function"]}}
+                     if "id" not in c else c for c in calls]
         out = {k: v for k, v in delta.items() if k != "tool_calls"}
         if calls:
             out["tool_calls"] = calls
         return out or None
 
     def _finish(self, gen: generate.Generation, streamer: parsers.Streamer, req: ChatRequest) -> str:
-        if self.cfg.faults.on("tool-calls-finish-stop"):
+        faults = self.cfg.faults
+        if faults.on("tool-calls-finish-stop") or faults.on("stream-tool-calls-finish-stop"):
             return gen.finish_reason
-        if gen.finish_reason == "stop" and streamer.names_sent and not isinstance(req.tool_choice, dict):
+        named = isinstance(req.tool_choice, dict) and not faults.on("named-call-finish-tool-calls")
+        if gen.finish_reason == "stop" and streamer.names_sent and not named:
+            return "tool_calls"
+        if gen.finish_reason == "stop" and req.tools and faults.on("finish-tool-calls-without-calls"):
             return "tool_calls"
         return gen.finish_reason
+
+
+_ZERO_ARG_CALL = re.compile(r"<tool_call>([^<\n]+)\n?</tool_call>")
 
 
 def _merge(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:

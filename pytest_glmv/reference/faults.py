@@ -128,6 +128,53 @@ FAULTS: dict[str, str] = {
                          "[DONE]",
     "usage-total-wrong": "usage.total_tokens counts the completion only (prompt left out), streamed and not",
     "usage-unasked": "every stream ends with a usage chunk, whether stream_options.include_usage asked for it or not",
+    # tools
+    "named-choice-wrong-tool": "a named tool_choice forces a call but not its name: the model calls the tool it "
+                               "picks itself (a get_weather call where get_stock_price was named, as vLLM 0.28.0 "
+                               "gave with trained tiny weights, issue 23's CPU matrix)",
+    "named-call-finish-tool-calls": "a forced named call ends with finish_reason tool_calls, where vLLM and the "
+                                    "OpenAI API say stop",
+    "none-choice-ignored": "tool_choice none is treated as auto: the model calls tools and the parser returns them",
+    "finish-tool-calls-without-calls": "every answer to a request that offered tools ends with finish_reason "
+                                       "tool_calls, whether a call came back or not",
+    "zero-arg-call-filled": "a named tool without parameters is forced with an open schema: its call comes back "
+                            "with an argument the tool never declared ({\"query\": \"now\"})",
+    "stream-call-header-repeated": "every streamed argument delta of a tool call repeats its id, type and name",
+    "stream-tool-calls-finish-stop": "a streamed turn that called tools ends with finish_reason stop; the "
+                                     "non-streamed answer says tool_calls",
+    "parallel-false-ignored": "parallel_tool_calls false is ignored: every call the model makes comes back",
+    "tool-always-first": "weights that learnt one habit: under tool_choice auto the model calls the first offered "
+                         "tool, whatever the question",
+    "tool-results-dropped": "role tool messages are dropped before the template: the model never sees a tool's "
+                            "result and calls the tool again",
+    "tool-args-whitespace-squeezed": "the tool parser collapses whitespace runs inside string arguments and strips "
+                                     "their ends (tabs and double spaces lost; vLLM 0.27.1 changed whitespace at "
+                                     "an argument's ends, fixtures/known: vllm-glm-enum-trailing-space)",
+    # multimodal
+    "channels-bgr": "decoded images reach the model with red and blue swapped (BGR, as OpenCV loads them)",
+    "images-reversed": "the images of a prompt reach the model in reverse order; their token counts are unchanged",
+    "gif-last-frame": "an animated image is read by its last frame, not its first",
+    "gif-every-frame": "every frame of an animated image is counted as image tokens: a 2-frame GIF costs twice a PNG",
+    "images-fixed-size": "every image is resized to one 336x336 square before the processor: tokens do not grow "
+                         "with size",
+    "tokenize-image-unmerged": "/tokenize counts images without GLM-4V's 2x2 patch merge (four times the tokens) "
+                               "while the chat endpoint merges",
+    "no-video-limit": "more videos than GLM-4V's per-prompt limit (1) are accepted and loaded",
+    "videos-dropped": "video parts are dropped silently: never loaded, never counted",
+    "http-media-refused": "every http(s) media URL is refused with a 400, allowed host or not (an empty "
+                          "--allowed-media-domains)",
+    "http-media-ignored": "http(s) image parts are dropped silently: never fetched, never counted, a 200 all the same",
+    "file-media-refused": "file:// media are refused even inside --allowed-local-media-path (the file is tested for "
+                          "being the allowed directory, not for lying under it)",
+    "file-outside-500": "a file:// URL outside --allowed-local-media-path is refused with a 500, not a 400",
+    "tiny-image-mute": "images under 28 px on a side are refused with a 400 whose message is empty",
+    "boxes-in-pixels": "grounding boxes come in the image's pixels, not GLM's 0-1000 scale",
+    # answers
+    "finish-reason-missing": "non-streamed choices carry finish_reason null",
+    "finish-reason-twice": "a stream sends its finish chunk twice",
+    "stream-last-delta-lost": "a stream never sends its last text delta: the streamed text ends short of the "
+                              "non-streamed answer's",
+    "stream-no-done": "streams end without the `data: [DONE]` line",
 }
 
 SLOW_FIRST_TOKEN_MS = 1500.0

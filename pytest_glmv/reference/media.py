@@ -19,6 +19,7 @@ from .settings import ReferenceSettings
 from .vision import Media, MediaError
 
 MAX_VIDEO_FRAMES = 32
+FIXED_SIZE = 336  # images-fixed-size: every image counted as this square
 
 
 class BadMedia(ApiError):
@@ -54,12 +55,17 @@ async def load_all(messages: list[dict[str, Any]], cfg: ReferenceSettings) -> li
     videos = len(found) - images
     if images > cfg.limit_images and not cfg.faults.on("no-image-limit"):
         raise too_many("image", cfg.limit_images)
-    if videos > cfg.limit_videos:
+    if videos > cfg.limit_videos and not cfg.faults.on("no-video-limit"):
         raise too_many("video", cfg.limit_videos)
+    if cfg.faults.on("videos-dropped"):
+        found = [p for p in found if p[0] != "video"]
+    if cfg.faults.on("http-media-ignored"):
+        found = [p for p in found if not p[1][:4].lower() == "http"]
     if cfg.faults.on("only-first-image"):
         first = next((i for i, (k, _) in enumerate(found) if k == "image"), None)
         found = [p for i, p in enumerate(found) if p[0] != "image" or i == first]
-    return list(await asyncio.gather(*(load(kind, url, cfg) for kind, url in found)))
+    loaded = list(await asyncio.gather(*(load(kind, url, cfg) for kind, url in found)))
+    return loaded[::-1] if cfg.faults.on("images-reversed") else loaded
 
 
 async def load(kind: str, url: str, cfg: ReferenceSettings) -> Media:
@@ -83,6 +89,12 @@ async def load(kind: str, url: str, cfg: ReferenceSettings) -> Media:
                                f"{vision.FACTOR}", 500, None)
             if cfg.faults.on("rgba-500") and (img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info):
                 raise ApiError("Cannot handle this data type: (1, 1, 4), |u1", 500, None)
+            if cfg.faults.on("tiny-image-mute") and min(img.size) < vision.FACTOR:
+                raise ApiError("", 400, None)
+            if cfg.faults.on("gif-last-frame") and getattr(img, "n_frames", 1) > 1:
+                img.seek(img.n_frames - 1)
+            if cfg.faults.on("channels-bgr"):  # the decoded array handed over as BGR, as OpenCV loads it
+                frames = [vision.bgr(img)]
         else:
             limit = None if cfg.faults.on("video-frames-unbounded") else MAX_VIDEO_FRAMES
             frames = await asyncio.to_thread(_video_frames, data, media_type, limit)
@@ -96,8 +108,13 @@ async def load(kind: str, url: str, cfg: ReferenceSettings) -> Media:
     p = cfg.profile
     try:
         if kind == "image":
+            if cfg.faults.on("images-fixed-size"):
+                w = h = FIXED_SIZE  # resized to one square whatever its size, as CLIP-style preprocessing does
             tokens = vision.image_tokens(w, h, p.min_pixels, p.max_pixels)
-            return Media("image", tokens * (4 if cfg.faults.on("image-tokens-unmerged") else 1), seen)
+            tokens *= 4 if cfg.faults.on("image-tokens-unmerged") else 1
+            if cfg.faults.on("gif-every-frame"):
+                tokens *= getattr(img, "n_frames", 1)
+            return Media("image", tokens, seen)
         n = len(frames) + len(frames) % 2
         rh, rw = vision.smart_resize(n, h, w, p.min_pixels, p.max_pixels)
     except MediaError as e:
@@ -210,6 +227,8 @@ async def fetch(url: str, cfg: ReferenceSettings) -> tuple[bytes, str]:
     scheme = split.scheme.lower()
     if scheme in ("http", "https"):
         host = split.hostname or ""
+        if cfg.faults.on("http-media-refused"):
+            raise ApiError(f"The URL must be from one of the allowed domains: []. Input URL domain: {host}", 400, None)
         if cfg.faults.on("media-url-confusion"):
             return await _confused_fetch(url, cfg), ""
         if cfg.allowed_media_domains and host not in cfg.allowed_media_domains and not cfg.faults.on("ssrf-open"):
@@ -244,9 +263,11 @@ def _file(raw_path: str, cfg: ReferenceSettings) -> bytes:
         if allowed is None:
             raise ApiError("Cannot load local files without `--allowed-local-media-path`.", 400, None)
         root = allowed.resolve()
-        if root not in path.resolve().parents:
+        # file-media-refused: the file is tested for being the allowed directory, not for lying under it
+        inside = path.resolve() == root if cfg.faults.on("file-media-refused") else root in path.resolve().parents
+        if not inside:
             raise ApiError(f"The file path {path} must be a subpath of `--allowed-local-media-path {root}`.",
-                           400, None)
+                           500 if cfg.faults.on("file-outside-500") else 400, None)
     try:
         return path.read_bytes()
     except OSError as e:

@@ -39,6 +39,7 @@ class Mode:
     reasoning: bool = True  # a reasoning parser is active and thinking is on
     tools: Sequence[dict[str, Any]] | None = None  # tool parsing active when not None
     typed: bool = True  # untyped-tool-args turns this off
+    squeeze: bool = False  # tool-args-whitespace-squeezed: string values lose their whitespace runs and ends
 
 
 def split_reasoning(text: str, mode: Mode) -> tuple[str | None, str | None]:
@@ -63,9 +64,13 @@ def _schema_type(tools: Sequence[dict[str, Any]] | None, name: str, key: str) ->
     return None
 
 
+def _squeezed(text: str, mode: Mode) -> str:
+    return " ".join(text.split()) if mode.squeeze else text
+
+
 def typed_value(raw: str, tool: str, key: str, mode: Mode) -> Any:
     if not mode.typed or _schema_type(mode.tools, tool, key) == "string":
-        return raw
+        return _squeezed(raw, mode)
     text = raw.strip()
     try:
         return json.loads(text)
@@ -131,7 +136,7 @@ def arguments(tool: str, inner: str, complete: bool, mode: Mode) -> str:
 def _open_value(tool: str, key: str, partial: str, mode: Mode) -> str:
     head = json.dumps(key, ensure_ascii=False) + ": "
     if not mode.typed or _schema_type(mode.tools, tool, key) == "string":
-        return head + json.dumps(partial, ensure_ascii=False)[:-1]
+        return head + json.dumps(_squeezed(partial, mode), ensure_ascii=False)[:-1]
     return head
 
 
@@ -168,6 +173,8 @@ class Streamer:
     sent_content: str = ""
     names_sent: int = 0
     sent_args: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)  # of the calls whose names were sent, by index
+    names: list[str] = field(default_factory=list)
 
     def feed(self, delta: str) -> dict[str, Any] | None:
         """The delta message for this step (content, reasoning, tool_calls), or None to send nothing."""
@@ -227,6 +234,8 @@ class Streamer:
             if i >= self.names_sent:
                 head = {"id": tool_call_id(), "type": "function", "index": i, "function": {"name": name}}
                 deltas.append(head)
+                self.ids.append(head["id"])
+                self.names.append(name)
                 self.names_sent = i + 1
                 self.sent_args.append("")
             args = arguments(name, inner, complete, self.mode)

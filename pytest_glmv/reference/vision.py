@@ -102,6 +102,13 @@ def open_image(data: bytes) -> Any:
     return img
 
 
+def bgr(img: Any) -> Any:
+    """The image with red and blue swapped (channels-bgr)."""
+    from PIL import Image
+
+    return Image.merge("RGB", img.convert("RGB").split()[::-1])
+
+
 def frames_of(img: Any, limit: int = 32) -> list[Any]:
     """Every frame of an animated image (a GIF stands in for a short video)."""
     out = []
