@@ -84,8 +84,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     session_of(session.config).attach_early()
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Generator[None, None, None]:
     session_of(config).modify_items(items)
+    yield  # -m and -k select here
+    session_of(config).trusted_behaviour_only(items)  # so a check the user's -m left out is never mentioned
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -183,17 +183,22 @@ class GlmvSession:
                 items[:] = [item for item in items if item.get_closest_marker("behavior") is None]
                 self.say(f"glmv: {len(drop)} behavior check{'s' if len(drop) != 1 else ''} deselected: {why}; "
                          "run them anyway with -m behavior, or with trained weights (python -m pytest_glmv.tiny.train)")
+
+    def trusted_behaviour_only(self, items: list[pytest.Item]) -> None:
+        """Trained tiny weights: only the behaviour checks of tasks that reached their threshold run (tiny/trust.py).
+        Called after -m has selected (plugin.py), so a check the user left out is not mentioned."""
         trust = self.target.behaviour_trust()
-        if trust is not None:  # trained tiny weights: only the checks of tasks that reached their threshold run
-            behaviour = [(trust.key(item.path, getattr(item, "originalname", item.name)), item)
-                         for item in items if item.get_closest_marker("behavior") is not None]
-            drop, lines = trust.split(behaviour)
-            if drop:
-                self.config.hook.pytest_deselected(items=drop)
-                gone = {id(item) for item in drop}
-                items[:] = [item for item in items if id(item) not in gone]
-                for line in lines:
-                    self.say(f"glmv: {line}")
+        if trust is None:
+            return
+        behaviour = [(trust.key(item.path, getattr(item, "originalname", item.name)), item)
+                     for item in items if item.get_closest_marker("behavior") is not None]
+        drop, lines = trust.split(behaviour)
+        if drop:
+            self.config.hook.pytest_deselected(items=drop)
+            gone = {id(item) for item in drop}
+            items[:] = [item for item in items if id(item) not in gone]
+            for line in lines:
+                self.say(f"glmv: {line}")
 
     def collection_finished(self, session: pytest.Session) -> None:
         self.collected = len(session.items)

@@ -75,12 +75,14 @@ def read_junit(path: Path) -> tuple[dict[str, str], dict[str, str]]:
 
 def run_suite(paths: list[str], fault: str | None = None, extra: list[str] | None = None,
               cwd: Path | None = None, timeout: float = 600, target: list[str] | None = None,
-              junit: Path | None = None, files: Mapping[str, str] | None = None, quiet: bool = True) -> SuiteRun:
+              junit: Path | None = None, files: Mapping[str, str] | None = None, quiet: bool = True,
+              env: Mapping[str, str] | None = None) -> SuiteRun:
     """One pytest run of `paths` against `target` (default: the reference server, with `fault` injected).
 
     `junit` keeps the JUnit file at that path (default: a temporary one); `files` are written into the
     working directory first (default: a temporary one), e.g. an SLO spec the arguments name. `target=[]`:
-    the target is among `paths`/`extra` already."""
+    the target is among `paths`/`extra` already. `env` is added to the run's environment, which otherwise has
+    no GLMV_* variable of the caller's (e.g. GLMV_TINY_WEIGHTS=dummy: the tiny model with random weights)."""
     with tempfile.TemporaryDirectory(prefix="glmv-matrix-") as tmp:
         workdir = cwd or Path(tmp)
         for name, text in (files or {}).items():
@@ -91,9 +93,9 @@ def run_suite(paths: list[str], fault: str | None = None, extra: list[str] | Non
                 *(["-q"] if quiet else []), f"--junitxml={xml}", "-o", "junit_family=xunit2", *(extra or [])]
         if fault:
             argv += ["--glmv-fault", fault]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GLMV_")}
+        run_env = {**{k: v for k, v in os.environ.items() if not k.startswith("GLMV_")}, **(env or {})}
         try:
-            proc = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env,
+            proc = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=run_env,
                                   check=False)
             code, output = proc.returncode, proc.stdout + proc.stderr
         except subprocess.TimeoutExpired as e:  # a verdict with what it printed, not an exception
