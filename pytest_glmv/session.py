@@ -190,8 +190,10 @@ class GlmvSession:
         trust = self.target.behaviour_trust()
         if trust is None:
             return
-        behaviour = [(trust.key(item.path, getattr(item, "originalname", item.name)), item)
-                     for item in items if item.get_closest_marker("behavior") is not None]
+        from .tiny.trust import WRITING_DECIDES
+        keyed = [(trust.key(item.path, getattr(item, "originalname", item.name)), item) for item in items]
+        behaviour = [(key, item) for key, item in keyed
+                     if item.get_closest_marker("behavior") is not None or key in WRITING_DECIDES]
         drop, lines = trust.split(behaviour)
         if drop:
             self.config.hook.pytest_deselected(items=drop)

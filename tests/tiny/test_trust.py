@@ -63,6 +63,20 @@ def test_a_check_runs_only_when_every_task_it_mirrors_passed() -> None:
                      "reason_off reached 30% < threshold 60% (n=48, greedy under transformers, w/training.json)"]
 
 
+def test_server_level_checks_the_models_writing_decides_are_left_out_with_their_reason() -> None:
+    t = trust.Trust(record({"colour": 1.0}), "w/training.json")
+    zero = "test_tools.py::test_zero_argument_tools"
+    drop, lines = t.split([(zero, "z1"), (zero, "z2"), (COLOUR, "a")])
+    assert drop == ["z1", "z2"]
+    assert lines == ["test_tools::test_zero_argument_tools deselected: the tiny model's writing decides it: the trained "
+                     "model adds a 'city' argument to tools that take none (their schemas allow it); "
+                     "GLMV_TINY_WEIGHTS=dummy runs it on random weights"]
+    for key in trust.WRITING_DECIDES:  # each names a server-level check of the suites (not a behaviour check)
+        file, function = key.split("::")
+        source = (ROOT / "suites" / file).read_text()
+        assert f"def {function}(" in source and key not in trust.CHECK_TASKS
+
+
 def test_todays_threshold_decides_not_the_recorded_flag() -> None:
     edited = record({"count": 0.54})
     edited["tasks"]["count"].update(passed=True, threshold=0.5)  # a hand-edited or stale verdict
