@@ -35,6 +35,8 @@ class Context:
     thinking: bool
     variant: int = 0  # 0 = greedy; sampled choices pick another phrasing
     leak_boxes: bool = False
+    off_by_one: bool = False  # arithmetic-off-by-one: every sum, difference and product one too high
+    recent_only: bool = False  # attention-window-short: a long chat is read from its last quarter only
     pixel_boxes: bool = False  # boxes-in-pixels: grounding boxes in the image's pixels, not GLM's 0-1000 scale
 
 
@@ -78,6 +80,7 @@ def respond(ctx: Context) -> str:
     return (f"<think>{reasoning}</think>" if ctx.thinking else "") + body
 
 
+RECENT_CHARS = 20000  # attention-window-short bites only on prompts longer than this
 _ASK_FACT = re.compile(r"\bwhat is the ([a-z][a-z ]{2,40}?) (?:mentioned|stated|given|written)\b", re.I)
 
 
@@ -88,6 +91,8 @@ def _recall(ctx: Context, question: str) -> tuple[str, str] | None:
         return None
     subject = ask.group(1).strip()
     text = "\n".join(text_of(m.get("content")) for m in ctx.messages)
+    if ctx.recent_only and len(text) > RECENT_CHARS:
+        text = text[-len(text) // 4:]
     fact = re.search(rf"\bthe {re.escape(subject)} is ([^.\n]{{1,80}})", text, re.I)
     if not fact:
         return None
@@ -122,7 +127,7 @@ def _answer(ctx: Context, question: str) -> tuple[str, str]:
         m = re.search(r"(-?\d+)\s*([+\-*x×])\s*(-?\d+)", question)
         if m:
             a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
-            value = a + b if op == "+" else a - b if op == "-" else a * b
+            value = (a + b if op == "+" else a - b if op == "-" else a * b) + ctx.off_by_one
             return f"The user asks for {a} {op} {b}; that is {value}.", f"{a} {op} {b} = {value}."
         return (f"The user asks: {_safe(question)}. There is nothing to look up, so I answer directly.",
                 f"This is the glmv reference server's fixed answer to: {_safe(question, 80)}.")

@@ -53,6 +53,9 @@ def _window(req: ChatRequest, prompt: list[int], cfg: ReferenceSettings) -> tupl
         keep = max(1, window - (req.max_tokens or 256))
         prompt = prompt[:2] + prompt[len(prompt) - keep + 2:]
     left = window - len(prompt)
+    if cfg.faults.on("max-tokens-past-left-500") and req.max_tokens is not None and req.max_tokens > left:
+        raise ApiError(f"AssertionError: cannot allocate {len(prompt) + req.max_tokens} slots in a {window}-token "
+                       "window", 500)
     if cfg.faults.on("max-tokens-ignored"):
         return prompt, MAX_TOKENS_IGNORED  # the run ends where the model stops, not at max_tokens or the window
     return prompt, min(req.max_tokens or left, left)
@@ -92,8 +95,16 @@ class ChatHandler:
         self.app = app
         self.cfg: ReferenceSettings = app[CFG]
         self.chats = 0  # chat requests received, for hang-after-20
+        self.inflight = 0  # chat requests being handled now, for bad-image-500-when-busy
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.inflight += 1
+        try:
+            return await self._handle(request)
+        finally:
+            self.inflight -= 1
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         cfg, metrics = self.cfg, self.app[METRICS]
         cid = completion_id()
         rec = self.app[TRACER].start(cid, stream=False, arrived=request.get(ARRIVED))
@@ -113,6 +124,8 @@ class ChatHandler:
             try:
                 prompt, items = await build_prompt(req.messages, req.tools, req.thinking, cfg)
             except media.BadMedia as e:
+                if cfg.faults.on("bad-image-500-when-busy") and self.inflight > 1:
+                    raise ApiError(f"Internal Server Error: {e.message}", 500, None) from None
                 if cfg.faults.on("engine-dead-after-bad-image"):
                     self.app[STATE].engine_dead = True
                 if cfg.faults.on("bad-image-500"):
@@ -152,6 +165,8 @@ class ChatHandler:
         gaps = [b - a for a, b in zip(chunks, chunks[1:], strict=False)]
         completion = sum(g.completion_tokens for g in gens)
         metrics.finished(gens[0].finish_reason, len(prompt), completion, ttft, e2e, gaps)
+        if cfg.faults.on("metrics-success-doubled"):
+            metrics.success[gens[0].finish_reason] += 1
         rec.finish(200, prompt_tokens=len(prompt), completion_tokens=completion,
                    finish_reasons=[g.finish_reason for g in gens])
         return resp
@@ -171,6 +186,8 @@ class ChatHandler:
                 messages = [m for m in messages if m.get("role") != "tool"]
             ctx = answers.Context(messages, items, req.tools, self._model_choice(req), req.thinking, variant,
                                   leak_boxes=cfg.faults.on("box-tokens-leak"),
+                                  off_by_one=cfg.faults.on("arithmetic-off-by-one"),
+                                  recent_only=cfg.faults.on("attention-window-short"),
                                   pixel_boxes=cfg.faults.on("boxes-in-pixels"))
             raw = answers.respond(ctx)
             if cfg.faults.on("zero-arg-call-filled") and isinstance(req.tool_choice, dict):
@@ -235,7 +252,23 @@ class ChatHandler:
         elif req.tools and finish == "stop" and self.cfg.faults.on("finish-tool-calls-without-calls"):
             finish = "tool_calls"
         msg[self.cfg.reasoning_field] = parsed.reasoning
-        return msg, finish
+        return self._bent(msg, req), finish
+
+    def _bent(self, msg: dict[str, Any], req: ChatRequest) -> dict[str, Any]:
+        """The non-streamed message as the message-shaping faults leave it."""
+        faults, reasoning = self.cfg.faults, msg.get(self.cfg.reasoning_field)
+        if reasoning and faults.on("think-tags-kept"):  # split, but content keeps the whole raw text
+            msg["content"] = f"<think>{reasoning}</think>{msg.get('content') or ''}"
+        if reasoning and faults.on("reasoning-copied-to-content"):
+            msg["content"] = reasoning + (msg.get("content") or "")
+        if not req.thinking and faults.on("thinking-off-answer-lost"):
+            msg["content"] = None
+        for call in msg.get("tool_calls") or []:
+            if faults.on("tool-name-prefixed"):
+                call["function"]["name"] = "functions." + call["function"]["name"]
+            if faults.on("tool-args-double-encoded"):
+                call["function"]["arguments"] = json.dumps(call["function"]["arguments"])
+        return msg
 
     def _usage(self, prompt: int, gens: list[generate.Generation], details: bool) -> dict[str, Any]:
         completion = sum(g.completion_tokens for g in gens)
@@ -245,7 +278,9 @@ class ChatHandler:
         usage: dict[str, Any] = {"prompt_tokens": prompt, "total_tokens": total, "completion_tokens": completion}
         if details:
             usage["prompt_tokens_details"] = None
-        usage["completion_tokens_details"] = {"reasoning_tokens": sum(g.reasoning_tokens for g in gens)}
+        reasoning = completion if self.cfg.faults.on("reasoning-tokens-always") else \
+            sum(g.reasoning_tokens for g in gens)
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
         return usage
 
     async def _complete(self, req: ChatRequest, cid: str, prompt: int, gens: list[generate.Generation],
@@ -298,6 +333,8 @@ class ChatHandler:
                                         if self.cfg.faults.on("reasoning-streamed-as-content") else mode)
             last = len(gen.pieces) - 1
             finish_sent = False
+            late = self.cfg.faults.on("stream-reasoning-late")
+            held: str | None = None  # stream-reasoning-late: a reasoning chunk kept back one step
             for k, (_, text) in enumerate(gen.pieces):
                 if k:
                     await pace.wait(self._delay(tpot, rng))
@@ -319,7 +356,22 @@ class ChatHandler:
                     finish_sent = True
                 else:
                     choice.update(finish_reason=None, token_ids=None)
+                    if late and set(delta or {}) == {self.cfg.reasoning_field}:
+                        if held:
+                            await send(held)
+                        held = dumps({**head, "choices": [choice]})
+                        continue
+                if held and not final:  # the answer's first delta goes out before the reasoning held back
+                    await send(dumps({**head, "choices": [choice]}))
+                    await send(held)
+                    held = None
+                    continue
+                if held:
+                    await send(held)
+                    held = None
                 await send(dumps({**head, "choices": [choice]}))
+            if held:
+                await send(held)
             if not finish_sent:
                 tail = self._named_call_empty(streamer.flush(), req)
                 if tail:
@@ -374,6 +426,9 @@ class ChatHandler:
             calls = [{"id": streamer.ids[c["index"]], "type": "function", **c,
                       "function": {"name": streamer.names[c["index"]], **c["function"]}}
                      if "id" not in c else c for c in calls]
+        if self.cfg.faults.on("tool-name-prefixed"):
+            calls = [{**c, "function": {**c["function"], "name": "functions." + c["function"]["name"]}}
+                     if "name" in c.get("function", {}) else c for c in calls]
         out = {k: v for k, v in delta.items() if k != "tool_calls"}
         if calls:
             out["tool_calls"] = calls

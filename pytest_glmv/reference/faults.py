@@ -175,6 +175,36 @@ FAULTS: dict[str, str] = {
     "stream-last-delta-lost": "a stream never sends its last text delta: the streamed text ends short of the "
                               "non-streamed answer's",
     "stream-no-done": "streams end without the `data: [DONE]` line",
+    # reasoning
+    "think-tags-kept": "the reasoning is split into its field, but non-streamed content keeps the whole raw text, "
+                       "<think>...</think> included",
+    "reasoning-copied-to-content": "non-streamed content repeats the reasoning text before the answer",
+    "thinking-off-answer-lost": "with enable_thinking=false the non-streamed answer comes back with content null (the "
+                                "parser takes the answer for unfinished reasoning, which thinking-off then hides)",
+    "reasoning-tokens-always": "usage.completion_tokens_details.reasoning_tokens counts every completion token, "
+                               "thinking on or off",
+    "stream-reasoning-late": "a stream sends its last reasoning delta after the first content or tool-call delta",
+    "tool-name-prefixed": "tool calls name the function `functions.NAME`, streamed and not",
+    "tool-args-double-encoded": "non-streamed tool-call arguments are JSON-encoded twice: a JSON string holding the "
+                                "object's text",
+    "history-reasoning-refused": "an assistant turn sent back with `reasoning` or `reasoning_content` is refused "
+                                 "with a 400 (extra fields forbidden)",
+    "arithmetic-off-by-one": "degraded weights (a broken quantization): every sum, difference and product the model "
+                             "answers is one too high",
+    "attention-window-short": "the model attends only to the last quarter of a long prompt (a sliding attention "
+                              "window applied to every layer): facts earlier in it are lost",
+    # robustness, tools, slo
+    "max-tokens-past-left-500": "a max_tokens over what the window leaves (but within the window) crashes the "
+                                "request: 500, neither vLLM's clamp nor a 400",
+    "nul-500": "a message holding a NUL character (\\u0000 in JSON, valid) crashes the request: 500",
+    "long-video-500": "a video of more frames than the processor keeps (32) crashes the request: 500",
+    "bad-image-500-when-busy": "an undecodable image answers 500 while other requests are running (a 400 when it "
+                               "is alone)",
+    "failed-media-skipped": "a media URL that cannot be fetched or decoded is left out silently: the request is "
+                            "answered 200 without it",
+    "int-enum-schema-500": "a tool schema holding an integer enum crashes the request: 500 (the grammar compiler "
+                           "takes string enums only)",
+    "metrics-success-doubled": "/metrics counts every finished request twice in vllm:request_success_total",
 }
 
 SLOW_FIRST_TOKEN_MS = 1500.0

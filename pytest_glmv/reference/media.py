@@ -64,7 +64,14 @@ async def load_all(messages: list[dict[str, Any]], cfg: ReferenceSettings) -> li
     if cfg.faults.on("only-first-image"):
         first = next((i for i, (k, _) in enumerate(found) if k == "image"), None)
         found = [p for i, p in enumerate(found) if p[0] != "image" or i == first]
-    loaded = list(await asyncio.gather(*(load(kind, url, cfg) for kind, url in found)))
+    if cfg.faults.on("failed-media-skipped"):  # a media URL that fails to fetch or decode is left out, silently
+        got = await asyncio.gather(*(load(kind, url, cfg) for kind, url in found), return_exceptions=True)
+        for (_, url), item in zip(found, got, strict=True):
+            if isinstance(item, BaseException) and not (isinstance(item, ApiError) and url[:4].lower() == "http"):
+                raise item
+        loaded = [m for m in got if isinstance(m, Media)]
+    else:
+        loaded = list(await asyncio.gather(*(load(kind, url, cfg) for kind, url in found)))
     return loaded[::-1] if cfg.faults.on("images-reversed") else loaded
 
 
@@ -96,6 +103,9 @@ async def load(kind: str, url: str, cfg: ReferenceSettings) -> Media:
             if cfg.faults.on("channels-bgr"):  # the decoded array handed over as BGR, as OpenCV loads it
                 frames = [vision.bgr(img)]
         else:
+            if cfg.faults.on("long-video-500") and data.count(b",") >= MAX_VIDEO_FRAMES:
+                raise ApiError(f"RuntimeError: cannot stack {data.count(b',') + 1} frames into the video tensor",
+                               500, None)
             limit = None if cfg.faults.on("video-frames-unbounded") else MAX_VIDEO_FRAMES
             frames = await asyncio.to_thread(_video_frames, data, media_type, limit)
         seen = await asyncio.to_thread(lambda: [vision.look(f) for f in frames])

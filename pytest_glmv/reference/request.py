@@ -88,6 +88,14 @@ def chat_request(body: dict[str, Any], cfg: ReferenceSettings) -> ChatRequest:
     if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
         raise ApiError("[{'type': 'list_type', 'loc': ('body', 'messages'), 'msg': 'Input should be a valid list "
                        "of messages with a role'}]", 400, None)
+    if cfg.faults.on("nul-500") and any("\x00" in str(m.get("content")) for m in messages):
+        raise ApiError("ValueError: A string literal cannot contain NUL (0x00) characters.", 500, None)
+    if cfg.faults.on("history-reasoning-refused"):
+        for i, m in enumerate(messages):
+            extra = next((k for k in ("reasoning", "reasoning_content") if k in m and m["role"] == "assistant"), None)
+            if extra:
+                raise ApiError(f"[{{'type': 'extra_forbidden', 'loc': ('body', 'messages', {i}, {extra!r}), 'msg': "
+                               "'Extra inputs are not permitted'}]", 400, None)
     if cfg.faults.on("history-reasoning-content-dropped"):
         messages = [{k: v for k, v in m.items() if k != "reasoning_content"} for m in messages]
     stream = bool(body.get("stream"))
@@ -179,12 +187,23 @@ def _tools(body: dict[str, Any], cfg: ReferenceSettings) -> tuple[list[dict[str,
     if tools and (choice == "required" or isinstance(choice, dict)):
         # vLLM compiles these schemas into a grammar; since CVE-2025-48944 a bad one is a 400, not a crash.
         for t in tools:
+            if cfg.faults.on("int-enum-schema-500") and _int_enum(t["function"].get("parameters")):
+                raise ApiError("Internal Server Error: the grammar compiler takes string enums only", 500)
             why = schema_problem(t["function"].get("parameters"))
             if why:
                 if cfg.faults.on("tool-schema-500"):
                     raise ApiError(f"Internal Server Error: {why}", 500)
                 raise invalid(f"Invalid JSON schema for tool {t['function']['name']!r}: {why}", "tools")
     return tools, choice
+
+
+def _int_enum(schema: Any) -> bool:
+    """int-enum-schema-500: does the schema hold an enum of integers anywhere?"""
+    if isinstance(schema, dict):
+        if any(isinstance(v, int) for v in schema.get("enum") or []):
+            return True
+        return any(_int_enum(v) for v in schema.values())
+    return isinstance(schema, list) and any(_int_enum(v) for v in schema)
 
 
 _TYPES = {"string", "number", "integer", "boolean", "object", "array", "null"}
