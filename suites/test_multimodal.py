@@ -140,7 +140,7 @@ def test_extreme_shape_never_5xx(mm: MM, size: tuple[int, int]) -> None:
     if ex.status == 200:
         assert ex.message.get("role") == "assistant" and ex.choice.get("finish_reason"), \
             f"a 200 without a well-formed choice\n{ex.evidence()}"
-        assert prompt_tokens(ex) > 0
+        assert prompt_tokens(ex) > 0, f"a 200 for a {size[0]}x{size[1]} image counts no prompt tokens\n{ex.evidence()}"
     else:
         assert ex.error_message, f"a {ex.status} must say what is wrong with the image\n{ex.evidence()}"
     still_answers(mm, f"a {size[0]}x{size[1]} image")

@@ -120,7 +120,9 @@ async def models(request: web.Request) -> web.Response:
             "allow_sampling": True, "allow_logprobs": True, "allow_search_indices": False, "allow_view": True,
             "allow_fine_tuning": False, "organization": "*", "group": None, "is_blocking": False}
     window = 2 * cfg.window if cfg.faults.on("models-window-wrong") else cfg.window
-    card = {"id": cfg.served_model_name, "object": "model", "created": created,
+    flapped = request.app[STATE].models_answered and cfg.faults.on("models-card-flaps")
+    request.app[STATE].models_answered = True
+    card = {"id": "another-model" if flapped else cfg.served_model_name, "object": "model", "created": created,
             "owned_by": "vllm" if cfg.posing else DOUBLE,
             "root": cfg.root, "parent": None, "max_model_len": window, "permission": [perm]}
     return _json({"object": "list", "data": [card]})
@@ -148,6 +150,8 @@ async def tokenize(request: web.Request) -> web.Response:
         raise ApiError("[{'type': 'missing', 'loc': ('body', 'prompt'), 'msg': 'Field required'}]", 400, None)
     strs = [tokenizer.token_str(t) for t in ids] if body.get("return_token_strs") else None
     window = 2 * cfg.window if cfg.faults.on("tokenize-window-wrong") else cfg.window
+    if cfg.faults.on("tokenize-capped"):
+        ids = ids[:cfg.window]
     return _json({"count": len(ids), "max_model_len": window, "tokens": ids, "token_strs": strs})
 
 

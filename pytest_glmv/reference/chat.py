@@ -272,6 +272,8 @@ class ChatHandler:
 
     def _usage(self, prompt: int, gens: list[generate.Generation], details: bool) -> dict[str, Any]:
         completion = sum(g.completion_tokens for g in gens)
+        if self.cfg.faults.on("usage-prompt-zero"):
+            prompt = 0
         if self.cfg.faults.on("usage-prompt-miscounted"):
             prompt -= 1  # the generation prompt left out of the count
         total = completion if self.cfg.faults.on("usage-total-wrong") else prompt + completion
@@ -418,7 +420,8 @@ class ChatHandler:
         """Streaming side of _one_call (index 0 only), and the stream-tool-args-broken fault."""
         if not delta or "tool_calls" not in delta:
             return delta
-        calls = [c for c in delta["tool_calls"] if not self._one_call(req) or c.get("index", 0) == 0]
+        first_only = self._one_call(req) or self.cfg.faults.on("stream-parallel-calls-collapsed")
+        calls = [c for c in delta["tool_calls"] if not first_only or c.get("index", 0) == 0]
         if self.cfg.faults.on("stream-tool-args-broken"):
             calls = [{**c, "function": {"arguments": streamer.sent_args[c["index"]]}}
                      if "arguments" in c.get("function", {}) else c for c in calls]
@@ -436,6 +439,8 @@ class ChatHandler:
 
     def _finish(self, gen: generate.Generation, streamer: parsers.Streamer, req: ChatRequest) -> str:
         faults = self.cfg.faults
+        if gen.finish_reason == "length" and faults.on("stream-length-as-stop"):
+            return "stop"
         if faults.on("tool-calls-finish-stop") or faults.on("stream-tool-calls-finish-stop"):
             return gen.finish_reason
         named = isinstance(req.tool_choice, dict) and not faults.on("named-call-finish-tool-calls")

@@ -205,6 +205,22 @@ FAULTS: dict[str, str] = {
     "int-enum-schema-500": "a tool schema holding an integer enum crashes the request: 500 (the grammar compiler "
                            "takes string enums only)",
     "metrics-success-doubled": "/metrics counts every finished request twice in vllm:request_success_total",
+    "image-text-unread": "the model cannot read text in images (a vision tower mismatched to the weights): words "
+                         "are never recognised, colours and shapes still are",
+    "http-media-thumbnail": "images fetched by http(s) URL reach the processor at half their size (the fetcher "
+                            "asks for a smaller rendition): fewer tokens than the same image as a data: URL",
+    "stream-parallel-calls-collapsed": "streamed answers carry only the first of parallel tool calls; non-streamed "
+                                       "answers carry all",
+    "usage-prompt-zero": "usage.prompt_tokens is always 0 (usage filled by a layer that counts the completion only)",
+    "video-decoded-then-cut": "every frame of a long video is decoded before the 32 kept are chosen: the prompt is "
+                              "bounded, the time is not (the double waits 31 s in place of decoding)",
+    "models-card-flaps": "/v1/models lists the served model in its first answer only; later answers list another "
+                         "model (a second replica behind the same address serving something else)",
+    "tokenize-capped": "/tokenize counts at most max_model_len tokens: a longer prompt's count stops at the window",
+    "stream-length-as-stop": "a stream cut by max_tokens ends with finish_reason stop; the non-streamed answer says "
+                             "length",
+    "model-name-ignored": "the request's model name is not checked: a model the server does not serve is answered "
+                          "by the one it does, with a 200",
 }
 
 SLOW_FIRST_TOKEN_MS = 1500.0

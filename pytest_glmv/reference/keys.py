@@ -18,6 +18,7 @@ class State:
     wedged: bool = False
     # engine-dead-after-bad-image sets it; /health stays 200 while every chat fails.
     engine_dead: bool = False
+    models_answered: bool = False  # models-card-flaps: /v1/models answered once already
 
 
 STATE = web.AppKey("state", State)

@@ -19,6 +19,7 @@ from .settings import ReferenceSettings
 from .vision import Media, MediaError
 
 MAX_VIDEO_FRAMES = 32
+VIDEO_DECODE_ALL_S = 31.0  # video-decoded-then-cut: past the robustness check's 30 s bound
 FIXED_SIZE = 336  # images-fixed-size: every image counted as this square
 
 
@@ -103,6 +104,8 @@ async def load(kind: str, url: str, cfg: ReferenceSettings) -> Media:
             if cfg.faults.on("channels-bgr"):  # the decoded array handed over as BGR, as OpenCV loads it
                 frames = [vision.bgr(img)]
         else:
+            if cfg.faults.on("video-decoded-then-cut") and data.count(b",") >= MAX_VIDEO_FRAMES:
+                await asyncio.sleep(VIDEO_DECODE_ALL_S)  # every frame decoded, then 32 kept
             if cfg.faults.on("long-video-500") and data.count(b",") >= MAX_VIDEO_FRAMES:
                 raise ApiError(f"RuntimeError: cannot stack {data.count(b',') + 1} frames into the video tensor",
                                500, None)
@@ -114,7 +117,12 @@ async def load(kind: str, url: str, cfg: ReferenceSettings) -> Media:
         if cfg.faults.on("address-leak"):
             message = message.replace("<_io.BytesIO object>", f"<_io.BytesIO object at {hex(id(data))}>")
         raise BadMedia(message, 400, None) from None
+    if cfg.faults.on("image-text-unread"):
+        for s in seen:
+            s.text = None
     w, h = seen[0].width, seen[0].height
+    if cfg.faults.on("http-media-thumbnail") and url[:4].lower() == "http":
+        w, h = max(1, w // 2), max(1, h // 2)  # the fetcher asked for a half-size rendition
     p = cfg.profile
     try:
         if kind == "image":

@@ -76,7 +76,7 @@ MAX_N_SEQUENCES = 16384  # vLLM's VLLM_MAX_N_SEQUENCES default (the CVE-2026-347
 
 def check_model(body: dict[str, Any], cfg: ReferenceSettings) -> None:
     name = body.get("model")
-    if name is not None and name != cfg.served_model_name:
+    if name is not None and name != cfg.served_model_name and not cfg.faults.on("model-name-ignored"):
         raise unknown_model(name, cfg.served_model_name)
 
 
