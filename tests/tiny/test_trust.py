@@ -68,8 +68,8 @@ def test_server_level_checks_the_models_writing_decides_are_left_out_with_their_
     zero = "test_tools.py::test_zero_argument_tools"
     drop, lines = t.split([(zero, "z1"), (zero, "z2"), (COLOUR, "a")])
     assert drop == ["z1", "z2"]
-    assert lines == ["test_tools::test_zero_argument_tools deselected: the tiny model's writing decides it: the trained "
-                     "model adds a 'city' argument to tools that take none (their schemas allow it); "
+    assert lines == ["test_tools::test_zero_argument_tools deselected: the tiny model's writing decides it: the "
+                     "trained model adds a 'city' argument to tools that take none (their schemas allow it); "
                      "GLMV_TINY_WEIGHTS=dummy runs it on random weights"]
     for key in trust.WRITING_DECIDES:  # each names a server-level check of the suites (not a behaviour check)
         file, function = key.split("::")

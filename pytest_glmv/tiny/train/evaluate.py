@@ -154,9 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         from .train import load
         model, processor = load(a.model, a.device)
         result = score_model(model, processor, sets)
+    return report(result, a.json)
+
+
+def report(result: Any, json_path: str | None) -> int:
+    """Print the per-task table (and write it as JSON when asked); exit status 1 when a task missed."""
     print(table(result))
-    if a.json:
-        with open(a.json, "w") as f:
+    if json_path:
+        with open(json_path, "w") as f:
             json.dump(result, f, indent=1, ensure_ascii=False)
     bad = failures(result)
     for line in bad:

@@ -10,14 +10,13 @@ weight files among others) is one line: vLLM's own error, as lifecycle/logs.root
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 from ...lifecycle.server import ServerError, VllmServer, free_port
 from .. import WeightsError, prepare, vllm_executable
 from .dialogs import TASKS
-from .evaluate import examples, failures, score_server, table
+from .evaluate import examples, report, score_server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,14 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         result = score_server(srv.root_url, tiny.served_name, sets)
     finally:
         srv.stop()
-    print(table(result))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(result, f, indent=1, ensure_ascii=False)
-    bad = failures(result)
-    for line in bad:
-        print(line, file=sys.stderr)
-    return 1 if bad else 0
+    return report(result, a.json)
 
 
 if __name__ == "__main__":
