@@ -14,6 +14,7 @@ had an ini of its own, or a pytest whose internals differ) the run stops with on
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -25,8 +26,10 @@ VALUED = frozenset(o.flag for o in OPTIONS if o.kind != "bool")
 
 
 def _spaced(args: list[str]) -> list[str]:
-    """The glmv flags given as `--flag VALUE` (two arguments)."""
-    return [a for a, nxt in zip(args, args[1:], strict=False) if a in VALUED and not nxt.startswith("-")]
+    """The glmv flags given as `--flag VALUE` (two arguments), those whose value is an existing path first: only
+    a path moves pytest's rootdir, so the one-line error names the flag that did it."""
+    pairs = [(a, nxt) for a, nxt in zip(args, args[1:], strict=False) if a in VALUED and not nxt.startswith("-")]
+    return [a for a, nxt in sorted(pairs, key=lambda pair: not os.path.exists(pair[1]))]
 
 
 def repair(config: pytest.Config, args: list[str]) -> None:
@@ -55,7 +58,7 @@ def repair(config: pytest.Config, args: list[str]) -> None:
     if config.inipath is not None or not hasattr(config, "_inicfg"):
         # Its addopts and pythonpath are applied already; undoing them is guesswork.
         raise pytest.UsageError(f"glmv: pytest took the value of {spaced[0]} for a test path and read the "
-                                f"ini file {config.inipath} instead of {inipath}; {hint}")
+                                f"ini file {config.inipath} instead of {inipath or 'none'}; {hint}")
     _apply(config, args, ns, rootpath, inipath, inicfg, list(found[3]) if len(found) > 3 else [])
 
 
