@@ -1,5 +1,6 @@
 """A failing suite check as a short bug report: its structured evidence (`report.glmv_evidence`, built from
-kit/journal.py's record of the check's exchanges and the server log lines written meanwhile) and the at most ~12 lines that pytest prints for it by default.
+kit/journal.py's record of the check's exchanges and the server log lines written meanwhile) and the at
+most ~12 lines that pytest prints for it by default.
 
 What was sent, what came back (status, the server's own message), what the check expected (its message's
 first line), the finding id, the known upstream fault and remedy when one matched, and the server's log
