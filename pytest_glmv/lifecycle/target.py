@@ -261,7 +261,7 @@ class Target:
             "launched": bool(srv and srv.launched),
             # the command that launched it (report.html's "Launch command"), the API key's value hidden
             "launch_argv": [("***" if before == "--api-key" else a) for before, a in
-                            zip(["", *getattr(srv, "argv", [])], getattr(srv, "argv", []))] or None,
+                            zip(["", *getattr(srv, "argv", [])], getattr(srv, "argv", []), strict=False)] or None,
             "ready_s": self.ready_s,
             "max_model_len": srv.max_model_len if srv else None,
             "faults": list(self.settings.fault),

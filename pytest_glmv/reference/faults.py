@@ -95,8 +95,8 @@ FAULTS: dict[str, str] = {
     "stream-usage-miscounted": "the streamed usage chunk's completion_tokens leaves out the last token: one short of "
                                "the non-streamed answer's for the same greedy request",
     "reasoning-field-legacy": "the server reports vLLM 0.32.0 but sends reasoning only as `reasoning_content`, the "
-                              "only name releases before 0.11.1 sent: clients written for current vLLM read `reasoning` "
-                              "and see none",
+                              "only name releases before 0.11.1 sent: clients written for current vLLM read "
+                              "`reasoning` and see none",
     "media-url-confusion": "the media allowlist looks for an allowed host anywhere in the URL's authority text, while "
                            "the fetcher parses it the WHATWG way ('\\' ends the authority, '#' starts the fragment, "
                            "the host follows '@'): backslash, '@' and '#' URLs reach any host (CVE-2026-24779)",
