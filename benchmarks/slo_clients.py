@@ -57,8 +57,9 @@ def _schedstat() -> list[int]:
 # vllm bench serve, unchanged, run through this wrapper so its CPU time over the timed region can be
 # read inside its process as ours is: from benchmark()'s entry (the session is made, the ready check
 # is skipped by default) to calculate_metrics() (every request answered), start-up and imports excluded.
-VLLM_CPU_WRAPPER = """
-import json, os, sys, time
+# The hook alone, shared with slo_vllm_bench.py's resident process: mark["t0"] / mark["t1"] in process CPU time.
+VLLM_CPU_MARK = """
+import json, os, sys, time, traceback
 import vllm.benchmarks.serve as s
 from vllm.entrypoints.cli.main import main
 mark = {}
@@ -70,6 +71,8 @@ def calculate_metrics(*a, **k):
     mark.setdefault("t1", time.process_time())
     return orig_metrics(*a, **k)
 s.benchmark, s.calculate_metrics = benchmark, calculate_metrics
+"""
+VLLM_CPU_WRAPPER = VLLM_CPU_MARK + """
 sys.argv = ["vllm"] + sys.argv[1:]
 try:
     main()

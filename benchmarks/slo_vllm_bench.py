@@ -21,19 +21,9 @@ import subprocess
 import time
 from pathlib import Path
 
-RESIDENT = r"""
-import json, os, sys, time, traceback
-import vllm.benchmarks.serve as s
-from vllm.entrypoints.cli.main import main
-mark = {}
-orig_benchmark, orig_metrics = s.benchmark, s.calculate_metrics
-async def benchmark(*a, **k):
-    mark["t0"] = time.process_time()
-    return await orig_benchmark(*a, **k)
-def calculate_metrics(*a, **k):
-    mark.setdefault("t1", time.process_time())
-    return orig_metrics(*a, **k)
-s.benchmark, s.calculate_metrics = benchmark, calculate_metrics
+from slo_clients import VLLM_CPU_MARK
+
+RESIDENT = VLLM_CPU_MARK + r"""
 done = os.fdopen(int(os.environ["GLMV_DONE_FD"]), "w")
 done.write("ready\n"); done.flush()
 for line in sys.stdin:

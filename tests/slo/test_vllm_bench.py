@@ -50,10 +50,14 @@ def resident(tmp_path: Path) -> Any:
         (pkg / sub).write_text(textwrap.dedent(text))
     for d in (pkg, pkg / "benchmarks", pkg / "entrypoints", pkg / "entrypoints/cli"):
         (d / "__init__.py").touch()
-    spec = importlib.util.spec_from_file_location("slo_vllm_bench", BENCH / "slo_vllm_bench.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(BENCH))  # it imports its sibling slo_clients, as the benchmarks run from their folder
+    try:
+        spec = importlib.util.spec_from_file_location("slo_vllm_bench", BENCH / "slo_vllm_bench.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "fake")}
     r = module.Resident(sys.executable, tmp_path / "bench.log", env)
     yield r, tmp_path
