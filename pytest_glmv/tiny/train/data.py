@@ -110,8 +110,9 @@ class Batches:
     """An endless stream of collated training batches; each DataLoader worker draws its own examples."""
 
     def __init__(self, model_dir: str, seed: int, batch: int, tasks: list[str], needle_sentences: int,
-                 needle_share: float) -> None:
+                 needle_share: float, weights: dict[str, float] | None = None) -> None:
         self.model_dir, self.seed, self.batch, self.tasks = model_dir, seed, batch, tasks
+        self.weights = dict(WEIGHTS if weights is None else weights)
         self.needle_sentences, self.needle_share = needle_sentences, needle_share
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -126,7 +127,7 @@ class Batches:
         processor = AutoProcessor.from_pretrained(self.model_dir)
         pad = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
         names = [t for t in self.tasks if t != "needle"]
-        weights = [WEIGHTS[t] for t in names]
+        weights = [self.weights[t] for t in names]
         while True:
             if "needle" in self.tasks and rng.random() < self.needle_share:
                 # long and text-only: a smaller batch of its own, so short tasks are not padded to its length

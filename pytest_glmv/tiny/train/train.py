@@ -24,7 +24,7 @@ from typing import Any
 
 from .. import files, trust
 from .data import Batches
-from .dialogs import TASKS
+from .dialogs import TASKS, WEIGHTS
 from .evaluate import examples, failures, score_model, table
 
 # Files of the model dir that must stay exactly files.py's (save_pretrained rewrites its own versions).
@@ -43,7 +43,8 @@ def load(model_dir: str, device: str = "cpu") -> tuple[Any, Any]:
     return model, AutoProcessor.from_pretrained(model_dir)
 
 
-def build(arch: str, seed: int, stage: Path, device: str) -> tuple[Any, dict[str, bytes]]:
+def build(arch: str, seed: int, stage: Path, device: str, init: Path | None = None) -> tuple[Any, dict[str, bytes]]:
+    """The model in fp32: from the seed, or (init) from a trained model.safetensors of the same config."""
     import torch
     import transformers
     from transformers import AutoConfig
@@ -52,10 +53,31 @@ def build(arch: str, seed: int, stage: Path, device: str) -> tuple[Any, dict[str
     stage.mkdir(parents=True)
     for name, data in contents.items():
         (stage / name).write_bytes(data)
-    config = AutoConfig.from_pretrained(stage)
+    cls = getattr(transformers, files.ARCHS[arch][0])
     torch.manual_seed(seed)
-    model = getattr(transformers, files.ARCHS[arch][0])(config).float().to(device)
+    if init is None:
+        return cls(AutoConfig.from_pretrained(stage)).float().to(device), contents
+    # from_pretrained, not load_state_dict: transformers maps the saved names (its checkpoint conversion of the
+    # MoE experts) the same way vLLM reads them; the stage holds today's config beside the copied weights.
+    shutil.copyfile(init / "model.safetensors", stage / "model.safetensors")
+    model = cls.from_pretrained(stage, dtype=torch.float32).to(device)
+    (stage / "model.safetensors").unlink()
     return model, contents
+
+
+def init_record(init: Path, arch: str) -> dict[str, Any]:
+    """What a run resumed from: its training.json must be of this arch and today's config (ValueError if not)."""
+    rec_path = init / "training.json"
+    if not (init / "model.safetensors").is_file() or not rec_path.is_file():
+        raise ValueError(f"--init {init}: needs model.safetensors and training.json (a training output)")
+    rec = json.loads(rec_path.read_text())
+    want = hashlib.sha256(files.files(arch)[0]["config.json"]).hexdigest()
+    if rec.get("arch") != arch or rec.get("config_sha256") != want:
+        raise ValueError(f"--init {init}: trained for arch {rec.get('arch')!r} with config sha256 "
+                         f"{str(rec.get('config_sha256'))[:12]}, not today's {arch} config {want[:12]}")
+    digest = hashlib.sha256((init / "model.safetensors").read_bytes()).hexdigest()
+    return {"path": str(init), "model_sha256": digest, "steps_total": rec.get("steps_total", rec.get("steps")),
+            "record": {k: rec.get(k) for k in ("seed", "data_seed", "steps", "command", "init")}}
 
 
 def lr_at(progress: float, step: int, peak: float, warmup: int = 50) -> float:
@@ -73,13 +95,15 @@ def train(a: argparse.Namespace) -> int:
     stage = out.with_name(out.name + ".partial")
     shutil.rmtree(stage, ignore_errors=True)
     tasks = [t for t in a.tasks.split(",") if t]
-    model, contents = build(a.arch, a.seed, stage, a.device)
+    init = init_record(Path(a.init), a.arch) if a.init else None
+    model, contents = build(a.arch, a.seed, stage, a.device, Path(a.init) if a.init else None)
     params = sum(p.numel() for p in model.parameters())
     print(f"{a.arch}: {params / 1e6:.2f} M parameters, {len(tasks)} tasks, device {a.device}", flush=True)
 
     class Stream(torch.utils.data.IterableDataset):  # type: ignore[misc]
         def __iter__(self) -> Any:
-            return iter(Batches(str(stage), a.seed, a.batch, tasks, a.needle_sentences, a.needle_share))
+            return iter(Batches(str(stage), a.data_seed, a.batch, tasks, a.needle_sentences, a.needle_share,
+                                a.weights))
 
     loader = torch.utils.data.DataLoader(Stream(), batch_size=None, num_workers=a.workers,
                                          prefetch_factor=4 if a.workers else None, persistent_workers=a.workers > 0)
@@ -126,7 +150,10 @@ def train(a: argparse.Namespace) -> int:
     for name in KEEP:
         (stage / name).write_bytes(contents[name])
     record = {
-        "arch": a.arch, "seed": a.seed, "steps": step, "batch": a.batch, "lr": a.lr, "workers": a.workers,
+        "arch": a.arch, "seed": a.seed, "data_seed": a.data_seed, "init": init,
+        "steps_total": step + int((init or {}).get("steps_total") or 0), "weights": a.weights,
+        "command": "python -m pytest_glmv.tiny.train " + " ".join(a.argv), "steps": step,
+        "batch": a.batch, "lr": a.lr, "workers": a.workers,
         "device": a.device, "parameters": params, "train_seconds": round(train_s, 1),
         "steps_per_second": round(step / max(train_s, 1e-9), 2), "eval_seconds": round(time.monotonic() - t1, 1),
         "final_loss": round(float(torch.stack(losses[-50:]).mean()), 4) if losses else None,
@@ -163,7 +190,13 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", choices=tuple(files.ARCHS), default="moe")
     ap.add_argument("--out", required=True, help="the model dir to write (OUT.rejected when no gated task passes)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="model initialisation; evaluation draws from seed + 1")
+    ap.add_argument("--data-seed", type=int, help="training examples' stream (default: --seed; another one when "
+                    "resuming with --init, so the run sees new examples)")
+    ap.add_argument("--init", help="resume from a training output of the same arch and config (its model.safetensors "
+                    "and training.json), e.g. pytest_glmv/tiny/weights/moe")
+    ap.add_argument("--weight", action="append", default=[], metavar="TASK=W",
+                    help="how often TASK is drawn relative to the others (default: dialogs.WEIGHTS); repeatable")
     ap.add_argument("--steps", type=int, default=100000, help="at most this many steps")
     ap.add_argument("--time-budget", type=float, default=1e9, help="seconds for the whole run, evaluation included")
     ap.add_argument("--eval-reserve", type=float, default=90.0, help="seconds of the budget kept for eval and save")
@@ -179,9 +212,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-n", type=int, default=48, help="fresh examples per task")
     ap.add_argument("--log-every", type=int, default=50)
     a = ap.parse_args(argv)
+    a.argv = list(sys.argv[1:] if argv is None else argv)
+    a.data_seed = a.seed if a.data_seed is None else a.data_seed
     unknown = [t for t in a.tasks.split(",") if t and t not in TASKS]
     if unknown:
         ap.error(f"unknown task(s) {', '.join(unknown)}; valid: {', '.join(TASKS)}")
+    a.weights = dict(WEIGHTS)
+    for item in a.weight:
+        task, _, w = item.partition("=")
+        try:
+            weight = float(w)
+        except ValueError:
+            weight = -1.0
+        if task not in TASKS or weight < 0:
+            ap.error(f"--weight {item!r}: want TASK=W with TASK one of {', '.join(TASKS)} and W a number >= 0")
+        a.weights[task] = weight
+    if a.init:
+        try:
+            init_record(Path(a.init), a.arch)
+        except ValueError as e:
+            ap.error(str(e))
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401
