@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import pytest
 
+from pytest_glmv.kit import judges as j
 from pytest_glmv.kit import media
 from pytest_glmv.kit.context import (
     COUNTS,
@@ -266,7 +267,10 @@ def _needle_prompt(depth: float, needle: str, question: str) -> Callable[[str], 
 @pytest.mark.parametrize("depth", [0.1, 0.5, 0.9], ids=["10pct", "50pct", "90pct"])
 def test_needle_is_retrieved_near_the_window(glmv_http: Any, glmv_server: Any, glmv_profile: Any, window: int,
                                              depth: float) -> None:
-    """One fact hidden at 10%, 50% and 90% of a prompt that nearly fills the window is found."""
+    """One fact hidden at 10%, 50% and 90% of a prompt that nearly fills the window is found.
+
+    Accepts the number in any wording ("123456", "The magic number is 123456.", boxed) and with thousands grouping
+    ("123,456", which models often add to a six-digit number). Refuses it inside a longer number."""
     code = random.Random(f"needle:{depth}").randrange(100000, 999999)
     needle = f"The magic number is {code}."
     question = "What is the magic number mentioned in the document? Answer with the number only."
@@ -280,5 +284,6 @@ def test_needle_is_retrieved_near_the_window(glmv_http: Any, glmv_server: Any, g
                                    **extra))
     assert ex.status == 200, f"a {prompt.tokens}-token prompt in a {window}-token window failed\n{ex.evidence()}"
     answer = ex.message.get("content") or ""
-    assert str(code) in answer, (f"the magic number {code}, placed at {depth:.0%} of a {prompt.tokens}-token "
-                                 f"prompt, was not retrieved; answer {answer!r}\n{ex.evidence()}")
+    assert j.mentions_number(answer, code), (
+        f"the magic number {code}, placed at {depth:.0%} of a {prompt.tokens}-token prompt, was not retrieved; "
+        f"answer {answer!r}\n{ex.evidence()}")

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from pytest_glmv.kit import evidence
+from pytest_glmv.kit import judges as j
 from pytest_glmv.kit.evidence import Exchange
 from pytest_glmv.kit.media import image_part, png_url, square
 from pytest_glmv.kit.reasoning import (
@@ -243,16 +244,22 @@ def stepwise_on(http: httpx.Client, ask: Callable[..., dict[str, Any]]) -> Excha
 
 @pytest.mark.behavior
 def test_stepwise_question_is_reasoned(stepwise_on: Exchange) -> None:
+    """Accepts any non-empty reasoning; when the answer finished, the result it ends on must be 391, the way
+    GLM-4.5V writes it: "391", "17 × 23 = 391.", "391 (17 × 23)", steps that end on 391, boxed. Refuses a wrong or
+    hedged result. An answer cut by max_tokens is judged on its reasoning only (the 2048-token budget is the
+    check's, not the model's)."""
     _ok(stepwise_on)
     msg = stepwise_on.message
     assert reasoning_of(msg).strip(), f"a question that needs a step got no reasoning\n{stepwise_on.evidence()}"
     if stepwise_on.choice.get("finish_reason") == "stop":
-        assert "391" in content_of(msg), f"the answer misses 17 * 23 = 391\n{stepwise_on.evidence()}"
+        said = j.final_number(content_of(msg), operands=(17, 23))
+        assert said == 391, f"the answer misses 17 * 23 = 391: it ends on {said}\n{stepwise_on.evidence()}"
 
 
 @pytest.mark.behavior
 def test_thinking_off_answer_is_shorter(http: httpx.Client, ask: Callable[..., dict[str, Any]],
                                         stepwise_on: Exchange, glmv_profile: Any) -> None:
+    """Counts completion tokens, reads no words: any wording passes; thinking off must cost fewer tokens than on."""
     _hybrid(glmv_profile)
     off = evidence.chat(http, ask(STEP_QUESTION, max_tokens=2048, **OFF))
     _ok(stepwise_on)
@@ -266,6 +273,7 @@ def test_thinking_off_answer_is_shorter(http: httpx.Client, ask: Callable[..., d
 @pytest.mark.behavior
 def test_thinking_model_always_reasons(http: httpx.Client, ask: Callable[..., dict[str, Any]],
                                        glmv_profile: Any) -> None:
+    """Accepts any non-empty reasoning, with or without enable_thinking: false (GLM-4.1V-Thinking ignores it)."""
     if glmv_profile is None or glmv_profile.thinking != "always":
         pytest.skip("only GLM-4.1V-Thinking (profile thinking 'always') always reasons")
     for extra in ({}, OFF):
@@ -276,6 +284,8 @@ def test_thinking_model_always_reasons(http: httpx.Client, ask: Callable[..., di
 
 @pytest.mark.behavior
 def test_reasoning_then_tool_call(http: httpx.Client, ask: Callable[..., dict[str, Any]]) -> None:
+    """Accepts one get_weather call after any non-empty reasoning, with text beside it or not; the arguments are
+    the tool checks' business. Refuses no call, two calls, or a call with no reasoning (thinking is on)."""
     ex = evidence.chat(http, ask(TOOL_QUESTION, max_tokens=1024, tools=WEATHER, tool_choice="auto"))
     _ok(ex)
     msg = ex.message

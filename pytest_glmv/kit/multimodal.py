@@ -15,7 +15,6 @@ import pytest
 
 from .evidence import Exchange, chat, chat_body, request
 from .media import image_part
-from .vision import ordinal  # noqa: F401 (the suites import it from here)
 
 Message = dict[str, Any]
 

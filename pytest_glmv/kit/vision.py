@@ -1,8 +1,10 @@
-"""GLM-4V image arithmetic and answer parsing for the multimodal suite.
+"""GLM-4V image arithmetic and images in every form for the multimodal suite.
 
 Written from the processor's rule (transformers' Glm4vImageProcessor.smart_resize,
 as vLLM's glm4_1v.py calls it), not imported from the reference server: a
 check that borrowed the double's arithmetic could not catch the double's error.
+
+How answers are read (boxes, colours, counts) is kit/judges.py.
 
 The rule: sides rounded to multiples of patch*merge (28 px), an image counted
 as `temporal` (2) identical frames when the pixel bounds are applied, then one
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any, Sequence
 
 from .media import COLOURS, Scene, encode
@@ -118,71 +119,3 @@ def word_png(word: str, size: tuple[int, int] = (320, 128)) -> bytes:
     info = PngInfo()
     info.add_text("glmv:text", word)
     return encode(img, "PNG", pnginfo=info)
-
-
-# -- answers ------------------------------------------------------------------------------------
-BOX_OPEN, BOX_CLOSE = "<|begin_of_box|>", "<|end_of_box|>"
-_BOXED = re.compile(re.escape(BOX_OPEN) + r"(.*?)" + re.escape(BOX_CLOSE), re.S)
-_NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
-_FOUR = re.compile(r"[\[(]+" + ",".join([_NUM] * 4) + r"[\])]+")
-
-
-def boxes(text: str) -> list[tuple[float, float, float, float]]:
-    """Every [x1,y1,x2,y2] inside GLM's box markup; bracket styles vary ([..], [[..]], (..))."""
-    out = []
-    for inner in _BOXED.findall(text or ""):
-        for m in _FOUR.finditer(inner):
-            x1, y1, x2, y2 = (float(g) for g in m.groups())
-            out.append((x1, y1, x2, y2))
-    return out
-
-
-def coordinate_boxes(text: str) -> list[str]:
-    """Box markup whose content is coordinates (a grounding answer), as opposed to a boxed prose answer."""
-    return [inner for inner in _BOXED.findall(text or "") if _FOUR.search(inner)]
-
-
-def unboxed(text: str) -> str:
-    return (text or "").replace(BOX_OPEN, "").replace(BOX_CLOSE, "")
-
-
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-_NUMBER_WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-                 "eight": 8, "nine": 9, "ten": 10}
-
-
-def numbers(text: str) -> list[int]:
-    """Counts stated in an answer, digits or words, in order."""
-    out = []
-    for tok in re.findall(r"\d+|[a-z]+", (text or "").lower()):
-        if tok.isdigit():
-            out.append(int(tok))
-        elif tok in _NUMBER_WORDS:
-            out.append(_NUMBER_WORDS[tok])
-    return out
-
-
-def colours_named(text: str) -> set[str]:
-    words = set(re.findall(r"[a-z]+", (text or "").lower()))
-    return {c for c in COLOURS if c in words}
-
-
-def ordinal(text: str) -> int | None:
-    """Which image an answer points at: 1 or 2 (first/second, image 1/2), None when unclear or both."""
-    low = (text or "").lower()
-    hits = set()
-    if re.search(r"\b(first|1st|left|former)\b|\b(image|picture) ?(#|no\.? ?)?1\b", low):
-        hits.add(1)
-    if re.search(r"\b(second|2nd|right|latter)\b|\b(image|picture) ?(#|no\.? ?)?2\b", low):
-        hits.add(2)
-    if not hits:
-        bare = re.findall(r"\b[12]\b", low)
-        hits = {int(b) for b in bare}
-    return hits.pop() if len(hits) == 1 else None

@@ -3,8 +3,9 @@
 An Example is a chat as a client sends it (OpenAI messages with data-URL images, tools, thinking on or
 off), the assistant turn GLM-4.5V would give (content, reasoning, tool calls: rendered later by the
 model's own chat template), and a judge that reads a parsed answer the way the suite's check does (the
-same kit helpers). The suites' own prompts are among each task's phrasings (tests/tiny holds them to it);
-answers vary the way a real GLM-4.5V's do: case, a full stop, a sentence around the word, a boxed answer.
+same readings, pytest_glmv/kit/judges.py: one implementation for both). The suites' own prompts are among
+each task's phrasings (tests/tiny holds them to it); answers vary the way a real GLM-4.5V's do: case, a full
+stop, a sentence around the word, a boxed answer.
 Pure Python + Pillow: no torch, so the generators are testable anywhere.
 """
 from __future__ import annotations
@@ -14,10 +15,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ...kit import judges as j
 from ...kit import media
 from ...kit import vision as v
 from ...kit.tools import CONVERT, NOTE_TEXT, SAVE_NOTE, SET_COLOUR, STOCK, WEATHER, tool
-from ...kit.vision import ordinal
 from . import scenes
 
 Message = dict[str, Any]
@@ -53,7 +54,7 @@ def user(images: list[bytes], text: str, mime: str = "image/png") -> Message:
 
 
 def content(m: Message) -> str:
-    return v.unboxed(str(m.get("content") or ""))
+    return j.unboxed(str(m.get("content") or ""))
 
 
 def calls(m: Message) -> list[tuple[str, Any]]:
@@ -93,9 +94,8 @@ def colour(rng: random.Random, thinking: bool = False) -> Example:
     target = {"content": word_answer(rng, c, f"The square is {c}."), "reasoning": reasoning}
 
     def judge(m: Message) -> bool:
-        named = v.colours_named(content(m))
-        boxed = v.coordinate_boxes(str(m.get("reasoning") or "")) + v.coordinate_boxes(str(m.get("content") or ""))
-        return named == {c} and not boxed
+        boxed = j.coordinate_boxes(str(m.get("reasoning") or "")) + j.coordinate_boxes(str(m.get("content") or ""))
+        return j.names_colour(content(m), c) and not boxed
     return Example("colour_think" if thinking else "colour", [user([data], q, mime)], target, judge,
                    thinking=thinking, max_tokens=96 if thinking else 24, meta={"colour": c, "format": fmt})
 
@@ -107,7 +107,7 @@ def gif(rng: random.Random) -> Example:
     q = rng.choice(["What colour is the square in the image? One word.", "What colour is the square?",
                     "Which colour is the shape in this picture?"])
     return Example("gif", [user([data], q, mime)], {"content": word_answer(rng, c, f"The square is {c}.")},
-                   lambda m: v.colours_named(content(m)) == {c}, max_tokens=24, meta={"colour": c})
+                   lambda m: j.names_colour(content(m), c), max_tokens=24, meta={"colour": c})
 
 
 def shape(rng: random.Random) -> Example:
@@ -131,7 +131,7 @@ def count(rng: random.Random) -> Example:
     answer = rng.choice([str(n), str(n), f"<|begin_of_box|>{n}<|end_of_box|>", f"There are {n} {unit}.",
                          f"There {'is' if n == 1 else 'are'} {words[n]} {unit} in the image."])
     return Example("count", [user([media.png(scene.render())], q)], {"content": answer},
-                   lambda m: v.numbers(content(m))[:1] == [n], max_tokens=24)
+                   lambda m: j.count_stated(content(m)) == n, max_tokens=24)
 
 
 def word(rng: random.Random) -> Example:
@@ -141,7 +141,7 @@ def word(rng: random.Random) -> Example:
     answer = rng.choice([text, f"<|begin_of_box|>{text}<|end_of_box|>", f"The image says {text}.",
                          f"The text reads \"{text}\"."])
     return Example("word", [user([v.word_png(text)], q)], {"content": answer},
-                   lambda m: text.lower() in content(m).lower(), max_tokens=24, meta={"text": text})
+                   lambda m: j.reads_word(content(m), text), max_tokens=24, meta={"text": text})
 
 
 def which(rng: random.Random, turns: bool = False) -> Example:
@@ -163,7 +163,7 @@ def which(rng: random.Random, turns: bool = False) -> Example:
         messages = [user(pair, q)]
     expected = 2 if second else 1
     return Example("which_turns" if turns else "which", messages, {"content": answer},
-                   lambda m: ordinal(content(m)) == expected, max_tokens=24)
+                   lambda m: j.ordinal(content(m)) == expected, max_tokens=24)
 
 
 def ground(rng: random.Random) -> Example:
@@ -177,8 +177,7 @@ def ground(rng: random.Random) -> Example:
     answer = rng.choice([boxed, boxed, f"The {c} square is at {boxed}."])
 
     def judge(m: Message) -> bool:
-        found = v.boxes(str(m.get("content") or ""))
-        return bool(found) and max(v.iou(b, box) for b in found) >= 0.5
+        return j.box_overlaps(str(m.get("content") or ""), box, 0.5)[0]  # 0.5: --glmv-iou-threshold's default
     return Example("ground", [user([media.png(scene.render())], q)], {"content": answer}, judge, max_tokens=64,
                    meta={"box": box})
 
