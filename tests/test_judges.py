@@ -33,6 +33,7 @@ def test_colour_refuses_wrong_or_hedged(said: str) -> None:
     ("There are 2 red squares and 1 blue square, 3 squares in total.", 3),
     ("I count a total of 4 squares.", 4), ("There are 3 squares: one red, one green and one blue.", 3),
     ("There are 2 squares with white space between them.", 2),
+    ("3 - one red, one blue and one green.", 3),
 ])
 def test_count_accepts_glm_phrasings(said: str, n: int) -> None:
     assert j.count_stated(said) == n

@@ -126,7 +126,8 @@ def final_number(text: str, operands: Iterable[float] = ()) -> float | None:
 _ANY = r"(?:\d+|" + "|".join(_WORDS) + r")\b"
 # a count offered with a way out: "about 3", "between 2 and 4", "3 or 4", "2-3", "three or four"
 _HEDGE = re.compile(r"\b(?:about|around|approximately|roughly|maybe|perhaps|at least|at most|between|more than|"
-                    r"fewer than|less than|up to)\s+" + _ANY + r"|\b" + _ANY + r"\s*(?:or|to|-|–)\s*" + _ANY)
+                    r"fewer than|less than|up to)\s+" + _ANY + r"|\b" + _ANY + r"\s*(?:or|to)\s*" + _ANY +
+                    r"|\d[-–]\d")  # a range is written tight ("2-3"); "3 - one red, ..." is a count and its breakdown
 _TOTAL = re.compile(r"(\w+)\s+(?:\w+\s+)?in total|total of\s+(\w+)|(\w+)\s+(?:\w+\s+)?altogether")
 
 
