@@ -86,7 +86,7 @@ def ship(src: Path, arch: str, log_path: Path | None, command: str | None, dest_
     record["shipped"] = {
         "from": f"{src.name}/training.json: measured accuracies as recorded (cross-checked with "
                 f"{log_path.name if log_path else 'no log'}), verdicts by pytest_glmv/tiny/trust.py",
-        "command": command or "not recorded",
+        "command": command or record.get("command") or "not recorded",
         "model_sha256": hashlib.sha256(weights[0].read_bytes()).hexdigest(),
     }
     dest = dest_root / arch
