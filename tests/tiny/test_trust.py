@@ -115,7 +115,12 @@ def test_shipped_weights_are_the_rule_applied_to_their_measurements(arch: str, m
     assert rec["all_passed"] is False and rec["failures"]  # as measured: not every task passed
     assert rec["shipped"]["model_sha256"] == hashlib.sha256((where / "model.safetensors").read_bytes()).hexdigest()
     ship.bf16_only(where / "model.safetensors")
-    assert rec["seed"] == 0 and rec["device"] == "cuda" and rec["steps"] > 3000
+    # steps in all: a resumed run (--init) counts its ancestors' steps in steps_total, and names each ancestor
+    assert rec["seed"] == 0 and rec["device"] == "cuda" and rec.get("steps_total", rec["steps"]) > 3000
+    init, total = rec.get("init"), rec.get("steps_total", rec["steps"])
+    while init:
+        assert len(init["model_sha256"]) == 64 and init["steps_total"] < total
+        total, init = init["steps_total"], init.get("record", {}).get("init")
 
 
 def test_shipped_moe_runs_the_checks_of_its_passing_tasks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -202,3 +207,31 @@ def test_session_leaves_out_the_checks_of_failed_tasks(pytester: pytest.Pytester
         assert "suites/test_multimodal_behavior.py::test_names_the_colour_of_a_shape" in out
         assert "suites/test_tools.py::test_picks_the_right_tool" in out
         assert "suites/test_tools.py::test_no_call_when_no_tool_fits" not in out
+
+
+# -- resuming a training (train.py --init, --weight) -----------------------------------------------------
+@pytest.mark.parametrize(("args", "says"), [
+    (["--weight", "colour"], "--weight 'colour': want TASK=W"),
+    (["--weight", "nosuch=2"], "--weight 'nosuch=2': want TASK=W"),
+    (["--weight", "count=-1"], "--weight 'count=-1': want TASK=W"),
+    (["--init", "/nonexistent/dir"], "--init /nonexistent/dir: needs model.safetensors and training.json"),
+    (["--arch", "dense", "--init", str(tiny.WEIGHTS_ROOT / "moe")], "trained for arch 'moe'"),
+])
+def test_training_options_are_refused_in_one_line(args: list[str], says: str, capsys: pytest.CaptureFixture[str],
+                                                  tmp_path: Path) -> None:
+    from pytest_glmv.tiny.train import train
+
+    with pytest.raises(SystemExit) as e:
+        train.main(["--out", str(tmp_path / "out"), *args])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert says in err[-1], err
+
+
+def test_init_record_names_what_a_run_resumed_from() -> None:
+    from pytest_glmv.tiny.train import train
+
+    rec = train.init_record(tiny.WEIGHTS_ROOT / "moe", "moe")
+    shipped = json.loads((tiny.WEIGHTS_ROOT / "moe" / "training.json").read_text())
+    assert rec["model_sha256"] == shipped["shipped"]["model_sha256"]
+    assert rec["steps_total"] == shipped.get("steps_total", shipped["steps"])
