@@ -57,6 +57,8 @@ def test_targets() -> None:
     ({"cli": {"print_command": "true"}}, "--glmv-print-command needs --glmv-model"),
     ({"cli": {"fault": ["nope"]}}, "--glmv-fault: unknown fault 'nope'; list them with"),
     ({"cli": {"baseline": "/nonexistent/report.json"}}, "--glmv-baseline /nonexistent/report.json: not a readable"),
+    ({"cli": {"vllm_drop_arg": ["--reasoning-parser"]}}, "--glmv-vllm-drop-arg changes a launch; it needs"),
+    ({"cli": {"model": "m", "vllm_drop_arg": ["reasoning-parser"]}}, "'reasoning-parser': give the flag itself"),
 ])
 def test_usage_errors(kw: dict, message: str) -> None:
     with pytest.raises(pytest.UsageError) as info:
@@ -141,3 +143,22 @@ def test_print_command_narrowed_media_path(pytester: pytest.Pytester, tmp_path) 
                    str(tmp_path))
     assert launch_flag(argv, "--allowed-local-media-path") == str(tmp_path)
     assert argv.count("--allowed-local-media-path") == 1
+
+
+def test_print_command_drops_a_recommended_flag_with_its_value(pytester: pytest.Pytester) -> None:
+    """A misdeployment on purpose (tests/vllm/test_misdeploy_on_vllm.py): the flag and its value leave the argv,
+    a flag without a value leaves alone, and the rest of the recommended launch stays."""
+    argv = printed(pytester, "--glmv-model", "zai-org/GLM-4.5V", "--glmv-tp", "1",
+                   "--glmv-vllm-drop-arg=--reasoning-parser", "--glmv-vllm-drop-arg=--enable-auto-tool-choice")
+    assert "--reasoning-parser" not in argv and "--enable-auto-tool-choice" not in argv
+    assert launch_flag(argv, "--tool-call-parser") == "glm45"
+    assert argv.count("glm45") == 1 and "--allowed-local-media-path" in argv
+
+
+def test_dropping_a_flag_the_launch_lacks_is_one_line(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--glmv-model", "zai-org/GLM-4.5V", "--glmv-print-command",
+                                           "--glmv-vllm-drop-arg=--reasoning-parsr")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: glmv: --glmv-vllm-drop-arg --reasoning-parsr: the launch has no such flag; "
+                                 "it has --tool-call-parser --reasoning-parser *"])
+    assert "Traceback" not in result.stderr.str()

@@ -64,6 +64,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("gpu_memory_utilization", "float", None, "vLLM --gpu-memory-utilization (0-1]", minimum=0.0, maximum=1.0,
         open_min=True),
     Opt("vllm_arg", "list", (), "extra argument appended verbatim to `vllm serve` (repeatable)", metavar="ARG"),
+    Opt("vllm_drop_arg", "list", (), "a flag of the recommended launch to leave out of `vllm serve`, with its value "
+        "(repeatable), e.g. --reasoning-parser", metavar="FLAG"),
     Opt("vllm_executable", "str", "vllm", "the vllm command to run (a path, or a name on PATH)"),
     Opt("allowed_media_path", "path", None, "launch vLLM with --allowed-local-media-path DIR instead of the "
         "recommended / (which lets any client read any file the server can)"),
@@ -195,6 +197,7 @@ class Settings:
     max_num_batched_tokens: int | None = None
     gpu_memory_utilization: float | None = None
     vllm_arg: tuple[str, ...] = ()
+    vllm_drop_arg: tuple[str, ...] = ()
     vllm_executable: str = "vllm"
     allowed_media_path: Path | None = None
     startup_timeout: float = 2400.0
@@ -299,6 +302,11 @@ def validate(s: Settings) -> None:
         if unknown:
             raise pytest.UsageError(f"--glmv-fault: unknown fault {unknown[0]!r}; list them with "
                                     f"`python -m pytest_glmv.reference --list-faults`")
+    if s.vllm_drop_arg and s.target != "vllm":
+        raise pytest.UsageError("--glmv-vllm-drop-arg changes a launch; it needs --glmv-model")
+    bad = next((f for f in s.vllm_drop_arg if not f.startswith("--")), None)
+    if bad is not None:
+        raise pytest.UsageError(f"--glmv-vllm-drop-arg {bad!r}: give the flag itself, e.g. --reasoning-parser")
     if s.print_command and s.target != "vllm":
         raise pytest.UsageError("--glmv-print-command needs --glmv-model (it prints the vllm serve command)")
     for name in ("log_dir", "report"):

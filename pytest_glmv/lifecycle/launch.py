@@ -15,6 +15,10 @@ from typing import Any, Mapping
 from .profiles import Profile
 
 
+class LaunchError(ValueError):
+    """A launch that cannot be built as asked (a flag to drop that the launch does not have)."""
+
+
 @dataclass(frozen=True)
 class LaunchPlan:
     argv: list[str]
@@ -37,6 +41,7 @@ class LaunchSpec:
     api_key: str | None = None
     extra: tuple[str, ...] = ()  # arguments the model itself needs (the tiny model's), after the profile's
     user_args: tuple[str, ...] = ()  # the user's own, verbatim and last
+    drop: tuple[str, ...] = ()  # flags of the recommended launch (or the model's extras) left out, with their values
     env: Mapping[str, str] = field(default_factory=dict)
     why: Mapping[str, str] = field(default_factory=dict)  # where tp/dp came from, for the note
 
@@ -48,7 +53,7 @@ class LaunchSpec:
                    allowed_media_path=s.allowed_media_path, max_model_len=s.max_model_len,
                    max_num_batched_tokens=s.max_num_batched_tokens,
                    gpu_memory_utilization=s.gpu_memory_utilization, api_key=s.api_key,
-                   user_args=tuple(s.vllm_arg),
+                   user_args=tuple(s.vllm_arg), drop=tuple(s.vllm_drop_arg),
                    why={k: f"--glmv-{k}, {s.sources.get(k)}" for k in ("tp", "dp")})
         return replace(spec, **over)
 
@@ -86,6 +91,19 @@ def parallelism(spec: LaunchSpec, environ: Mapping[str, str] | None = None) -> t
     return ["--tensor-parallel-size", str(tp)], f"TP {tp} ({count} GPUs visible: {why})"
 
 
+def dropped(flags: list[str], drop: tuple[str, ...]) -> list[str]:
+    """`flags` without each flag of `drop` and its value (the next item, unless it is a flag itself). A flag the
+    launch does not have is a LaunchError: a misdeployment asked for and silently not made proves nothing."""
+    out = list(flags)
+    for flag in drop:
+        if flag not in out:
+            have = " ".join(f for f in out if f.startswith("--"))
+            raise LaunchError(f"--glmv-vllm-drop-arg {flag}: the launch has no such flag; it has {have}")
+        at = out.index(flag)
+        del out[at:at + (2 if at + 1 < len(out) and not out[at + 1].startswith("--") else 1)]
+    return out
+
+
 def plan(spec: LaunchSpec, profile: Profile, port: int, environ: Mapping[str, str] | None = None) -> LaunchPlan:
     """The launch: `vllm serve MODEL` + recommended flags + hardware + user extras, in that order.
 
@@ -98,7 +116,7 @@ def plan(spec: LaunchSpec, profile: Profile, port: int, environ: Mapping[str, st
     if spec.allowed_media_path is not None:
         flags[flags.index("--allowed-local-media-path") + 1] = str(spec.allowed_media_path)
     argv = [spec.executable, "serve", spec.model, "--served-model-name", served,
-            "--host", "127.0.0.1", "--port", str(port), *par, *flags, *spec.extra]
+            "--host", "127.0.0.1", "--port", str(port), *par, *dropped([*flags, *spec.extra], spec.drop)]
     if spec.max_model_len is not None:
         argv += ["--max-model-len", str(spec.max_model_len)]
     if spec.max_num_batched_tokens is not None:

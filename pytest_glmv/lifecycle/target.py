@@ -82,7 +82,10 @@ class Target:
             raise ServerError(f"glmv: {e}") from None
         if s.max_model_len:
             profile = profile.with_window(s.max_model_len)
-        return launch.plan(launch.LaunchSpec.from_settings(s), profile, port or free_port()), profile
+        try:
+            return launch.plan(launch.LaunchSpec.from_settings(s), profile, port or free_port()), profile
+        except launch.LaunchError as e:
+            raise ServerError(f"glmv: {e}") from None
 
     def _tiny_plan(self, port: int | None) -> tuple[launch.LaunchPlan, Profile]:
         """The built-in tiny random-weight GLM-4.5V on real vLLM (CPU), for smoke tests without weights."""
@@ -97,7 +100,10 @@ class Target:
             exe = tiny.vllm_executable() or exe
         # the user's window replaces the tiny default, never both
         spec = model.launch_spec(exe, settings=s, max_model_len=s.max_model_len or model.max_model_len)
-        return launch.plan(spec, profile, port or free_port()), profile
+        try:
+            return launch.plan(spec, profile, port or free_port()), profile
+        except launch.LaunchError as e:
+            raise ServerError(f"glmv: {e}") from None
 
     def random_weights(self) -> str | None:
         """Why the model to launch answers nonsense (the built-in tiny model without trained weights), else None:
