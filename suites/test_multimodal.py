@@ -163,6 +163,23 @@ def test_4k_image(mm: MM, glmv_profile: Any) -> None:
         f"224x224 image's {small}\n{ex.evidence()}")
 
 
+def test_large_image_keeps_the_models_resolution(mm: MM, glmv_profile: Any) -> None:
+    """A 4K image is resized to the model's own pixel bound (its preprocessor_config, the profile's max_pixels), no
+    smaller: a deployment that shrinks images (`--mm-processor-kwargs '{"size": {"longest_edge": ...}}'`) shows the
+    model less than it was trained to see, and its /tokenize shrinks them too, so only the model's bound tells.
+    Counted over a 224x224 image (no bound resizes it), so a template's own per-image tokens cancel out."""
+    p = glmv_profile
+    large, ex = mm.media_tokens([user([media.png_url(media.Scene(3840, 2160, ()))], "Describe the image.")])
+    small, _ = mm.media_tokens([user([media.png_url(SQUARE)], "Describe the image.")])
+    want = (v.image_tokens(3840, 2160, p.min_pixels, p.max_pixels, p.patch_size, p.merge_size)
+            - v.image_tokens(224, 224, p.min_pixels, p.max_pixels, p.patch_size, p.merge_size))
+    how = "shrinks images below" if large - small < want else "resizes images to another bound than"
+    assert large - small == want, (
+        f"a 3840x2160 image added {large} prompt tokens, {large - small} more than a 224x224 image; the {p.name} "
+        f"processor's own bound (max_pixels {p.max_pixels}, an image counted as 2 frames) makes {want} more: the "
+        f"deployment {how} the model's (--mm-processor-kwargs size / max_pixels?)\n{ex.evidence()}")
+
+
 # -- counts -------------------------------------------------------------------------------------
 def test_image_tokens_follow_the_processor_rule(mm: MM, glmv_profile: Any) -> None:
     for scene in (SQUARE, WIDE):

@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -95,6 +96,8 @@ class Target:
         model = tiny.prepare(arch=TINY[s.model or "tiny"])
         profile = profiles.get(s.profile or model.profile)
         profile = profile.with_window(s.max_model_len or model.max_model_len)
+        # its processor's own pixel bounds, which the multimodal checks hold a large image to
+        profile = replace(profile, min_pixels=model.min_pixels, max_pixels=model.max_pixels)
         exe = s.vllm_executable
         if s.sources.get("vllm_executable") == "default":
             exe = tiny.vllm_executable() or exe

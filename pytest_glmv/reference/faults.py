@@ -157,6 +157,8 @@ FAULTS: dict[str, str] = {
     "images-reversed": "the images of a prompt reach the model in reverse order; their token counts are unchanged",
     "gif-last-frame": "an animated image is read by its last frame, not its first",
     "gif-every-frame": "every frame of an animated image is counted as image tokens: a 2-frame GIF costs twice a PNG",
+    "images-downscaled": "the processor's pixel bound is a quarter of the model's (--mm-processor-kwargs size): large "
+                         "images shrink, /tokenize agrees, images under the bound are untouched",
     "images-fixed-size": "every image is resized to one 336x336 square before the processor: tokens do not grow "
                          "with size",
     "tokenize-image-unmerged": "/tokenize counts images without GLM-4V's 2x2 patch merge (four times the tokens) "

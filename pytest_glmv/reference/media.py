@@ -128,7 +128,8 @@ async def load(kind: str, url: str, cfg: ReferenceSettings) -> Media:
         if kind == "image":
             if cfg.faults.on("images-fixed-size"):
                 w = h = FIXED_SIZE  # resized to one square whatever its size, as CLIP-style preprocessing does
-            tokens = vision.image_tokens(w, h, p.min_pixels, p.max_pixels)
+            bound = p.max_pixels // 4 if cfg.faults.on("images-downscaled") else p.max_pixels
+            tokens = vision.image_tokens(w, h, p.min_pixels, bound)
             tokens *= 4 if cfg.faults.on("image-tokens-unmerged") else 1
             if cfg.faults.on("gif-every-frame"):
                 tokens *= getattr(img, "n_frames", 1)

@@ -51,6 +51,8 @@ class TinyModel:
     env: Mapping[str, str] = field(default_factory=dict)  # added to the server's environment
     token_ids: Mapping[str, int] = field(default_factory=dict)  # GLM special/markup token -> id
     trained: bool = False  # served with trained weights (behaviour checks can pass), else random ones
+    min_pixels: int = files.MIN_PIXELS  # its image processor's resize bounds (preprocessor_config.json's size)
+    max_pixels: int = files.MAX_PIXELS
 
     def launch_spec(self, executable: str, settings: Any = None, **over: Any) -> LaunchSpec:
         """How to serve it: the plugin's settings (if any) with this model, its arguments and environment;
