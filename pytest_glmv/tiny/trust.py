@@ -5,7 +5,11 @@ and records it per task in training.json (`tasks`: accuracy, n, threshold, passe
 
 - a task is trusted when its recorded accuracy reaches THRESHOLDS[task] (today's threshold, so raising one
   here withdraws trust from weights measured below it; the recorded `passed` is never read back);
-- a `behavior` check runs on the tiny model only when every task it maps to (CHECK_TASKS) is trusted;
+- a `behavior` check runs on the tiny model only when every task it maps to (CHECK_TASKS) is trusted, and,
+  for a check that judges k independent answers (ANSWERS: hypothesis examples, parameters), when the task's
+  accuracy also reaches THRESHOLDS[task] ** (1 / k): the chance that all k of the check's answers are right,
+  estimated from the measured accuracy, must reach the threshold too (a 94 % task fails a four-example check
+  one run in four: the model's miss, not the server's fault);
   otherwise it is deselected with one line naming the task and its accuracy against the threshold: it is
   never run to fail, and never run to pass by luck. A check no task maps to is deselected the same way;
 - weights where no gated task is trusted are refused (refusal()): nothing would run on them.
@@ -49,6 +53,22 @@ CHECK_TASKS: dict[str, tuple[str, ...]] = {
     "test_reasoning.py::test_reasoning_then_tool_call": ("tool_reason",),
     "test_context.py::test_needle_is_retrieved_near_the_window": ("needle",),
 }
+
+# How many independent model answers a check judges, where more than one: every one must be right for it to pass.
+# tests/tiny holds these to the suites (FEW's max_examples for @given checks, the parameters of parametrized ones).
+ANSWERS: dict[str, int] = {
+    "test_multimodal_behavior.py::test_names_the_colour_of_a_shape": 4,
+    "test_multimodal_behavior.py::test_counts_the_shapes": 4,
+    "test_multimodal_behavior.py::test_tells_which_image_shows_a_colour": 4,
+    "test_multimodal_behavior.py::test_reads_a_rendered_word": 4,
+    "test_multimodal_behavior.py::test_grounding_box_overlaps_the_truth": 4,
+    "test_context.py::test_needle_is_retrieved_near_the_window": 3,
+}
+
+
+def needed(task: str, key: str) -> float:
+    """The accuracy a task must reach for check `key` to run: its threshold, to the power 1/k for k answers."""
+    return float(THRESHOLDS[task] ** (1 / ANSWERS.get(key, 1)))
 
 
 # Server-level checks whose outcome on the trained weights is decided by what the model writes, not by the server:
@@ -118,9 +138,15 @@ class Trust:
         if wanted is None:
             return "no training task mirrors it (pytest_glmv/tiny/trust.py CHECK_TASKS)"
         for task in wanted:
-            if _trusted(self.tasks, task):
-                continue
             got = self.tasks.get(task)
+            if _trusted(self.tasks, task):
+                assert isinstance(got, Mapping)
+                if got["accuracy"] >= needed(task, key):
+                    continue
+                k = ANSWERS[key]
+                return (f"task {task} reached {got['accuracy']:.1%} < {needed(task, key):.1%}, the accuracy at "
+                        f"which all {k} answers this check judges are right with probability {THRESHOLDS[task]:.0%} "
+                        f"(its threshold) (n={got.get('n')}, greedy under transformers, {self.source})")
             if not isinstance(got, Mapping):
                 return f"task {task} was not measured ({self.source})"
             return (f"task {task} reached {got.get('accuracy', 0):.0%} < threshold {THRESHOLDS.get(task, 1):.0%} "

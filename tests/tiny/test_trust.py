@@ -235,3 +235,46 @@ def test_init_record_names_what_a_run_resumed_from() -> None:
     shipped = json.loads((tiny.WEIGHTS_ROOT / "moe" / "training.json").read_text())
     assert rec["model_sha256"] == shipped["shipped"]["model_sha256"]
     assert rec["steps_total"] == shipped.get("steps_total", shipped["steps"])
+
+
+# -- checks that judge several answers (trust.ANSWERS) ---------------------------------------------------
+def answers_in_suites() -> dict[str, int]:
+    """Each behavior check's number of independent answers as the suites' code says: FEW's max_examples for
+    @given checks, the number of values of a parametrized one; 1 otherwise (left out)."""
+    import ast
+
+    out = {}
+    for path in sorted((ROOT / "suites").glob("test_*.py")):
+        tree = ast.parse(path.read_text())
+        few = None
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "FEW" for t in node.targets):
+                few = next(k.value.value for k in node.value.keywords if k.arg == "max_examples")
+        for node in tree.body:
+            if not isinstance(node, ast.FunctionDef) or trust.check_key(path, node.name) not in trust.CHECK_TASKS:
+                continue
+            for dec in node.decorator_list:
+                if isinstance(dec, ast.Name) and dec.id == "FEW":
+                    out[trust.check_key(path, node.name)] = few
+                elif isinstance(dec, ast.Call) and getattr(dec.func, "attr", None) == "parametrize":
+                    out[trust.check_key(path, node.name)] = len(dec.args[1].elts)
+    return out
+
+
+def test_answers_per_check_are_the_suites_own() -> None:
+    assert trust.ANSWERS == answers_in_suites()
+
+
+@pytest.mark.parametrize(("which", "runs"), [(1.0, True), (0.979, True), (0.938, False), (0.85, False)])
+def test_a_check_of_several_answers_needs_all_of_them_likely_right(which: float, runs: bool) -> None:
+    key = "test_multimodal_behavior.py::test_tells_which_image_shows_a_colour"
+    t = trust.Trust(record({t: 1.0 for t in dialogs.TASKS} | {"which": which}), "training.json")
+    why = t.why_not(key)
+    assert (why is None) is runs, why
+    if which == 0.938:  # trusted as a task (>= 90 %), yet 0.938 ** 4 = 77 % of runs would see all four right
+        assert "which" in t.trusted()
+        assert why == ("task which reached 93.8% < 97.4%, the accuracy at which all 4 answers this check judges are "
+                       "right with probability 90% (its threshold) (n=48, greedy under transformers, training.json)")
+    # a one-answer check of a task at the same accuracy runs
+    assert trust.Trust(record({"tool_pick": which}), "x").why_not("test_tools.py::test_picks_the_right_tool") \
+        is None or which < 0.9
