@@ -11,6 +11,7 @@ import json
 import random
 from typing import Any, Callable
 
+from ...kit import judges as j
 from ...kit import media
 from .. import trust
 from .tasks import (
@@ -87,7 +88,7 @@ def tool_none(rng: random.Random) -> Example:
     answer = rng.choice([f"{x} + {y} = {s}.", str(s), f"The answer is {s}.", f"<|begin_of_box|>{s}<|end_of_box|>"])
     tools = _tools(rng, [WEATHER, STOCK]) if rng.random() < 0.8 else None
     return Example("tool_none", [{"role": "user", "content": q}], {"content": answer},
-                   lambda m: not calls(m) and str(s) in content(m), tools=tools, max_tokens=32)
+                   lambda m: not calls(m) and j.final_number(content(m), (x, y)) == s, tools=tools, max_tokens=32)
 
 
 def tool_result(rng: random.Random) -> Example:
@@ -112,7 +113,7 @@ def tool_result(rng: random.Random) -> Example:
         answer = "; ".join(f"In {c} it is {t} °C with {k}" for c, t, k in each) + "."
     messages = [{"role": "user", "content": q}, {"role": "assistant", "content": None, "tool_calls": made}, *results]
     return Example("tool_result", messages, {"content": answer},
-                   lambda m: not calls(m) and all(str(t) in content(m) for t in set(temps)),
+                   lambda m: not calls(m) and all(j.mentions_number(content(m), t) for t in set(temps)),
                    tools=[WEATHER], max_tokens=96)
 
 
@@ -170,7 +171,7 @@ def reason(rng: random.Random, thinking: bool = True) -> Example:
 
     def judge(m: Message) -> bool:
         has_reasoning = bool(str(m.get("reasoning") or "").strip())
-        return has_reasoning == thinking and str(p) in content(m)
+        return has_reasoning == thinking and j.final_number(content(m), (x, y)) == p
     return Example("reason" if thinking else "reason_off", [{"role": "user", "content": q}], target, judge,
                    thinking=thinking, max_tokens=128 if thinking else 32)
 
@@ -194,7 +195,7 @@ def needle(rng: random.Random, sentences: int = 60) -> Example:
     answer = rng.choice([str(code), str(code), f"The magic number is {code}."])
     text = f"Read this document.\n\n{' '.join(body)}\n\n{q}"
     return Example("needle", [{"role": "user", "content": text}], {"content": answer},
-                   lambda m: str(code) in content(m), max_tokens=24)
+                   lambda m: j.mentions_number(content(m), code), max_tokens=24)
 
 
 TASKS: dict[str, Callable[[random.Random], Example]] = {
