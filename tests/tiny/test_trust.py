@@ -163,6 +163,24 @@ def test_ship_relabels_measured_accuracies(tmp_path: Path) -> None:
     assert rec["shipped"]["command"] == "python -m pytest_glmv.tiny.train --seed 0"
 
 
+def test_ship_takes_a_reevaluation_under_todays_judges(tmp_path: Path) -> None:
+    src = fake_output(tmp_path, {"colour": 1.0, "count": 0.95})
+    again = tmp_path / "again.json"
+    again.write_text(json.dumps({"count": {"accuracy": 0.8, "n": 96, "first_miss": "3 or 4"}}))
+    with pytest.raises(ship.ShipError, match="needs --reevaluation-note"):
+        ship.ship(src, "moe", None, None, dest_root=tmp_path / "w", evaluations=[again])
+    dest = ship.ship(src, "moe", None, None, dest_root=tmp_path / "w", evaluations=[again], note="evaluate, judges X")
+    rec = json.loads((dest / "training.json").read_text())
+    assert rec["tasks"]["count"] == {"accuracy": 0.8, "n": 96, "threshold": 0.9, "passed": False, "gated": True}
+    assert rec["tasks"]["colour"]["passed"]
+    assert rec["reevaluated"] == [{"file": "again.json", "note": "evaluate, judges X",
+                                   "training_measured": {"count": 0.95}}]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"nosuch": {"accuracy": 1.0, "n": 48}}))
+    with pytest.raises(ship.ShipError, match="were not measured in training"):
+        ship.ship(src, "moe", None, None, dest_root=tmp_path / "w", evaluations=[bad], note="x")
+
+
 @pytest.mark.parametrize(("change", "says"), [
     ({"accuracy": {"colour": 0.3}}, "no gated task reached its threshold"),
     ({"thresholds": {"colour": 0.5}}, "thresholds changed since this training"),

@@ -73,13 +73,35 @@ def record_for(src: Path, arch: str, log: str | None) -> dict[str, Any]:
     return {**kept, "tasks": tasks, "all_passed": all(r["passed"] for r in tasks.values() if r["gated"])}
 
 
-def ship(src: Path, arch: str, log_path: Path | None, command: str | None, dest_root: Path = WEIGHTS_ROOT) -> Path:
+def reevaluate(record: dict[str, Any], evaluations: list[Path], note: str | None) -> None:
+    """Replace tasks' accuracies with a later greedy evaluation of the same weights (train.evaluate --json), e.g.
+    after a judge was made stricter: trust follows today's reading. The training's own numbers stay on record."""
+    if evaluations and not note:
+        raise ShipError("--reevaluated needs --reevaluation-note: the command and the judges' commit that measured it")
+    for path in evaluations:
+        result = json.loads(path.read_text())
+        if not isinstance(result, dict) or not all(isinstance(r, dict) and "accuracy" in r for r in result.values()):
+            raise ShipError(f"{path}: not a python -m pytest_glmv.tiny.train.evaluate --json result")
+        unknown = [t for t in result if t not in record["tasks"]]
+        if unknown:
+            raise ShipError(f"{path}: tasks {unknown} were not measured in training")
+        old = {t: record["tasks"][t]["accuracy"] for t in result}
+        merged = {**record["tasks"], **result}
+        accuracy, n = {t: r["accuracy"] for t, r in merged.items()}, {t: r["n"] for t, r in merged.items()}
+        record["tasks"] = trust.verdicts(accuracy, n, record.get("ungated", trust.UNGATED))
+        record.setdefault("reevaluated", []).append({"file": path.name, "note": note, "training_measured": old})
+    record["all_passed"] = all(r["passed"] for r in record["tasks"].values() if r["gated"])
+
+
+def ship(src: Path, arch: str, log_path: Path | None, command: str | None, dest_root: Path = WEIGHTS_ROOT,
+         evaluations: list[Path] | None = None, note: str | None = None) -> Path:
     weights = sorted(src.glob("*.safetensors"))
     if [w.name for w in weights] != ["model.safetensors"]:
         raise ShipError(f"{src}: expected one model.safetensors, found {[w.name for w in weights]}")
     bf16_only(weights[0])
     log = log_path.read_text() if log_path else None
     record = record_for(src, arch, log)
+    reevaluate(record, evaluations or [], note)
     refused = trust.refusal(record)
     if refused:
         raise ShipError(f"{src}: not shipped: {refused}")
@@ -103,9 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arch", choices=tuple(files.ARCHS), default="moe")
     ap.add_argument("--log", type=Path, help="the training's log, whose table must agree with training.json")
     ap.add_argument("--command", help="the training command, recorded as given")
+    ap.add_argument("--reevaluated", type=Path, action="append", default=[],
+                    help="a later evaluation of the same weights (train.evaluate --json) whose accuracies replace the "
+                         "training's for its tasks; repeatable")
+    ap.add_argument("--reevaluation-note", help="how the --reevaluated files were measured (command, judges' commit)")
     a = ap.parse_args(argv)
     try:
-        dest = ship(a.src, a.arch, a.log, a.command)
+        dest = ship(a.src, a.arch, a.log, a.command, evaluations=a.reevaluated, note=a.reevaluation_note)
     except (ShipError, OSError, ValueError, KeyError) as e:
         print(f"glmv: {e}", file=sys.stderr)
         return 1
