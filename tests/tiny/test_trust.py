@@ -65,12 +65,12 @@ def test_a_check_runs_only_when_every_task_it_mirrors_passed() -> None:
 
 def test_server_level_checks_the_models_writing_decides_are_left_out_with_their_reason() -> None:
     t = trust.Trust(record({"colour": 1.0}), "w/training.json")
-    zero = "test_tools.py::test_zero_argument_tools"
-    drop, lines = t.split([(zero, "z1"), (zero, "z2"), (COLOUR, "a")])
-    assert drop == ["z1", "z2"]
-    assert lines == ["test_tools::test_zero_argument_tools deselected: the tiny model's writing decides it: the "
-                     "trained model adds a 'city' argument to tools that take none (their schemas allow it); "
-                     "GLMV_TINY_WEIGHTS=dummy runs it on random weights"]
+    box = "test_reasoning.py::test_box_tokens_stay_out_of_reasoning"
+    drop, lines = t.split([(box, "b1"), (box, "b2"), (COLOUR, "a")])
+    assert drop == ["b1", "b2"]
+    assert lines == ["test_reasoning::test_box_tokens_stay_out_of_reasoning deselected: the tiny model's writing "
+                     "decides it: the trained model does not close </think> when thinking is on, so its box is "
+                     "reasoning text; GLMV_TINY_WEIGHTS=dummy runs it on random weights"]
     for key in trust.WRITING_DECIDES:  # each names a server-level check of the suites (not a behaviour check)
         file, function = key.split("::")
         source = (ROOT / "suites" / file).read_text()
