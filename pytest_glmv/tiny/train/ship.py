@@ -105,6 +105,8 @@ def ship(src: Path, arch: str, log_path: Path | None, command: str | None, dest_
     refused = trust.refusal(record)
     if refused:
         raise ShipError(f"{src}: not shipped: {refused}")
+    if "shipped" in record:  # re-shipping shipped weights (e.g. re-evaluated): their first provenance stays
+        record["shipped_before"] = record.pop("shipped")
     record["shipped"] = {
         "from": f"{src.name}/training.json: measured accuracies as recorded (cross-checked with "
                 f"{log_path.name if log_path else 'no log'}), verdicts by pytest_glmv/tiny/trust.py",
