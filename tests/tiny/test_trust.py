@@ -232,6 +232,8 @@ def test_session_leaves_out_the_checks_of_failed_tasks(pytester: pytest.Pytester
     (["--weight", "colour"], "--weight 'colour': want TASK=W"),
     (["--weight", "nosuch=2"], "--weight 'nosuch=2': want TASK=W"),
     (["--weight", "count=-1"], "--weight 'count=-1': want TASK=W"),
+    (["--weight", "count=nan"], "--weight 'count=nan': want TASK=W"),
+    (["--tasks", "colour", "--weight", "colour=0"], "every task trained would be drawn with weight 0"),
     (["--init", "/nonexistent/dir"], "--init /nonexistent/dir: needs model.safetensors and training.json"),
     (["--arch", "dense", "--init", str(tiny.WEIGHTS_ROOT / "moe")], "trained for arch 'moe'"),
 ])

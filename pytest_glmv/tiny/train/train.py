@@ -95,7 +95,7 @@ def train(a: argparse.Namespace) -> int:
     stage = out.with_name(out.name + ".partial")
     shutil.rmtree(stage, ignore_errors=True)
     tasks = [t for t in a.tasks.split(",") if t]
-    init = init_record(Path(a.init), a.arch) if a.init else None
+    init = a.init_record
     model, contents = build(a.arch, a.seed, stage, a.device, Path(a.init) if a.init else None)
     params = sum(p.numel() for p in model.parameters())
     print(f"{a.arch}: {params / 1e6:.2f} M parameters, {len(tasks)} tasks, device {a.device}", flush=True)
@@ -224,12 +224,15 @@ def main(argv: list[str] | None = None) -> int:
             weight = float(w)
         except ValueError:
             weight = -1.0
-        if task not in TASKS or weight < 0:
+        if task not in TASKS or not (math.isfinite(weight) and weight >= 0):
             ap.error(f"--weight {item!r}: want TASK=W with TASK one of {', '.join(TASKS)} and W a number >= 0")
         a.weights[task] = weight
+    if not any(a.weights[t] > 0 for t in a.tasks.split(",") if t and t != "needle"):
+        ap.error("--weight: every task trained would be drawn with weight 0")
+    a.init_record = None
     if a.init:
         try:
-            init_record(Path(a.init), a.arch)
+            a.init_record = init_record(Path(a.init), a.arch)
         except ValueError as e:
             ap.error(str(e))
     try:
