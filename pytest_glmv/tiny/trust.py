@@ -152,13 +152,19 @@ class Trust:
                     f"(n={got.get('n')}, greedy under transformers, {self.source})")
         return None
 
+    def why_left_out(self, key: str, behaviour: bool) -> str | None:
+        """None when the check runs on these weights, else why not: a server-level check only when the model's
+        writing decides it, a behaviour check by why_not()."""
+        if key in WRITING_DECIDES:
+            return f"writing decides it: {WRITING_DECIDES[key]}; GLMV_TINY_WEIGHTS=dummy runs it on random weights"
+        return self.why_not(key) if behaviour else None
+
     def split(self, keyed: Iterable[tuple[str, Any]]) -> tuple[list[Any], list[str]]:
         """(items to deselect, one line per check left out), given (check_key, item) pairs of behavior checks and
         of the server-level checks in WRITING_DECIDES."""
         drop, lines, said = [], [], set()
         for key, item in keyed:
-            why = (f"writing decides it: {WRITING_DECIDES[key]}; GLMV_TINY_WEIGHTS=dummy runs it on random weights"
-                   if key in WRITING_DECIDES else self.why_not(key))
+            why = self.why_left_out(key, behaviour=True)
             if why is None:
                 continue
             drop.append(item)

@@ -61,9 +61,7 @@ def runs_here(check: str) -> bool:
     trust = tiny.behaviour_trust("moe")
     file, _, name = check.partition("::")
     key = tiny_trust.check_key(file, name.split("[")[0])
-    if key in tiny_trust.WRITING_DECIDES:  # left out on trained weights: their writing decides them
-        return False
-    return key not in tiny_trust.CHECK_TASKS or (trust is not None and trust.why_not(key) is None)
+    return trust is not None and trust.why_left_out(key, behaviour=key in tiny_trust.CHECK_TASKS) is None
 
 
 def test_recommended_launch_passes_every_server_level_check(runs: dict[str, Run]) -> None:
