@@ -79,8 +79,12 @@ def reevaluate(record: dict[str, Any], evaluations: list[Path], note: str | None
     if evaluations and not note:
         raise ShipError("--reevaluated needs --reevaluation-note: the command and the judges' commit that measured it")
     for path in evaluations:
-        result = json.loads(path.read_text())
-        if not isinstance(result, dict) or not all(isinstance(r, dict) and "accuracy" in r for r in result.values()):
+        try:
+            result = json.loads(path.read_text())
+        except ValueError:
+            result = None
+        if not isinstance(result, dict) or not all(isinstance(r, dict) and {"accuracy", "n"} <= r.keys()
+                                                     for r in result.values()):
             raise ShipError(f"{path}: not a python -m pytest_glmv.tiny.train.evaluate --json result")
         unknown = [t for t in result if t not in record["tasks"]]
         if unknown:
