@@ -111,6 +111,7 @@ def train(a: argparse.Namespace) -> int:
     train_until = started + a.time_budget - a.eval_reserve
     model.train()
     step, t0, losses = 0, time.monotonic(), []
+    positions: bool | None = None  # None: not yet checked against the model's own; False: not used
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if a.device.startswith("cuda") else None
     for batch in loader:
         now = time.monotonic()
@@ -119,6 +120,11 @@ def train(a: argparse.Namespace) -> int:
         progress = max(step / a.steps, (now - started) / max(1.0, train_until - started))
         for g in opt.param_groups:
             g["lr"] = lr_at(progress, step, a.lr)
+        if positions is not False:
+            positions = _checked_positions(model, batch, a.device, positions)
+            pos = _cpu_positions(model, batch) if positions else None
+            if pos is not None:
+                batch["position_ids"] = pos
         batch = {k: v.to(a.device, non_blocking=True) for k, v in batch.items()}
         if autocast is not None:
             with autocast:
@@ -177,6 +183,42 @@ def train(a: argparse.Namespace) -> int:
     # Non-zero whenever a gated task missed, even though the model dir is written and ships for the tasks
     # that passed: the behaviour checks of the others are left out of every run (tiny/trust.py).
     return 1 if bad or refused else 0
+
+
+def _cpu_positions(model: Any, batch: dict[str, Any]) -> Any:
+    """The batch's M-RoPE position ids, computed on its CPU tensors. transformers computes them in forward() on the
+    GPU, one row at a time with a host sync per row (get_rope_index): a cost that grew with the batch and bound the
+    step rate. None for a batch without images (plain positions) or a transformers without this method."""
+    rope = getattr(getattr(model, "model", None), "get_rope_index", None)
+    if rope is None or "image_grid_thw" not in batch or "mm_token_type_ids" not in batch:
+        return None
+    try:
+        return rope(batch["input_ids"], image_grid_thw=batch["image_grid_thw"], attention_mask=batch["attention_mask"],
+                    mm_token_type_ids=batch["mm_token_type_ids"])[0]
+    except (TypeError, ValueError):
+        return None
+
+
+def _checked_positions(model: Any, batch: dict[str, Any], device: str, state: bool | None) -> bool | None:
+    """Whether to pass CPU-computed positions: decided once, on the first batch with images, by the loss with them
+    equalling the loss without (the model's own positions); any difference and they are never used."""
+    import torch
+
+    if state is not None or "image_grid_thw" not in batch:
+        return state  # decided, or a text batch, which decides nothing
+    pos = _cpu_positions(model, batch)
+    if pos is None:
+        print("positions: this transformers' get_rope_index is not usable on the CPU batch; the model's own are used",
+              flush=True)
+        return False
+    on = {k: v.to(device) for k, v in batch.items()}
+    with torch.no_grad():
+        own = float(model(**on).loss)
+        ours = float(model(**on, position_ids=pos.to(device)).loss)
+    same = abs(own - ours) <= 1e-4 * max(1.0, abs(own))
+    print(f"positions computed on the CPU: loss {ours:.6f} vs the model's own {own:.6f}: "
+          f"{'used' if same else 'NOT used'}", flush=True)
+    return same
 
 
 def _processor(model_dir: Path) -> Any:
