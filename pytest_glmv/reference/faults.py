@@ -139,6 +139,9 @@ FAULTS: dict[str, str] = {
                                        "tool_calls, whether a call came back or not",
     "zero-arg-call-filled": "a named tool without parameters is forced with an open schema: its call comes back "
                             "with an argument the tool never declared ({\"query\": \"now\"})",
+    "forced-call-args-dropped": "a named tool_choice forces the call's envelope but not its arguments: the call "
+                                "comes back with {} whatever the tool's schema requires (set_label({}), as vLLM "
+                                "0.31.0 gave with glm45 and a tool without strict: true)",
     "stream-call-header-repeated": "every streamed argument delta of a tool call repeats its id, type and name",
     "stream-tool-calls-finish-stop": "a streamed turn that called tools ends with finish_reason stop; the "
                                      "non-streamed answer says tool_calls",

@@ -207,6 +207,25 @@ async def test_stream_named_call_empty(make_client) -> None:
     assert whole["choices"][0]["message"]["tool_calls"]
 
 
+async def test_forced_call_args_dropped(make_client) -> None:
+    """A named call keeps its envelope and loses its arguments (set_label({}) on vLLM 0.31.0); auto calls keep
+    theirs."""
+    good, bad = await both(make_client, "forced-call-args-dropped")
+    named = {"messages": WEATHER, "tools": [WEATHER_TOOL], "temperature": 0,
+             "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+             "chat_template_kwargs": {"enable_thinking": False}}
+
+    def calls(body: dict[str, Any]) -> list[tuple[str, Any]]:
+        return [(c["function"]["name"], json.loads(c["function"]["arguments"]))
+                for c in body["choices"][0]["message"].get("tool_calls") or []]
+
+    kept = calls((await chat(good, **named))[1])
+    assert kept and all(args for _, args in kept)
+    assert calls((await chat(bad, **named))[1]) == [(name, {}) for name, _ in kept]
+    assert calls((await chat(bad, **{**named, "tool_choice": "auto"}))[1]) == \
+        calls((await chat(good, **{**named, "tool_choice": "auto"}))[1])
+
+
 async def test_reported_release_and_the_legacy_field(make_client) -> None:
     """/version: 0.32.0; a server sending `reasoning_content` plays 0.11.0 unless told its release; the
     reasoning-field-legacy fault is a 0.32.0 that sends the legacy name."""
@@ -237,7 +256,7 @@ async def test_registry() -> None:
 OWN = {"no-reasoning-parser", "no-tool-parser", "no-auto-tool-choice", "untyped-tool-args", "small-window",
        "silent-truncation", "images-ignored", "bad-image-500", "box-tokens-leak", "box-tokens-stripped",
        "slow-first-token", "api-key-ignored", "file-anywhere", "ssrf-open", "stream-usage-dropped",
-       "stream-usage-miscounted", "stream-named-call-empty", "reasoning-field-legacy"}
+       "stream-usage-miscounted", "stream-named-call-empty", "reasoning-field-legacy", "forced-call-args-dropped"}
 
 
 async def test_every_fault_here_has_a_test() -> None:
