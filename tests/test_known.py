@@ -199,10 +199,14 @@ def test_the_shipped_entries_tell_their_overlapping_checks_apart() -> None:
         assert m is not None and m.entry.id == "vllm-named-tool-choice-stream" and not m.rivals, version
     for version, expected in (("0.23.0", "vllm-forced-tool-call-not-enforced-0.23"), ("0.24.0", None),
                               ("0.28.0", "vllm-forced-tool-call-not-enforced"),
-                              ("0.32.0", "REGRESSION vllm-forced-tool-call-not-enforced")):
+                              ("0.30.0", "REGRESSION vllm-forced-tool-call-not-enforced")):
         m = kb.match(stream, no_call, "vllm", version)
         got = ("REGRESSION " if m and m.regression else "") + m.entry.id if m else None
         assert got == expected and not (m and m.rivals), version
+    # from 0.31 the same answer also comes from VLLM_ENFORCE_STRICT_TOOL_CALLING=0, which the evidence cannot see
+    m = kb.match(stream, no_call, "vllm", "0.32.0")
+    assert m is not None and {m.entry.id, *(r.id for r in m.rivals)} == {
+        "vllm-forced-tool-call-not-enforced", "vllm-glm45-forced-call-unenforced-strict-tool-calling-off"}
 
 
 
@@ -262,6 +266,41 @@ def test_the_named_call_closed_empty_is_known_on_0_31_only() -> None:
     m = kb.match("tools/required_arguments_are_filled_verbatim", note, "vllm", "0.32.0")
     assert m is not None and m.entry.id == "vllm-glm45-strict-tool-grammar-drops-arguments" and not m.rivals
 
+
+def test_forced_calls_left_unforced_by_the_environment_are_not_read_as_0_28s_regression() -> None:
+    """vLLM 0.32.0 (and 0.31.0) started with VLLM_ENFORCE_STRICT_TOOL_CALLING=0 forces no named call: the answers
+    are those of 0.28.x's fault (vllm-forced-tool-call-not-enforced), whose fix was 0.29.0, and used to read as its
+    REGRESSION with the remedy 'use vLLM 0.29.0 or later'. The server's evidence cannot show its environment, so
+    from 0.31 on they match the environment's entry too and stay unexplained (ambiguous) instead of a claimed
+    regression; on 0.28 and 0.30 nothing changes."""
+    kb = known.load()
+    off = "vllm-glm45-forced-call-unenforced-strict-tool-calling-off"
+    seen = [  # the 0.32.0 run with the variable off (trained tiny weights), then 0.31.0's JSON answer
+        ("tools/named_choice_calls_only_that_function",
+         '{"finish_reason": ["stop"], "tool_calls": ["get_weather({\\"city\\": \\"Paris\\"})"], "content": ""}', {}),
+        ("tools/argument_values_are_typed",
+         '{"finish_reason": ["stop"], "tool_calls": [], "content": "\\nThe answer is 12."}', {}),
+        ("tools/zero_argument_tools[empty-properties]", '{"finish_reason": ["stop"], "tool_calls": [], "content": ""}',
+         {}),
+        ("tools/streamed_forced_call_matches_non_streamed",
+         '{"finish_reason": ["stop"], "tool_calls": [], "content": ""}', {"non_streamed_calls": 0}),
+        ("tools/named_choice_calls_only_that_function",
+         '{"finish_reason": ["length"], "tool_calls": [], "content": "{\\"ticker\\"\\t\\n\\n   "}', {}),
+    ]
+    for check, response, notes in seen:
+        evidence = ev(200, "", error_type="", response=response, notes=notes)
+        for version in ("0.31.0", "0.32.0"):
+            m = kb.match(check, evidence, "vllm", version)
+            assert m is not None and m.rivals and "REGRESSION" not in m.text, (check, version)
+            assert {m.entry.id, *(r.id for r in m.rivals)} == {"vllm-forced-tool-call-not-enforced", off}
+        m = kb.match(check, evidence, "vllm", "0.28.0")
+        assert m is not None and m.entry.id == "vllm-forced-tool-call-not-enforced" and not m.rivals
+        m = kb.match(check, evidence, "vllm", "0.30.0")
+        assert m is not None and m.entry.id == "vllm-forced-tool-call-not-enforced" and m.regression and not m.rivals
+    # a forced call that came back is neither
+    called = ev(200, "", error_type="", response='{"finish_reason": ["stop"], "tool_calls": ["get_stock_price('
+                '{\\"ticker\\": \\"AAPL\\"})"], "content": ""}')
+    assert kb.match("tools/named_choice_calls_only_that_function", called, "vllm", "0.32.0") is None
 
 # -- against the reference double's faults ---------------------------------------------------------------------
 POSE = "GLMV_REFERENCE_POSE"
@@ -368,8 +407,9 @@ def test_bad_policy_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
 
 
 def test_a_regression_is_not_counted_as_known(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Posing as 0.32.0; forced calls not enforced is known for 0.28.x, fixed in 0.29.0 (issue 23's CPU matrix).
-    monkeypatch.setenv(POSE, "vllm-0.32.0")
+    # Posing as 0.30.0; forced calls not enforced is known for 0.28.x, fixed in 0.29.0 (issue 23's CPU matrix). (From
+    # 0.31 on the same answer also matches vllm-glm45-forced-call-unenforced-strict-tool-calling-off: ambiguous.)
+    monkeypatch.setenv(POSE, "vllm-0.30.0")
     result = pytester.runpytest_subprocess(str(SUITES / "test_tools.py"), "--glmv-server", "reference",
                                            "--glmv-fault", "forced-call-not-enforced", "-k", "required_returns",
                                            "--glmv-known-findings", "xfail")
