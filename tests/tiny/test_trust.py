@@ -179,6 +179,12 @@ def test_ship_takes_a_reevaluation_under_todays_judges(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"nosuch": {"accuracy": 1.0, "n": 48}}))
     with pytest.raises(ship.ShipError, match="were not measured in training"):
         ship.ship(src, "moe", None, None, dest_root=tmp_path / "w", evaluations=[bad], note="x")
+    # a task of today's that the training did not have (word split from number) is measured now, and says so
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"number": {"accuracy": 0.1, "n": 48}}))
+    rec = json.loads((ship.ship(src, "moe", None, None, dest_root=tmp_path / "w2", evaluations=[split], note="x")
+                      / "training.json").read_text())
+    assert rec["tasks"]["number"]["passed"] is False and rec["reevaluated"][-1]["training_measured"] == {"number": None}
 
 
 @pytest.mark.parametrize(("change", "says"), [

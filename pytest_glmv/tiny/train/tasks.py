@@ -134,13 +134,17 @@ def count(rng: random.Random) -> Example:
                    lambda m: j.count_stated(content(m)) == n, max_tokens=24)
 
 
-def word(rng: random.Random) -> Example:
-    text = rng.choice(WORDS) if rng.random() < 0.75 else str(rng.randint(0, 9999))
+def word(rng: random.Random, number: bool = False) -> Example:
+    """A rendered word (the check's task: it shows words only), or (number) a rendered number up to 9999, measured
+    apart: reading one of ~20 words and reading four digits are different skills, and one accuracy over both
+    said nothing about the words the check asks for."""
+    text = str(rng.randint(0, 9999)) if number else rng.choice(WORDS)
     q = rng.choice(["What word is written in the image? Answer with the word only.", "What does the image say?",
-                    "Read the text in the image.", "What is written in the picture?"])
+                    "Read the text in the image.", "What is written in the picture?"]
+                   + (["What number is written in the image?"] if number else []))
     answer = rng.choice([text, f"<|begin_of_box|>{text}<|end_of_box|>", f"The image says {text}.",
                          f"The text reads \"{text}\"."])
-    return Example("word", [user([v.word_png(text)], q)], {"content": answer},
+    return Example("number" if number else "word", [user([v.word_png(text)], q)], {"content": answer},
                    lambda m: j.reads_word(content(m), text), max_tokens=24, meta={"text": text})
 
 
@@ -185,7 +189,8 @@ def ground(rng: random.Random) -> Example:
 # the task registry lives in tools_tasks (tool, reasoning and needle tasks join these there)
 PICTURE_TASKS: dict[str, Callable[[random.Random], Example]] = {
     "colour": colour, "colour_think": lambda r: colour(r, thinking=True), "gif": gif, "shape": shape,
-    "count": count, "word": word, "which": which, "which_turns": lambda r: which(r, turns=True), "ground": ground,
+    "count": count, "word": word, "number": lambda r: word(r, number=True), "which": which,
+    "which_turns": lambda r: which(r, turns=True), "ground": ground,
 }
 __all__ = ["Example", "PICTURE_TASKS", "CITIES", "TICKERS", "WEATHER", "WEATHER_CITY", "STOCK", "CONVERT",
            "SAVE_NOTE", "SET_COLOUR", "TIME", "NOTE_TEXT", "call", "calls", "content", "user", "word_answer"]
