@@ -12,6 +12,9 @@ and records it per task in training.json (`tasks`: accuracy, n, threshold, passe
   one run in four: the model's miss, not the server's fault);
   otherwise it is deselected with one line naming the task and its accuracy against the threshold: it is
   never run to fail, and never run to pass by luck. A check no task maps to is deselected the same way;
+- a check whose own examples were run on the model (train/check_inputs.py: hypothesis' draws, the check's
+  messages, its own assertions, transformers greedy; recorded by ship --check-inputs) runs only when the model
+  passed every one of them: a check's first example is always the smallest one, no fresh draw;
 - weights where no gated task is trusted are refused (refusal()): nothing would run on them.
 
 Pure data and stdlib: the session reads it at collection, without torch or the task generators.
@@ -126,6 +129,7 @@ class Trust:
 
     def __init__(self, record: Mapping[str, Any], source: str) -> None:
         self.tasks: Mapping[str, Mapping[str, Any]] = record.get("tasks") or {}
+        self.checks: Mapping[str, Mapping[str, Any]] = (record.get("check_inputs") or {}).get("checks") or {}
         self.source = source
 
     def trusted(self) -> list[str]:
@@ -150,6 +154,12 @@ class Trust:
                 return f"task {task} was not measured ({self.source})"
             return (f"task {task} reached {got.get('accuracy', 0):.0%} < threshold {THRESHOLDS.get(task, 1):.0%} "
                     f"(n={got.get('n')}, greedy under transformers, {self.source})")
+        own = self.checks.get(key)  # the check's own examples on the model (train/check_inputs.py), where measured
+        if isinstance(own, Mapping) and own.get("passed", 0) < own.get("examples", 0):
+            miss = (own.get("misses") or [{}])[0]
+            return (f"answers fail {own['examples'] - own['passed']} of the check's own {own['examples']} examples "
+                    f"under transformers, judged by the check's code (first: {miss.get('example')}: "
+                    f"{miss.get('check_says')}; {self.source} check_inputs)")
         return None
 
     def why_left_out(self, key: str, behaviour: bool) -> str | None:

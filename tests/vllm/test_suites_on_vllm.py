@@ -14,7 +14,9 @@ unexplained failure fails this test, and so does a known finding for this releas
 
 A second launch, `pytest suites -m behavior --glmv-model tiny` on the shipped trained weights, runs the
 behaviour checks of the tasks they passed (pytest_glmv/tiny/trust.py; ~100 s with startup): each passes, or
-fails for a known vLLM fault matched on the server's evidence (xfail), in vLLM's default environment. The same
+fails for a known vLLM fault matched on the server's evidence (xfail), in vLLM's default environment, or fails
+unexplained there and passes in a third launch with the strict tool grammar's remedy in the server's environment
+(that entry's; where one answer cannot tell a derailed argument from a model's miss, the remedy can). The same
 launch runs the server-level checks whose subject is the calls themselves (COMPARED): on random weights `auto`
 never calls, so there they skip with what came back; the trained weights call, so here they must compare real,
 non-empty calls, which their report.json properties count.
@@ -88,9 +90,44 @@ def behaviour(tmp_path_factory: pytest.TempPathFactory) -> tuple[SuiteRun, dict[
     return result, data
 
 
-def test_trusted_behaviour_checks_ran_on_real_vllm(behaviour: tuple[SuiteRun, dict[str, Any]]) -> None:
+# The knowledge base's remedy for the strict tool grammar of vLLM >= 0.32 (the server's environment): a behaviour
+# check that fails unexplained in the default environment and passes with it is that fault's, proven by its remedy.
+STRICT_ENTRY = "vllm-glm45-strict-tool-grammar-drops-arguments"
+STRICT_REMEDY = {"VLLM_ENFORCE_STRICT_TOOL_CALLING": "0"}
+
+
+def unexplained(data: dict[str, Any]) -> list[str]:
+    """The behaviour checks (function names) that failed without a known entry."""
+    return sorted({c["nodeid"].partition("::")[2].split("[")[0] for c in data.get("checks", [])
+                   if c.get("behavior") and c["outcome"] == "failed"})
+
+
+@pytest.fixture(scope="module")
+def remedied(behaviour: tuple[SuiteRun, dict[str, Any]]) -> dict[str, set[str]]:
+    """The behaviour checks that failed unexplained, run again in a launch with the strict grammar's remedy in the
+    server's environment, when the knowledge base holds that entry for this release: name -> outcomes there.
+    On today's weights in 0.32's default environment the grammar does not always drop a forced call's arguments:
+    it can derail them (save_note({"text": " tool 5 — ☕ ☕ milk tomorrow milk"}) for the note the model copies
+    verbatim with the grammar off), which one answer cannot tell from a model's miss; the remedy's launch can."""
+    _, data = behaviour
+    failed = unexplained(data)
+    version = data.get("target", {}).get("vllm_version")
+    if not failed or not version or STRICT_ENTRY not in {e.id for e in known.load().for_version("vllm", version)}:
+        return {}
+    result = run_suite([str(ROOT / "suites")], target=["--glmv-model", "tiny"], cwd=ROOT, timeout=1200,
+                       env=STRICT_REMEDY, extra=["-m", "behavior", "-k", " or ".join(failed), "-p", "no:randomly"])
+    print(f"\nwith {STRICT_REMEDY}: {result.outcomes}")
+    out: dict[str, set[str]] = {}
+    for name, outcome in result.outcomes.items():
+        out.setdefault(name.split("[")[0], set()).add(outcome)
+    return out
+
+
+def test_trusted_behaviour_checks_ran_on_real_vllm(behaviour: tuple[SuiteRun, dict[str, Any]],
+                                                   remedied: dict[str, set[str]]) -> None:
     """The behaviour checks the shipped tiny weights are trusted for ran, and only those; each passed or failed for
-    a known upstream fault that the knowledge base matched on the server's evidence (xfail)."""
+    a known upstream fault that the knowledge base matched on the server's evidence (xfail), or failed unexplained
+    and passed in a launch with that fault's remedy (the strict tool grammar's, `remedied`)."""
     result, data = behaviour
     assert data.get("checks"), f"no report (exit {result.returncode}):\n{result.output[-3000:]}"
     trust = tiny.behaviour_trust("moe")
@@ -102,7 +139,9 @@ def test_trusted_behaviour_checks_ran_on_real_vllm(behaviour: tuple[SuiteRun, di
             path, _, name = c["nodeid"].partition("::")
             ran.setdefault(tiny_trust.check_key(path, name.split("[")[0]), []).append(c["outcome"])
     assert set(ran) == trusted, f"ran {sorted(ran)}, trusted for {sorted(trusted)}"
-    unproven = {k: o for k, o in ran.items() if not set(o) <= {"passed", "xfailed", "skipped"}}
+    by_remedy = {name for name, outcomes in remedied.items() if outcomes == {"passed"}}
+    unproven = {k: o for k, o in ran.items() if not set(o) <= {"passed", "xfailed", "skipped"}
+                and k.split("::")[1] not in by_remedy}
     details = "\n\n".join(f"{name}:\n{result.messages.get(name, '')[:1500]}" for name in sorted(result.failed))
     assert not unproven, f"behaviour checks failed on real vLLM, unexplained: {unproven}\n{details}"
     assert all(c.get("known") for c in data["checks"] if c["outcome"] == "xfailed"), "an xfail without its entry"

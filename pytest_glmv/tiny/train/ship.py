@@ -98,8 +98,22 @@ def reevaluate(record: dict[str, Any], evaluations: list[Path], note: str | None
     record["all_passed"] = all(r["passed"] for r in record["tasks"].values() if r["gated"])
 
 
+def check_inputs(path: Path) -> dict[str, Any]:
+    """A train.check_inputs --json result, checked: each entry names a check of trust.CHECK_TASKS."""
+    try:
+        result = json.loads(path.read_text())
+    except ValueError:
+        result = None
+    checks = result.get("checks") if isinstance(result, dict) else None
+    if not isinstance(checks, dict) or not all(k in trust.CHECK_TASKS and isinstance(r, dict)
+                                               and {"examples", "passed"} <= r.keys() for k, r in checks.items()):
+        raise ShipError(f"{path}: not a python -m pytest_glmv.tiny.train.check_inputs --json result")
+    return {"file": path.name, "hypothesis": result.get("hypothesis"), "checks": checks,
+            "command": "python -m pytest_glmv.tiny.train.check_inputs --model DIR --json " + path.name}
+
+
 def ship(src: Path, arch: str, log_path: Path | None, command: str | None, dest_root: Path = WEIGHTS_ROOT,
-         evaluations: list[Path] | None = None, note: str | None = None) -> Path:
+         evaluations: list[Path] | None = None, note: str | None = None, inputs: Path | None = None) -> Path:
     weights = sorted(src.glob("*.safetensors"))
     if [w.name for w in weights] != ["model.safetensors"]:
         raise ShipError(f"{src}: expected one model.safetensors, found {[w.name for w in weights]}")
@@ -107,6 +121,8 @@ def ship(src: Path, arch: str, log_path: Path | None, command: str | None, dest_
     log = log_path.read_text() if log_path else None
     record = record_for(src, arch, log)
     reevaluate(record, evaluations or [], note)
+    if inputs is not None:
+        record["check_inputs"] = check_inputs(inputs)
     refused = trust.refusal(record)
     if refused:
         raise ShipError(f"{src}: not shipped: {refused}")
@@ -136,9 +152,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="a later evaluation of the same weights (train.evaluate --json) whose accuracies replace the "
                          "training's for its tasks; repeatable")
     ap.add_argument("--reevaluation-note", help="how the --reevaluated files were measured (command, judges' commit)")
+    ap.add_argument("--check-inputs", type=Path, help="the picture checks' own examples run on these weights "
+                    "(train.check_inputs --json): a check that fails any of them on the model does not run on it")
     a = ap.parse_args(argv)
     try:
-        dest = ship(a.src, a.arch, a.log, a.command, evaluations=a.reevaluated, note=a.reevaluation_note)
+        dest = ship(a.src, a.arch, a.log, a.command, evaluations=a.reevaluated, note=a.reevaluation_note,
+                    inputs=a.check_inputs)
     except (ShipError, OSError, ValueError, KeyError) as e:
         print(f"glmv: {e}", file=sys.stderr)
         return 1
