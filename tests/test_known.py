@@ -267,6 +267,32 @@ def test_the_named_call_closed_empty_is_known_on_0_31_only() -> None:
     assert m is not None and m.entry.id == "vllm-glm45-strict-tool-grammar-drops-arguments" and not m.rivals
 
 
+
+def test_a_forced_call_to_an_argument_free_tool_carrying_a_key_is_known_where_measured() -> None:
+    """zero_argument_tools on the trained tiny weights (2026-12-06 14:10): get_time (empty properties) came back with a
+    'city' key on 0.31.0 and 0.32.0 only; ping (no parameters key) on every release run from 0.27.1. The same call with
+    {} arguments, or a get_time key on 0.30.0 (whose tag pins the empty schema), is no such known fault."""
+    kb = known.load()
+    get_time = ev(200, "", error_type="", response='{"finish_reason": ["stop"], "tool_calls": ["get_time({\\"city\\": '
+                                                  '\\"ply step user will call get_ston.</think>\\\\n<tool_call>get_ne'
+                                                  '\\"})"], "content": ""}')
+    ping = ev(200, "", error_type="", response='{"finish_reason": ["stop"], "tool_calls": ["ping({\\"city\\": '
+                                              '\\"plylue\\\\n<arg_value>purple\\"})"], "content": ""}')
+    empty = "tools/zero_argument_tools[empty-properties]"
+    none_ = "tools/zero_argument_tools[no-parameters]"
+    for version in ("0.31.0", "0.32.0+cpu"):
+        m = kb.match(empty, get_time, "vllm", version)
+        assert m is not None and m.entry.id == "vllm-glm45-empty-properties-tool-takes-any-arguments" and not m.rivals
+    assert kb.match(empty, get_time, "vllm", "0.30.0") is None
+    for version in ("0.27.1", "0.29.0", "0.30.0", "0.32.0"):
+        m = kb.match(none_, ping, "vllm", version)
+        assert m is not None and m.entry.id == "xgrammar-no-parameters-tool-takes-any-arguments" and not m.rivals
+    no_args = ev(200, "", error_type="", response='{"finish_reason": ["stop"], "tool_calls": ["ping({})"], '
+                                                 '"content": ""}')
+    assert kb.match(none_, no_args, "vllm", "0.32.0") is None or \
+        kb.match(none_, no_args, "vllm", "0.32.0").entry.id != "xgrammar-no-parameters-tool-takes-any-arguments"
+
+
 def test_forced_calls_left_unforced_by_the_environment_are_not_read_as_0_28s_regression() -> None:
     """vLLM 0.32.0 (and 0.31.0) started with VLLM_ENFORCE_STRICT_TOOL_CALLING=0 forces no named call: the answers
     are those of 0.28.x's fault (vllm-forced-tool-call-not-enforced), whose fix was 0.29.0, and used to read as its

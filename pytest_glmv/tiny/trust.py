@@ -86,10 +86,6 @@ WRITING_DECIDES: dict[str, str] = {
         "the trained model does not close </think> when thinking is on, so its box is reasoning text",
     "test_tools.py::test_generated_tools_never_5xx_and_calls_validate":
         "the trained model writes inside a forced nested argument until max_tokens cuts the call",
-    # out again since the weights of 14:10: every trained tool has an argument, and none is argument-free
-    "test_tools.py::test_zero_argument_tools":
-        "the trained model gives an argument-free tool a 'city' argument when the call is forced (every tool it was "
-        "trained on has one; with the call not forced it calls none)",
 }
 
 
