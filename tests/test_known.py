@@ -293,6 +293,26 @@ def test_a_forced_call_to_an_argument_free_tool_carrying_a_key_is_known_where_me
         kb.match(none_, no_args, "vllm", "0.32.0").entry.id != "xgrammar-no-parameters-tool-takes-any-arguments"
 
 
+
+def test_a_forced_enum_call_padded_to_max_tokens_is_the_whitespace_entry() -> None:
+    """0.27.1-0.30.0 with the trained tiny weights of 14:10: the named set_label call ran whitespace to max_tokens
+    ('<tool_call>set_label' then spaces and tabs) and came back set_label({}), finish_reason length: the forced tag
+    masks GLM's first newline and lets whitespace run. The same {} closed by the model (finish_reason stop) is not,
+    and 0.31's {} is its envelope-only tag's."""
+    kb = known.load()
+    label = "tools/unicode_and_whitespace_survive"
+    cut = ev(200, "", error_type="", notes={"compared_labels": 0},
+             response='{"finish_reason": ["length"], "tool_calls": ["set_label({})"], "content": ""}')
+    for version in ("0.27.1", "0.29.0", "0.30.0"):
+        m = kb.match(label, cut, "vllm", version)
+        assert m is not None and m.entry.id == "vllm-glm45-forced-call-padded-to-max-tokens" and not m.rivals, version
+    closed = ev(200, "", error_type="", response='{"finish_reason": ["stop"], "tool_calls": ["set_label({})"], '
+                                                '"content": ""}')
+    assert kb.match(label, closed, "vllm", "0.29.0") is None
+    m = kb.match(label, cut, "vllm", "0.31.0")
+    assert m is not None and m.entry.id == "vllm-glm45-named-call-envelope-only" and not m.rivals
+
+
 def test_forced_calls_left_unforced_by_the_environment_are_not_read_as_0_28s_regression() -> None:
     """vLLM 0.32.0 (and 0.31.0) started with VLLM_ENFORCE_STRICT_TOOL_CALLING=0 forces no named call: the answers
     are those of 0.28.x's fault (vllm-forced-tool-call-not-enforced), whose fix was 0.29.0, and used to read as its
