@@ -26,9 +26,9 @@ import types
 from pathlib import Path
 from typing import Any
 
+from ...documents import folder
 from .. import trust
 
-SUITES = Path(__file__).resolve().parents[3] / "suites"
 MODULE = "test_multimodal_behavior.py"
 
 
@@ -57,7 +57,7 @@ class _Model:
 
 
 def _suite() -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("glmv_check_inputs_suite", SUITES / MODULE)
+    spec = importlib.util.spec_from_file_location("glmv_check_inputs_suite", folder("suites") / MODULE)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
