@@ -58,3 +58,9 @@ def test_ship_records_check_inputs_and_refuses_another_file(tmp_path: Path) -> N
         bad.write_text(text)
         with pytest.raises(ship.ShipError, match="not a python -m pytest_glmv.tiny.train.check_inputs"):
             ship.ship(src, "moe", None, None, dest_root=tmp_path / "w2", inputs=bad)
+
+
+def test_a_model_dir_without_its_files_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        ci.main(["--model", str(tmp_path)])
+    assert e.value.code == 2 and "no config.json there" in capsys.readouterr().err

@@ -125,12 +125,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", required=True, help="a trained model dir (transformers)")
     ap.add_argument("--json", help="also write the result here (ship --check-inputs reads it)")
     a = ap.parse_args(argv)
+    if not (Path(a.model) / "config.json").is_file():
+        ap.error(f"--model {a.model}: no config.json there (a training output or a shipped weights dir with its files)")
     try:
         result = measure(a.model)
     except ImportError as e:
         print(f"check_inputs needs torch, transformers, pytest and hypothesis in one environment: {e}",
               file=sys.stderr)
         return 2
+    except (OSError, ValueError) as e:  # missing or mismatched weight files: transformers' own words, one line
+        print(f"glmv: --model {a.model}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}",
+              file=sys.stderr)
+        return 1
     for key, r in result["checks"].items():
         first = r["misses"][0] if r["misses"] else None
         print(f"{key}: {r['passed']}/{r['examples']} of its own examples pass on the model"
