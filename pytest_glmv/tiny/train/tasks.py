@@ -181,7 +181,9 @@ def ground(rng: random.Random) -> Example:
     answer = rng.choice([boxed, boxed, f"The {c} square is at {boxed}."])
 
     def judge(m: Message) -> bool:
-        return j.box_overlaps(str(m.get("content") or ""), box, 0.5)[0]  # 0.5: --glmv-iou-threshold's default
+        # 0.5: --glmv-iou-threshold's default (lifecycle.config.Settings), not imported: it needs pytest, which
+        # the training machine need not have
+        return j.box_overlaps(str(m.get("content") or ""), box, 0.5)[0]
     return Example("ground", [user([media.png(scene.render())], q)], {"content": answer}, judge, max_tokens=64,
                    meta={"box": box})
 
