@@ -26,9 +26,9 @@ from typing import Any, Iterable, Mapping
 
 # Greedy accuracy a task must reach on fresh examples (train/evaluate.py); train/dialogs.py re-exports it.
 THRESHOLDS: dict[str, float] = {t: 0.9 for t in (
-    "colour", "colour_think", "gif", "shape", "count", "word", "number", "which", "which_turns", "ground", "tool_pick",
-    "tool_two", "tool_none", "tool_result", "tool_verbatim", "tool_image", "tool_reason", "reason", "reason_off",
-    "needle")}
+    "colour", "colour_think", "gif", "shape", "count", "count_wide", "word", "number", "which", "which_wide",
+    "which_turns", "ground", "tool_pick", "tool_two", "tool_none", "tool_result", "tool_verbatim", "tool_image",
+    "tool_reason", "reason", "reason_off", "needle")}
 THRESHOLDS.update({"word": 0.8, "number": 0.8, "ground": 0.8, "reason": 0.6, "reason_off": 0.6, "needle": 0.8,
                    "tool_verbatim": 0.8})
 # Measured and recorded but not counted by training's exit status or the refusal ('if the size allows').

@@ -90,6 +90,17 @@ def test_examples_are_reproducible_and_answers_vary() -> None:
     assert any("<|begin_of_box|>" in s for s in answers) and any(s.endswith(".") for s in answers)
 
 
+def test_a_checks_task_draws_the_checks_pictures_and_its_wide_twin_more() -> None:
+    """count and which are measured on the check's own kind of picture (their accuracy decides whether the check
+    runs); the wide twins train beyond it: six squares, the seven colours."""
+    narrow, wide = draws("count"), draws("count_wide")
+    assert {ex.meta["n"] for ex in narrow} == {1, 2, 3, 4, 5}  # suites' n: integers(1, 5)
+    assert {ex.meta["n"] for ex in wide} == {1, 2, 3, 4, 5, 6}
+    assert {c for ex in draws("which") for c in ex.meta["pair"]} == set(tasks.CLEAR)  # suites' permutations(CLEAR)
+    assert {c for ex in draws("which_wide") for c in ex.meta["pair"]} == set(tasks.ALL)
+    assert {ex.task for ex in narrow + wide} == {"count", "count_wide"}
+
+
 def test_thresholds_cover_every_task() -> None:
     assert set(dialogs.THRESHOLDS) == set(dialogs.TASKS) == set(dialogs.WEIGHTS)
     assert all(0.5 <= t <= 1 for t in dialogs.THRESHOLDS.values())

@@ -211,7 +211,8 @@ THRESHOLDS = trust.THRESHOLDS
 # 100 % while counting, which image, reading, boxes, sums and verbatim copies do not yet; a rebalanced run
 # (easy tasks 0.5, hard ones 3-4) lost colour (19 %) and gained little, so these stay until a better mix is measured.
 WEIGHTS: dict[str, float] = {name: 1.0 for name in TASKS}
-# word 1.5 + number 0.5: the one word task of before (weight 2, a quarter numbers), drawn as it was.
+# word 1.5 + number 0.5: the one word task of before (weight 2, a quarter numbers), drawn as it was; count 1 +
+# count_wide 0.5 and which 0.5 + which_wide 0.5 likewise (the check's pictures and the wider ones).
 WEIGHTS.update({"ground": 3.0, "word": 1.5, "number": 0.5, "reason": 2.0, "reason_off": 1.5, "tool_verbatim": 2.0,
-                "count": 1.5,
+                "count": 1.0, "count_wide": 0.5, "which": 0.5, "which_wide": 0.5,
                 "needle": 0.0})  # needle batches are drawn apart (data.py): they are long

@@ -121,17 +121,20 @@ def shape(rng: random.Random) -> Example:
                    & set(content(m).lower().replace(".", " ").split()), max_tokens=24)
 
 
-def count(rng: random.Random) -> Example:
-    n = rng.randint(1, 6)
-    scene = media.scatter(n, seed=rng.randrange(10 ** 6), colours=rng.choice([CLEAR, None]))
+def count(rng: random.Random, wide: bool = False) -> Example:
+    """The check's pictures (1-5 squares in the four clear colours), or (wide) up to six in any of the seven,
+    measured apart: trained on both, but only the check's own kind of picture says whether the check can pass
+    (one accuracy over both read 92 % while the check's kind alone read 99 %, n=96, the weights of 14:10)."""
+    n = rng.randint(1, 6 if wide else 5)
+    scene = media.scatter(n, seed=rng.randrange(10 ** 6), colours=rng.choice([CLEAR, None]) if wide else CLEAR)
     q = rng.choice(["How many squares are in the image? Answer with a number.", "How many squares are there?",
                     "Count the squares in the picture.", "How many squares do you see? Reply with a number only."])
     words = ["zero", "one", "two", "three", "four", "five", "six"]
     unit = "square" if n == 1 else "squares"
     answer = rng.choice([str(n), str(n), f"<|begin_of_box|>{n}<|end_of_box|>", f"There are {n} {unit}.",
                          f"There {'is' if n == 1 else 'are'} {words[n]} {unit} in the image."])
-    return Example("count", [user([media.png(scene.render())], q)], {"content": answer},
-                   lambda m: j.count_stated(content(m)) == n, max_tokens=24)
+    return Example("count_wide" if wide else "count", [user([media.png(scene.render())], q)], {"content": answer},
+                   lambda m: j.count_stated(content(m)) == n, max_tokens=24, meta={"n": n})
 
 
 def word(rng: random.Random, number: bool = False) -> Example:
@@ -148,10 +151,12 @@ def word(rng: random.Random, number: bool = False) -> Example:
                    lambda m: j.reads_word(content(m), text), max_tokens=24, meta={"text": text})
 
 
-def which(rng: random.Random, turns: bool = False) -> Example:
-    wanted, other = rng.sample(ALL, 2)
+def which(rng: random.Random, turns: bool = False, wide: bool = False) -> Example:
+    """The check's pair (two of the four clear colours, its centred half-size square), or (wide, and across turns)
+    any two of the seven colours at three sizes: trained on both, measured apart as count is."""
+    wanted, other = rng.sample(ALL if wide or turns else CLEAR, 2)
     second = rng.random() < 0.5
-    pair = [media.png(media.square(c, 224, rng.choice([0.4, 0.5, 0.7])).render())
+    pair = [media.png(media.square(c, 224, rng.choice([0.4, 0.5, 0.7]) if wide or turns else 0.5).render())
             for c in ((other, wanted) if second else (wanted, other))]
     q = rng.choice([f"Which of the two images shows a {wanted} square, the first or the second? Answer in one word.",
                     f"Which image has the {wanted} square: the first or the second?",
@@ -166,8 +171,9 @@ def which(rng: random.Random, turns: bool = False) -> Example:
     else:
         messages = [user(pair, q)]
     expected = 2 if second else 1
-    return Example("which_turns" if turns else "which", messages, {"content": answer},
-                   lambda m: j.ordinal(content(m)) == expected, max_tokens=24)
+    name = "which_turns" if turns else "which_wide" if wide else "which"
+    return Example(name, messages, {"content": answer},
+                   lambda m: j.ordinal(content(m)) == expected, max_tokens=24, meta={"pair": (wanted, other)})
 
 
 def ground(rng: random.Random) -> Example:
@@ -191,7 +197,8 @@ def ground(rng: random.Random) -> Example:
 # the task registry lives in tools_tasks (tool, reasoning and needle tasks join these there)
 PICTURE_TASKS: dict[str, Callable[[random.Random], Example]] = {
     "colour": colour, "colour_think": lambda r: colour(r, thinking=True), "gif": gif, "shape": shape,
-    "count": count, "word": word, "number": lambda r: word(r, number=True), "which": which,
+    "count": count, "count_wide": lambda r: count(r, wide=True), "word": word,
+    "number": lambda r: word(r, number=True), "which": which, "which_wide": lambda r: which(r, wide=True),
     "which_turns": lambda r: which(r, turns=True), "ground": ground,
 }
 __all__ = ["Example", "PICTURE_TASKS", "CITIES", "TICKERS", "WEATHER", "WEATHER_CITY", "STOCK", "CONVERT",
