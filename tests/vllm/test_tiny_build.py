@@ -60,6 +60,8 @@ def test_tiny_model_contract(tmp_path: Path) -> None:
     assert tiny.prepare(tmp_path).trained and "--load-format" not in tiny.prepare(tmp_path).extra_args
     assert args[args.index("--max-model-len") + 1] == "4096"
     assert json.loads(args[args.index("--structured-outputs-config") + 1]) == {"enable_in_reasoning": True}
+    # trained weights: the recommended flags only (the tag must not bind in reasoning: it would mask <think>)
+    assert "--structured-outputs-config" not in tiny.prepare(tmp_path).extra_args
     assert tm.env["VLLM_CACHE_ROOT"].startswith(str(tmp_path))
     assert tm.env["HF_HUB_OFFLINE"] == "1" and tm.env["VLLM_CPU_KVCACHE_SPACE"] == "1"
     assert json.loads((tm.path / "token_ids.json").read_text()) == dict(tm.token_ids)
