@@ -70,8 +70,8 @@ def test_server_level_checks_the_models_writing_decides_are_left_out_with_their_
     drop, lines = t.split([(box, "b1"), (box, "b2"), (COLOUR, "a")])
     assert drop == ["b1", "b2"]
     assert lines == ["test_reasoning::test_box_tokens_stay_out_of_reasoning deselected: the tiny model's writing "
-                     "decides it: the trained model does not close </think> when thinking is on, so its box is "
-                     "reasoning text; GLMV_TINY_WEIGHTS=dummy runs it on random weights"]
+                     "decides it: the trained model writes a box inside its reasoning as well as in its answer when "
+                     "thinking is on; GLMV_TINY_WEIGHTS=dummy runs it on random weights"]
     for key in trust.WRITING_DECIDES:  # each names a server-level check of the suites (not a behaviour check)
         file, function = key.split("::")
         source = (ROOT / "suites" / file).read_text()
