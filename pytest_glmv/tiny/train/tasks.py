@@ -124,7 +124,7 @@ def shape(rng: random.Random) -> Example:
 def count(rng: random.Random, wide: bool = False) -> Example:
     """The check's pictures (1-5 squares in the four clear colours), or (wide) up to six in any of the seven,
     measured apart: trained on both, but only the check's own kind of picture says whether the check can pass
-    (one accuracy over both read 92 % while the check's kind alone read 99 %, n=96, the weights of 14:10)."""
+    (the weights of 14:10: 91.7 % over the mix, 100 % on the check's pictures, n=48 each, eval seed 1)."""
     n = rng.randint(1, 6 if wide else 5)
     scene = media.scatter(n, seed=rng.randrange(10 ** 6), colours=rng.choice([CLEAR, None]) if wide else CLEAR)
     q = rng.choice(["How many squares are in the image? Answer with a number.", "How many squares are there?",
