@@ -350,7 +350,13 @@ def test_required_arguments_are_filled_verbatim(http: httpx.Client, ask: Callabl
     ex = evidence.chat(http, ask(f'Save this note exactly: "{NOTE_TEXT}"', [SAVE_NOTE], "required"))
     calls = valid(ex, [SAVE_NOTE])
     assert calls and not call_problems(calls, [SAVE_NOTE], strict=True), f"required args missing\n{ex.evidence()}"
-    assert arguments(calls[0]) == {"text": NOTE_TEXT}, f"text not copied verbatim\n{ex.evidence()}"
+    got = arguments(calls[0]).get("text")
+    # evidence for the knowledge base: a copy that differs only in its whitespace (a forced call whose first token,
+    # GLM's newline, the grammar masked) is not a copy that lost or changed words
+    spacing = isinstance(got, str) and got != NOTE_TEXT and got.split() == NOTE_TEXT.split()
+    evidence.note("whitespace_only", spacing)
+    assert arguments(calls[0]) == {"text": NOTE_TEXT}, \
+        f"text not copied verbatim{' (only its whitespace differs)' if spacing else ''}\n{ex.evidence()}"
 
 
 @pytest.mark.behavior

@@ -287,9 +287,30 @@ def test_a_call_cut_by_max_tokens_inside_its_arguments_is_the_strict_grammar_on_
         assert m is not None and m.entry.id == "vllm-glm45-strict-tool-grammar-drops-arguments" and not m.rivals, check
         assert kb.match(check, e, "vllm", "0.31.0") is None or \
             kb.match(check, e, "vllm", "0.31.0").entry.id != "vllm-glm45-strict-tool-grammar-drops-arguments"
-    closed = ev(200, "", error_type="", response='{"finish_reason": ["tool_calls"], "tool_calls": ["get_weather({\\"city'
-                                                '\\": \\"Paris\\"})"], "content": ""}')
+    closed = ev(200, "", error_type="",
+                response='{"finish_reason": ["tool_calls"], "tool_calls": ["get_weather({\\"city\\": \\"Paris\\"})"], '
+                         '"content": ""}')
     assert kb.match("tools/streamed_calls_reassemble_to_the_answer", closed, "vllm", "0.32.0") is None
+
+
+def test_a_forced_note_with_only_its_whitespace_changed_is_the_masked_newline() -> None:
+    """0.27.1, 0.29.0-0.31.0 with the weights of 16:47: the required save_note call came back with three spaces for the
+    note's two (the check notes whitespace_only). A note with other words changed, or the same answer on 0.32.0 (its
+    own compact tag), is not this entry."""
+    kb = known.load()
+    check = "tools/required_arguments_are_filled_verbatim"
+    spaced = ev(200, "", error_type="", notes={"whitespace_only": True},
+                response='{"finish_reason": ["tool_calls"], "tool_calls": ["save_note({\\"text\\": \\"Grüße,   東京'
+                         '\\\\tcafé ☕ — naïve\\"})"], "content": ""}')
+    for version in ("0.27.1", "0.29.0", "0.30.0", "0.31.0+cpu"):
+        m = kb.match(check, spaced, "vllm", version)
+        assert m is not None and m.entry.id == "vllm-glm45-forced-call-masked-newline-alters-whitespace", version
+        assert not m.rivals, version
+    assert kb.match(check, spaced, "vllm", "0.32.0") is None
+    derailed = ev(200, "", error_type="", notes={"whitespace_only": False},
+                  response='{"finish_reason": ["tool_calls"], "tool_calls": ["save_note({\\"text\\": \\"café ☕ — '
+                           'naïve milk tomorrow milk\\"})"], "content": ""}')
+    assert kb.match(check, derailed, "vllm", "0.29.0") is None
 
 
 def test_a_forced_call_to_an_argument_free_tool_carrying_a_key_is_known_where_measured() -> None:

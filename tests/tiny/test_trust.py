@@ -129,7 +129,7 @@ def test_shipped_moe_runs_the_checks_of_its_passing_tasks(monkeypatch: pytest.Mo
     t = tiny.behaviour_trust("moe")
     assert t is not None
     runs = {k for k in trust.CHECK_TASKS if t.why_not(k) is None}
-    assert runs == set(trust.CHECK_TASKS)  # every behaviour check: the weights of 16:47 (needle 100 % at <=130 sentences)
+    assert runs == set(trust.CHECK_TASKS)  # every behaviour check: the weights of 16:47 (needle 100 %, <=130 sentences)
     dense = tiny.behaviour_trust("dense")
     assert dense is not None and GROUND not in {k for k in trust.CHECK_TASKS if dense.why_not(k) is None}
     assert "test_tools.py::test_picks_the_right_tool" in runs
