@@ -154,9 +154,10 @@ def word(rng: random.Random, number: bool = False) -> Example:
 def which(rng: random.Random, turns: bool = False, wide: bool = False) -> Example:
     """The check's pair (two of the four clear colours, its centred half-size square), or (wide, and across turns)
     any two of the seven colours at three sizes: trained on both, measured apart as count is."""
-    wanted, other = rng.sample(ALL if wide or turns else CLEAR, 2)
+    broad = wide or turns
+    wanted, other = rng.sample(ALL if broad else CLEAR, 2)
     second = rng.random() < 0.5
-    pair = [media.png(media.square(c, 224, rng.choice([0.4, 0.5, 0.7]) if wide or turns else 0.5).render())
+    pair = [media.png(media.square(c, 224, rng.choice([0.4, 0.5, 0.7]) if broad else 0.5).render())
             for c in ((other, wanted) if second else (wanted, other))]
     q = rng.choice([f"Which of the two images shows a {wanted} square, the first or the second? Answer in one word.",
                     f"Which image has the {wanted} square: the first or the second?",
